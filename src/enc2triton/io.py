@@ -1,0 +1,117 @@
+"""Atomic files, hashes and the JSON manifest that stages hand over to each other.
+
+A file is only ever visible under its final name once complete: writers go to a temp file in the
+same folder and rename it, so an interrupted run leaves at most a `*.partial` file behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import spec
+
+MANIFEST_VERSION = 1
+
+
+class StageError(RuntimeError):
+    """A stage could not do what was asked; the message says what to do about it."""
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-", delete=True)
+        probe.close()
+    except OSError as e:
+        raise StageError(f"output folder {path} is not writable: {e.strerror or e}") from e
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temp path next to `final`; rename it into place only if the block succeeds."""
+    final = Path(final)
+    ensure_writable_dir(final.parent)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_path(artifacts: Path | None = None) -> Path:
+    return Path(artifacts or spec.ARTIFACTS) / "manifest.json"
+
+
+def load_manifest(artifacts: Path | None = None, required: bool = True) -> dict:
+    path = manifest_path(artifacts)
+    if not path.exists():
+        if required:
+            raise StageError(f"{path} not found: run `python torch2onnx.py` (or `make export`) first")
+        return {"version": MANIFEST_VERSION}
+    return read_json(path)
+
+
+def update_manifest(section: str, value: Any, artifacts: Path | None = None) -> dict:
+    """Replace one top-level section of the manifest (each stage owns its sections)."""
+    manifest = load_manifest(artifacts, required=False)
+    manifest["version"] = MANIFEST_VERSION
+    manifest[section] = value
+    write_json(manifest_path(artifacts), manifest)
+    return manifest
+
+
+def artifact_entry(path: Path, artifacts: Path | None = None, **extra: Any) -> dict:
+    """Manifest record of a produced file: path relative to the artifacts folder, size and hash."""
+    path = Path(path)
+    base = Path(artifacts or spec.ARTIFACTS)
+    try:
+        rel = str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        rel = str(path)
+    return {"path": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
+
+
+def resolve(entry_path: str, artifacts: Path | None = None) -> Path:
+    p = Path(entry_path)
+    return p if p.is_absolute() else Path(artifacts or spec.ARTIFACTS) / p
+
+
+def is_valid(entry: dict | None, artifacts: Path | None = None) -> bool:
+    """True when the recorded file exists and still has the recorded hash (resume after interruption)."""
+    if not entry or not entry.get("path"):
+        return False
+    path = resolve(entry["path"], artifacts)
+    return path.exists() and path.stat().st_size == entry.get("bytes") and sha256_file(path) == entry.get("sha256")
