@@ -1,0 +1,127 @@
+"""Export the encoder to ONNX (dynamic batch and sequence axes) and verify it against PyTorch.
+
+Export and verification are one step: an ONNX file is only recorded in the manifest after ONNX
+Runtime reproduced PyTorch within tolerance on real sentences at several shapes, padded batches included.
+"""
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import io, models, spec
+from .io import StageError
+
+# (batch, pad-to length or None for "longest in batch"): short, padded, fixed 128, long.
+VERIFY_SHAPES = ((1, None), (4, None), (8, 128), (2, 384))
+ATOL = 1e-4
+
+
+class VerificationError(StageError):
+    """ONNX Runtime disagreed with PyTorch beyond tolerance; the message has the numbers."""
+
+
+def read_texts(path: Path) -> list[str]:
+    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
+    return [ln for ln in lines if ln]
+
+
+def tokenize(tokenizer, texts: list[str], input_names, max_length: int, pad_to: int | None = None) -> dict[str, np.ndarray]:
+    enc = tokenizer(texts, padding="max_length" if pad_to else "longest", truncation=True,
+                    max_length=min(pad_to or max_length, max_length), return_tensors="np")
+    return {n: enc[n].astype(np.int64) for n in input_names}
+
+
+def ort_session(path: Path, providers: list[str] | None = None, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+
+
+def export_onnx(encoder: models.Encoder, tokenizer, onnx_path: Path) -> None:
+    names = encoder.input_names
+    sample = {k: torch.from_numpy(v) for k, v in tokenize(tokenizer, ["export sample", "a second, longer sample sentence"], names, 64).items()}
+    dyn = {n: {0: "batch", 1: "sequence"} for n in names}
+    dyn["last_hidden_state"] = {0: "batch", 1: "sequence"}
+    dyn["sentence_embedding"] = {0: "batch"}
+    with io.atomic_path(onnx_path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        # export a copy: tracing leaves the module altered (its eager outputs drift afterwards)
+        torch.onnx.export(copy.deepcopy(encoder), tuple(sample[n] for n in names), str(tmp), input_names=list(names),
+                          output_names=list(spec.OUTPUTS), dynamic_axes=dyn, opset_version=spec.OPSET,
+                          do_constant_folding=True, dynamo=False)
+        import onnx
+        onnx.checker.check_model(str(tmp))
+
+
+def verify(encoder: models.Encoder, tokenizer, onnx_path: Path, texts: list[str], max_length: int,
+           atol: float = ATOL, shapes=VERIFY_SHAPES) -> list[dict]:
+    """One row per (shape, output); raises VerificationError naming the worst difference."""
+    sess = ort_session(onnx_path)
+    rows = []
+    for i, (batch, pad_to) in enumerate(shapes):
+        chunk = [texts[(i * 7 + j) % len(texts)] for j in range(batch)]
+        if pad_to and pad_to > 128:  # make the long shape really long, not just padding
+            chunk = [" ".join(texts[(j + k) % len(texts)] for k in range(12)) for j in range(batch)]
+        feed = tokenize(tokenizer, chunk, encoder.input_names, max_length, pad_to)
+        with torch.inference_mode():
+            ref = [t.numpy() for t in encoder(**{k: torch.from_numpy(v) for k, v in feed.items()})]
+        got = sess.run(list(spec.OUTPUTS), feed)
+        for name, r, g in zip(spec.OUTPUTS, ref, got):
+            if r.shape != g.shape:
+                raise VerificationError(f"{name}: shape {g.shape} from ONNX Runtime, {r.shape} from PyTorch")
+            diff = float(np.abs(r - g).max())
+            row = {"batch": batch, "seq": int(feed["input_ids"].shape[1]), "output": name, "max_abs_diff": diff, "ok": diff <= atol}
+            print(f"  verify batch={batch:<2} seq={row['seq']:<4} {name:<19} max|diff|={diff:.2e} {'ok' if row['ok'] else 'FAIL'} (atol {atol:g})")
+            rows.append(row)
+    bad = [r for r in rows if not r["ok"]]
+    if bad:
+        worst = max(bad, key=lambda r: r["max_abs_diff"])
+        raise VerificationError(f"ONNX export does not match PyTorch: {worst['output']} max abs diff {worst['max_abs_diff']:.3e} "
+                                f"> {atol:g} at batch {worst['batch']} seq {worst['seq']}")
+    return rows
+
+
+def run(model: str = spec.DEFAULT_MODEL, artifacts: Path | None = None, texts_path: Path = spec.EVALUATION_TEXTS,
+        shapes: spec.ShapeLimits | None = None, allow_fallback: bool | None = None):
+    """Export + verify + manifest. Returns (encoder, tokenizer, info, manifest) for later steps in-process."""
+    artifacts = io.ensure_writable_dir(Path(artifacts or spec.ARTIFACTS))
+    encoder, tokenizer, info = models.load(model, allow_fallback)
+    shapes = shapes or spec.ShapeLimits(max_seq=min(spec.ShapeLimits().max_seq, info.max_length))
+    if shapes.max_seq > info.max_length:
+        raise StageError(f"max_seq {shapes.max_seq} exceeds the model's maximum length {info.max_length}")
+    print(f"model: {info.used} ({info.source}), {info.model_type}, {info.num_layers} layers x {info.hidden_size}, inputs {list(encoder.input_names)}")
+    tok_dir = artifacts / "tokenizer"
+    tokenizer.save_pretrained(tok_dir)
+    onnx_path = artifacts / "onnx" / "model_fp32.onnx"
+    t0 = time.perf_counter()
+    export_onnx(encoder, tokenizer, onnx_path)
+    print(f"exported {onnx_path} in {time.perf_counter() - t0:.1f}s; verifying against PyTorch")
+    rows = verify(encoder, tokenizer, onnx_path, read_texts(texts_path), shapes.max_seq)
+    manifest = io.load_manifest(artifacts, required=False)
+    stale = manifest.get("model", {}).get("config_sha256") != info.config_sha256
+    manifest.update({
+        "version": io.MANIFEST_VERSION,
+        "model": info.as_dict(),
+        "inputs": list(encoder.input_names),
+        "outputs": list(spec.OUTPUTS),
+        "shapes": shapes.as_dict(),
+        "tokenizer_dir": "tokenizer",
+        "export": {"opset": spec.OPSET, "attention": "eager", "torch": torch.__version__, "atol": ATOL, "verification": rows},
+    })
+    variants = {} if stale else manifest.get("variants", {})  # a new model invalidates every derived variant
+    variants["fp32"] = {"onnx": io.artifact_entry(onnx_path, artifacts), "method": "torch.onnx.export (TorchScript), verified vs PyTorch"}
+    manifest["variants"] = variants
+    if stale:
+        manifest.pop("trt", None)
+    io.write_json(io.manifest_path(artifacts), manifest)
+    print(f"manifest: {io.manifest_path(artifacts)}")
+    return encoder, tokenizer, info, manifest

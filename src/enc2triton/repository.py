@@ -1,0 +1,230 @@
+"""Generate model_repository/ from artifacts/manifest.json: tokenizer, one model per variant, one
+ensemble per variant. Configs are protobuf messages (model_config_pb2) written with text_format, so
+they are valid by construction; names, shapes and batch limits all come from the manifest/spec.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from . import io, spec, tools
+from .io import StageError
+
+MODELS_SRC = Path(__file__).parent / "triton_models"
+# Sequence-length buckets the tokenizer pads to (see triton_models/tokenizer.py for why).
+BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+def _tensor(cls, name: str, dtype, dims):
+    return cls(name=name, data_type=dtype, dims=list(dims))
+
+
+def _params(config: mc.ModelConfig, **values) -> None:
+    for k, v in values.items():
+        config.parameters[k].string_value = str(v)
+
+
+def _instances(kind: str, count: int, gpus: list[int]) -> list[mc.ModelInstanceGroup]:
+    if kind == "gpu":  # one group per GPU, so every visible GPU gets its own instances
+        return [mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=count, gpus=[g]) for g in (gpus or [0])]
+    return [mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=count)]
+
+
+def _batching(serving: spec.Serving, max_batch: int) -> mc.ModelDynamicBatching:
+    return mc.ModelDynamicBatching(
+        preferred_batch_size=[b for b in serving.preferred_batch_sizes if b <= max_batch],
+        max_queue_delay_microseconds=serving.max_queue_delay_us,
+        # beyond the queue bound a request is rejected at once, not left to wait without limit
+        default_queue_policy=mc.ModelQueuePolicy(max_queue_size=serving.max_queue_size, timeout_action=mc.ModelQueuePolicy.REJECT),
+    )
+
+
+def tokenizer_config(manifest: dict, serving: spec.Serving) -> mc.ModelConfig:
+    shapes = manifest["shapes"]
+    cfg = mc.ModelConfig(name="tokenizer", backend="python", max_batch_size=shapes["max_batch"])
+    cfg.input.append(_tensor(mc.ModelInput, spec.TEXT_INPUT, mc.TYPE_STRING, [1]))
+    for name in manifest["inputs"]:
+        cfg.output.append(_tensor(mc.ModelOutput, name, mc.TYPE_INT64, [-1]))
+    cfg.dynamic_batching.CopyFrom(_batching(serving, shapes["max_batch"]))
+    cfg.instance_group.extend(_instances("cpu", serving.tokenizer_instances, []))
+    _params(cfg, max_length=shapes["max_seq"], buckets=",".join(str(b) for b in BUCKETS if b <= shapes["max_seq"]),
+            tokenizer_dir="tokenizer")
+    return cfg
+
+
+def _io(cfg: mc.ModelConfig, manifest: dict) -> None:
+    hidden = manifest["model"]["hidden_size"]
+    for name in manifest["inputs"]:
+        cfg.input.append(_tensor(mc.ModelInput, name, mc.TYPE_INT64, [-1]))
+    cfg.output.append(_tensor(mc.ModelOutput, "last_hidden_state", mc.TYPE_FP32, [-1, hidden]))
+    cfg.output.append(_tensor(mc.ModelOutput, "sentence_embedding", mc.TYPE_FP32, [hidden]))
+
+
+def model_config(name: str, manifest: dict, serving: spec.Serving, runtime: str, native: bool, kind: str,
+                 gpus: list[int], artifact: str) -> mc.ModelConfig:
+    """runtime: 'onnxruntime' | 'tensorrt'; native: the server has that backend (NVIDIA containers)."""
+    shapes = manifest["shapes"]
+    cfg = mc.ModelConfig(name=name, max_batch_size=shapes["max_batch"])
+    if native:
+        cfg.platform = "onnxruntime_onnx" if runtime == "onnxruntime" else "tensorrt_plan"
+        cfg.default_model_filename = artifact
+    else:
+        cfg.backend = "python"
+        _params(cfg, runtime=runtime, artifact=artifact,
+                intra_op_threads=0 if kind == "gpu" else max(1, (os.cpu_count() or 1) // max(1, serving.model_instances)))
+    _io(cfg, manifest)
+    cfg.dynamic_batching.CopyFrom(_batching(serving, shapes["max_batch"]))
+    cfg.instance_group.extend(_instances(kind, serving.model_instances, gpus))
+    return cfg
+
+
+def ensemble_config(model: str, manifest: dict) -> mc.ModelConfig:
+    hidden = manifest["model"]["hidden_size"]
+    cfg = mc.ModelConfig(name=spec.ensemble_name(model), platform="ensemble", max_batch_size=manifest["shapes"]["max_batch"])
+    cfg.input.append(_tensor(mc.ModelInput, spec.TEXT_INPUT, mc.TYPE_STRING, [1]))
+    cfg.output.append(_tensor(mc.ModelOutput, "sentence_embedding", mc.TYPE_FP32, [hidden]))
+    cfg.output.append(_tensor(mc.ModelOutput, "last_hidden_state", mc.TYPE_FP32, [-1, hidden]))
+    tok = cfg.ensemble_scheduling.step.add(model_name="tokenizer", model_version=-1)
+    tok.input_map[spec.TEXT_INPUT] = spec.TEXT_INPUT
+    run = cfg.ensemble_scheduling.step.add(model_name=model, model_version=-1)
+    for name in manifest["inputs"]:
+        tok.output_map[name] = f"_{name}"
+        run.input_map[name] = f"_{name}"
+    for name in spec.OUTPUTS:
+        run.output_map[name] = name
+    return cfg
+
+
+def write_config(model_dir: Path, cfg: mc.ModelConfig) -> Path:
+    path = model_dir / "config.pbtxt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text_format.MessageToString(cfg))
+    return path
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
+
+
+def _place(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)  # big weights: a hard link costs nothing and is a real file to the server
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def plan(manifest: dict, artifacts: Path) -> tuple[list[dict], list[str]]:
+    """(models to write, skip messages) from the manifest's variants and engines."""
+    models, skipped = [], []
+    for precision in spec.PRECISIONS + spec.OPTIONAL_PRECISIONS:
+        entry = (manifest.get("variants") or {}).get(precision) or {}
+        onnx = entry.get("onnx")
+        if onnx and io.is_valid(onnx, artifacts):
+            models.append({"name": spec.model_name("onnx", precision), "runtime": "onnxruntime", "src": io.resolve(onnx["path"], artifacts), "file": "model.onnx"})
+        else:
+            skipped.append(f"{spec.model_name('onnx', precision)}: skipped: {entry.get('reason') or 'no valid ONNX artifact (rerun quantization)'}")
+        eng = ((manifest.get("trt") or {}).get(precision) or {})
+        if eng.get("engine") and io.is_valid(eng["engine"], artifacts):
+            models.append({"name": spec.model_name("trt", precision), "runtime": "tensorrt", "src": io.resolve(eng["engine"]["path"], artifacts), "file": "model.plan"})
+        else:
+            skipped.append(f"{spec.model_name('trt', precision)}: skipped: {eng.get('reason') or 'no engine built'}")
+    return models, skipped
+
+
+def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serving: spec.Serving | None = None,
+             device: str = "cpu", gpus: list[int] | None = None, native: bool | None = None) -> Path:
+    """Write the repository into a temp folder, then swap it in: an interrupted run leaves the old one."""
+    serving = serving or spec.Serving()
+    artifacts, out = Path(artifacts), Path(out)
+    manifest = io.load_manifest(artifacts)
+    models, skipped = plan(manifest, artifacts)
+    if not models:
+        raise StageError("no model variant to serve: run `python torch2onnx.py` first")
+    have = tools.backends(tools.find_tritonserver()) if native is None else ({"onnxruntime", "tensorrt"} if native else set())
+    io.ensure_writable_dir(out.parent)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    try:
+        tok_dir = tmp / "tokenizer"
+        write_config(tok_dir, tokenizer_config(manifest, serving))
+        (tok_dir / "1").mkdir(parents=True)
+        shutil.copy2(MODELS_SRC / "tokenizer.py", tok_dir / "1" / "model.py")
+        shutil.copytree(io.resolve(manifest["tokenizer_dir"], artifacts), tok_dir / "1" / "tokenizer")
+        written = ["tokenizer"]
+        for m in models:
+            is_native = m["runtime"] in have
+            cfg = model_config(m["name"], manifest, serving, m["runtime"], is_native, device, gpus or [], m["file"])
+            mdir = tmp / m["name"]
+            write_config(mdir, cfg)
+            _place(m["src"], mdir / "1" / m["file"])
+            if not is_native:
+                shutil.copy2(MODELS_SRC / "runner.py", mdir / "1" / "model.py")
+            write_config(tmp / spec.ensemble_name(m["name"]), ensemble_config(m["name"], manifest))
+            (tmp / spec.ensemble_name(m["name"]) / "1").mkdir(parents=True)
+            written += [m["name"], spec.ensemble_name(m["name"])]
+            print(f"  {m['name']}: {'native ' + cfg.platform if is_native else 'python backend, ' + m['runtime']} ({device})")
+        for line in skipped:
+            print(f"  {line}")
+        io.write_json(tmp / "repository.json", {"models": written, "skipped": skipped, "device": device,
+                                                 "manifest_sha256": io.sha256_file(io.manifest_path(artifacts)),
+                                                 "model": manifest["model"]})
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"model repository: {out} ({len(written)} models)")
+    return out
+
+
+def is_stale(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY) -> bool:
+    info = Path(out) / "repository.json"
+    mpath = io.manifest_path(artifacts)
+    return not info.exists() or not mpath.exists() or io.read_json(info).get("manifest_sha256") != io.sha256_file(mpath)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Generate the Triton model repository from artifacts/manifest.json.")
+    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS)
+    ap.add_argument("--out", type=Path, default=spec.REPOSITORY)
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="instance kind for the model variants")
+    ap.add_argument("--gpus", default="", help="comma-separated GPU ids (default: all visible)")
+    ap.add_argument("--instances", type=int, default=spec.Serving.model_instances, help="instances per model (per GPU)")
+    ap.add_argument("--tokenizer-instances", type=int, default=spec.Serving.tokenizer_instances)
+    ap.add_argument("--if-stale", action="store_true", help="do nothing when the repository matches the manifest")
+    a = ap.parse_args(argv)
+    if a.if_stale and not is_stale(a.artifacts, a.out):
+        print(f"model repository {a.out} is up to date")
+        return 0
+    gpus = [int(g) for g in a.gpus.split(",") if g] or (visible_gpus() if a.device == "gpu" else [])
+    serving = spec.Serving(model_instances=a.instances, tokenizer_instances=a.tokenizer_instances)
+    try:
+        generate(a.artifacts, a.out, serving, a.device, gpus)
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def visible_gpus() -> list[int]:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout
+        return [int(x) for x in out.split()]
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return []
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""Run the real tritonserver on a model repository: start (until every model is ready), stop, status.
+
+State lives in logs/: tritonserver.pid, tritonserver.log and server.json (addresses that tools and
+tests read). Binds 127.0.0.1 unless asked otherwise; no runtime model control unless asked.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import io, spec, tools
+from .io import StageError
+
+
+@dataclass
+class ServerInfo:
+    pid: int
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    repository: str
+    log: str
+    binary: str
+    started: float = field(default_factory=time.time)
+    models: dict = field(default_factory=dict)
+
+    @property
+    def http(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def url(self, protocol: str = "http") -> str:
+        return self.http if protocol == "http" else self.grpc
+
+
+def _paths(logs: Path) -> tuple[Path, Path, Path]:
+    logs = Path(logs)
+    return logs / "tritonserver.pid", logs / "tritonserver.log", logs / "server.json"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_busy(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return False
+        except OSError:
+            return True
+
+
+def alive(pid: int) -> bool:
+    """True only for a live tritonserver process: a stale PID reused by something else is not ours."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text().split()
+    except OSError:
+        return False
+    return b"tritonserver" in cmd and stat[2] != "Z"
+
+
+def _get(url: str, timeout: float = 2.0, data: bytes | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def model_states(info: ServerInfo) -> dict[str, dict] | None:
+    """Per-model state from the repository index; None while the server does not answer."""
+    code, body = _get(f"http://{info.http}/v2/repository/index", data=b"{}")
+    if code != 200:
+        return None
+    return {m["name"]: m for m in json.loads(body)}
+
+
+def is_ready(info: ServerInfo) -> bool:
+    return _get(f"http://{info.http}/v2/health/ready")[0] == 200
+
+
+def log_errors(log: Path, limit: int = 12) -> list[str]:
+    if not Path(log).exists():
+        return []
+    lines = Path(log).read_text(errors="replace").splitlines()
+    return [ln for ln in lines if ln.startswith("E") or "error" in ln.lower() or "failed" in ln.lower()][-limit:]
+
+
+def status(logs: Path = spec.LOGS) -> ServerInfo | None:
+    """The server described by logs/server.json if it is alive; cleans stale state files."""
+    pid_file, _, json_file = _paths(logs)
+    if not json_file.exists():
+        if pid_file.exists():
+            pid_file.unlink()
+        return None
+    info = ServerInfo(**io.read_json(json_file))
+    if alive(info.pid):
+        return info
+    pid_file.unlink(missing_ok=True)
+    json_file.unlink(missing_ok=True)
+    return None
+
+
+def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str = spec.Serving.host,
+          http_port: int | None = None, grpc_port: int | None = None, metrics_port: int | None = None,
+          model_control: bool = False, timeout: float = 300.0, quiet: bool = False) -> ServerInfo:
+    repository = Path(repository).resolve()
+    logs = io.ensure_writable_dir(Path(logs))
+    if not repository.is_dir():
+        raise StageError(f"model repository {repository} not found: run `make repository` first")
+    running = status(logs)
+    if running:
+        raise StageError(f"a server is already running (pid {running.pid}, http {running.http}): `./serve.sh stop` first")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"WARNING: binding {host}: Triton has no authentication; anyone who reaches this address can infer", file=sys.stderr)
+    ports = {}
+    for name, port in (("http", http_port), ("grpc", grpc_port), ("metrics", metrics_port)):
+        if port and port_busy(host, port):
+            raise StageError(f"{name} port {port} on {host} is busy: pick another (--{name}-port) or stop what uses it")
+        ports[name] = port or free_port(host)
+    tool = tools.find_tritonserver()
+    pid_file, log_file, json_file = _paths(logs)
+    cmd = [str(tool.path), f"--model-repository={repository}", f"--http-address={host}", f"--http-port={ports['http']}",
+           f"--grpc-address={host}", f"--grpc-port={ports['grpc']}", f"--metrics-port={ports['metrics']}",
+           # one model failing to load must not take the others down; readiness is checked per model
+           "--exit-on-error=false", "--strict-readiness=false", "--log-verbose=0",
+           f"--model-control-mode={'explicit' if model_control else 'none'}"]
+    if model_control:
+        cmd.append("--load-model=*")
+        print("WARNING: runtime model control is on: clients can load and unload models", file=sys.stderr)
+    if tool.backend_dir:
+        cmd.append(f"--backend-directory={tool.backend_dir}")
+    if not Path("/dev/nvidia0").exists():
+        cmd.append("--allow-gpu-metrics=false")
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=tool.environ(), start_new_session=True)
+    info = ServerInfo(proc.pid, host, ports["http"], ports["grpc"], ports["metrics"], str(repository), str(log_file), str(tool.path))
+    io.write_text(pid_file, f"{proc.pid}\n")
+    expected = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").exists())
+    deadline = time.time() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise StageError(f"tritonserver exited with code {proc.returncode} while starting:\n  "
+                                 + "\n  ".join(log_errors(log_file)) + f"\nfull log: {log_file}")
+            states = model_states(info)
+            done = {n: s for n, s in (states or {}).items() if s.get("state") in ("READY", "UNAVAILABLE")}
+            if states is not None and all(n in done for n in expected):
+                break
+            if time.time() > deadline:
+                raise StageError(f"tritonserver not ready after {timeout:.0f}s; models: "
+                                 + ", ".join(f"{n}={(states or {}).get(n, {}).get('state', '?')}" for n in expected) + f"; log: {log_file}")
+            time.sleep(0.5)
+    except BaseException:
+        _terminate(proc.pid)
+        pid_file.unlink(missing_ok=True)
+        raise
+    info.models = {n: s.get("state") for n, s in done.items()}
+    failed = {n: s.get("reason", "") for n, s in done.items() if s.get("state") != "READY"}
+    io.write_json(json_file, asdict(info))
+    if not quiet:
+        print(f"tritonserver pid {info.pid} ({tool.source}) ready: HTTP {info.http}  gRPC {info.grpc}  metrics {host}:{info.metrics_port}")
+        print(f"  {len(done) - len(failed)}/{len(done)} models ready; log {log_file}")
+    for name, reason in failed.items():
+        print(f"  MODEL FAILED TO LOAD: {name}: {reason}", file=sys.stderr)
+    return info
+
+
+def _terminate(pid: int, grace: float = 30.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.time() + grace
+    while time.time() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:  # not our child: poll /proc
+            if not alive(pid):
+                return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def stop(logs: Path = spec.LOGS, quiet: bool = False) -> bool:
+    pid_file, _, json_file = _paths(logs)
+    info = status(logs)
+    if info is None:
+        if not quiet:
+            print("no server running")
+        return False
+    _terminate(info.pid)
+    pid_file.unlink(missing_ok=True)
+    json_file.unlink(missing_ok=True)
+    if not quiet:
+        print(f"stopped tritonserver pid {info.pid}")
+    return True
+
+
+@contextlib.contextmanager
+def running(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, **kwargs):
+    """Use the server already running on this repository, or start one and stop it afterwards."""
+    info = status(logs)
+    if info and Path(info.repository) == Path(repository).resolve():
+        yield info
+        return
+    info = start(repository, logs, **kwargs)
+    try:
+        yield info
+    finally:
+        stop(logs, quiet=True)
+
+
+def smoke_start() -> str:
+    """Start on an empty repository and stop: proves the binary, its libraries and backends load."""
+    with tempfile.TemporaryDirectory() as tmp:
+        repo, logs = Path(tmp) / "repo", Path(tmp) / "logs"
+        repo.mkdir()
+        info = start(repo, logs, quiet=True, timeout=120)
+        stop(logs, quiet=True)
+        return f"{info.binary}, started and stopped"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="serve.sh", description="Start, stop or inspect the Triton server for the generated model repository.")
+    ap.add_argument("action", choices=("start", "stop", "status", "restart"))
+    ap.add_argument("--repository", type=Path, default=spec.REPOSITORY)
+    ap.add_argument("--logs", type=Path, default=spec.LOGS)
+    ap.add_argument("--host", default=spec.Serving.host, help="bind address (default 127.0.0.1; others warn)")
+    ap.add_argument("--http-port", type=int, help="default: a free port")
+    ap.add_argument("--grpc-port", type=int)
+    ap.add_argument("--metrics-port", type=int)
+    ap.add_argument("--model-control", action="store_true", help="allow clients to load/unload models (off by default)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every model")
+    a = ap.parse_args(argv)
+    try:
+        if a.action in ("stop", "restart"):
+            stop(a.logs)
+        if a.action in ("start", "restart"):
+            start(a.repository, a.logs, a.host, a.http_port, a.grpc_port, a.metrics_port, a.model_control, a.timeout)
+        if a.action == "status":
+            info = status(a.logs)
+            if not info:
+                print("not running")
+                return 3
+            states = model_states(info) or {}
+            print(f"running: pid {info.pid}, HTTP {info.http}, gRPC {info.grpc}, ready={is_ready(info)}")
+            for n, s in sorted(states.items()):
+                print(f"  {n}: {s.get('state')} {s.get('reason', '')}")
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Where tritonserver and perf_analyzer live, and the environment each needs.
+
+A system install (NVIDIA's containers: /opt/tritonserver, perf_analyzer on PATH) is preferred; else
+the PyPI ones: tritonserver 2.51 from nvidia-pytriton (Python backend only) and perf_analyzer from
+the tritonclient wheel.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io import StageError
+
+SYSTEM_TRITON = Path("/opt/tritonserver")
+VENV_TRITON = Path(sys.prefix) / "triton"  # prepared by `make setup`: backends dir and lib links
+
+
+def _site() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def _join(*parts: str) -> str:
+    return os.pathsep.join(p for p in parts if p)
+
+
+@dataclass
+class Tool:
+    path: Path
+    env: dict = field(default_factory=dict)
+    backend_dir: Path | None = None
+    source: str = ""
+
+    def environ(self) -> dict:
+        env = dict(os.environ)
+        for k, v in self.env.items():
+            env[k] = _join(v, env.get(k, "")) if k in ("LD_LIBRARY_PATH", "PATH") else v
+        return env
+
+
+def backends(tool: Tool) -> set[str]:
+    d = tool.backend_dir
+    return {p.name for p in d.iterdir() if p.is_dir()} if d and d.is_dir() else set()
+
+
+def stub_env() -> dict:
+    """Environment that makes the Python backend stub run in this interpreter's environment.
+
+    The stub embeds Python in isolated mode (PYTHONPATH ignored) and finds its prefix by searching
+    PATH for `python3`: with this venv's bin first it becomes this venv (numpy<2, transformers,
+    onnxruntime). Without that it takes the base interpreter's site-packages, whose numpy 2 breaks
+    the 2.51 stub's BYTES tensors. ENC2TRITON_SYS_PATH is a second line of defence the models read.
+    """
+    return {"PATH": str(Path(sys.prefix) / "bin"), "ENC2TRITON_SYS_PATH": str(_site())}
+
+
+def prepare_pytriton_backends(dest: Path = VENV_TRITON / "backends") -> Path:
+    """Python backend plus the stub built for this interpreter's version, in a folder we own."""
+    ts = _site() / "pytriton" / "tritonserver"
+    stub = ts / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / "triton_python_backend_stub"
+    if not stub.exists():
+        raise StageError(f"nvidia-pytriton has no Python backend stub for Python {sys.version_info[:2]}: {stub}")
+    py = dest / "python"
+    if not (py / "triton_python_backend_stub").exists():
+        shutil.rmtree(py, ignore_errors=True)
+        shutil.copytree(ts / "backends" / "python", py)
+        shutil.copy2(stub, py / "triton_python_backend_stub")
+    for exe in (py / "triton_python_backend_stub", ts / "bin" / "tritonserver"):
+        exe.chmod(exe.stat().st_mode | 0o111)
+    return dest
+
+
+def find_tritonserver() -> Tool:
+    env = stub_env()
+    system = shutil.which("tritonserver") or (str(SYSTEM_TRITON / "bin" / "tritonserver") if (SYSTEM_TRITON / "bin" / "tritonserver").exists() else None)
+    if system and not os.environ.get("ENC2TRITON_PYPI_TRITON"):
+        return Tool(Path(system), env, SYSTEM_TRITON / "backends", "system")
+    ts = _site() / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+    if not ts.exists():
+        raise StageError("no tritonserver found: run `make setup` (installs nvidia-pytriton) or use NVIDIA's Triton container")
+    env["LD_LIBRARY_PATH"] = _join(str(_site() / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or "")
+    return Tool(ts, env, prepare_pytriton_backends(), "nvidia-pytriton")
+
+
+def find_perf_analyzer() -> Tool:
+    system = shutil.which("perf_analyzer")
+    venv_pa = Path(sys.prefix) / "bin" / "perf_analyzer"
+    if system and Path(system).resolve() != venv_pa.resolve():
+        return Tool(Path(system), {}, None, "system")
+    if not venv_pa.exists():
+        raise StageError("no perf_analyzer found: run `make setup` (installs tritonclient) or use NVIDIA's SDK container")
+    libs = [str(_site() / "nvidia" / "cuda_runtime" / "lib"), str(VENV_TRITON / "lib")]
+    return Tool(venv_pa, {"LD_LIBRARY_PATH": _join(*libs)}, None, "tritonclient wheel")
+
+
+def link_libb64() -> str:
+    """perf_analyzer links libb64.so.0d. Debian's libb64-0d provides it; without root, link the copy
+    that nvidia-pytriton vendors (same library, renamed by auditwheel)."""
+    found = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    if "libb64.so.0d" in found:
+        return "system libb64-0d"
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        r = subprocess.run(["apt-get", "install", "-y", "-q", "libb64-0d"], capture_output=True, text=True)
+        if r.returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
+            r = subprocess.run(["apt-get", "install", "-y", "-q", "libb64-0d"], capture_output=True, text=True)
+        if r.returncode == 0:
+            return "apt-get install libb64-0d"
+    else:
+        print("note: not root; to use Debian's copy run: sudo apt-get install -y libb64-0d", file=sys.stderr)
+    vendored = sorted((_site() / "nvidia_pytriton.libs").glob("libb64-*.so.0d"))
+    if not vendored:
+        raise StageError("libb64.so.0d missing: sudo apt-get install -y libb64-0d")
+    lib = VENV_TRITON / "lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    link = lib / "libb64.so.0d"
+    if not link.exists():
+        link.symlink_to(vendored[0])
+    return f"linked {vendored[0].name}"
+
+
+def check() -> None:
+    """`make setup`'s last step: both tools really start."""
+    print(f"libb64: {link_libb64()}")
+    pa = find_perf_analyzer()
+    r = subprocess.run([str(pa.path), "--help"], env=pa.environ(), capture_output=True, text=True, timeout=60)
+    if "error while loading shared libraries" in r.stderr or "Usage" not in (r.stdout + r.stderr):
+        raise StageError(f"perf_analyzer ({pa.path}) does not start: {(r.stderr or r.stdout).strip()[:400]}")
+    print(f"perf_analyzer: ok ({pa.source}: {pa.path})")
+    from . import server  # a real start on an empty repository, then a clean stop
+    info = server.smoke_start()
+    print(f"tritonserver: ok ({info})")
+
+
+if __name__ == "__main__":
+    try:
+        check()
+    except StageError as e:
+        sys.exit(f"setup check failed: {e}")
