@@ -125,3 +125,49 @@ def run(model: str = spec.DEFAULT_MODEL, artifacts: Path | None = None, texts_pa
     io.write_json(io.manifest_path(artifacts), manifest)
     print(f"manifest: {io.manifest_path(artifacts)}")
     return encoder, tokenizer, info, manifest
+
+
+def flops_report(encoder: models.Encoder, tokenizer, info: models.ModelInfo, logs: Path, batch: int, seq: int) -> dict:
+    from . import flops
+
+    texts = [f"padding sample {i}" for i in range(batch)]
+    feed = tokenize(tokenizer, texts, encoder.input_names, seq, pad_to=seq)
+    inputs = {k: torch.from_numpy(v) for k, v in feed.items()}
+    result = flops.analyze(encoder, inputs, encoder.model.config, info.used)
+    result["model_info"] = info.as_dict()
+    json_path, md_path = flops.write_reports(result, logs)
+    print(f"FLOPs: {result['flops_per_sequence'] / 1e9:.3f} GFLOP per sequence at seq {seq} "
+          f"(analytic {result['analytic_flops_per_sequence'] / 1e9:.3f}); {json_path}, {md_path}")
+    return result
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="torch2onnx.py", description=(
+        "Export a Hugging Face encoder to ONNX (dynamic batch and sequence), verify it against PyTorch, "
+        "count FLOPs with fvcore and derive a roofline analysis. Writes artifacts/ and logs/flops.{json,md}."))
+    ap.add_argument("--model", default=spec.DEFAULT_MODEL, help="hub id or local folder (default %(default)s; "
+                    "offline, the default falls back to the bundled all-MiniLM-L6-v2, loudly)")
+    ap.add_argument("--no-fallback", action="store_true", help="fail instead of falling back to the bundled model")
+    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS)
+    ap.add_argument("--logs", type=Path, default=spec.LOGS)
+    ap.add_argument("--max-batch", type=int, default=spec.ShapeLimits.max_batch, help="largest batch served (Triton, TensorRT profile)")
+    ap.add_argument("--max-seq", type=int, default=spec.ShapeLimits.max_seq, help="longest sequence, capped at the model's maximum")
+    ap.add_argument("--flops-batch", type=int, default=1)
+    ap.add_argument("--flops-seq", type=int, default=128)
+    ap.add_argument("--skip-flops", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        io.ensure_writable_dir(a.logs)
+        limits = spec.ShapeLimits(max_batch=a.max_batch, opt_batch=min(spec.ShapeLimits.opt_batch, a.max_batch),
+                                  max_seq=a.max_seq, opt_seq=min(spec.ShapeLimits.opt_seq, a.max_seq))
+        encoder, tokenizer, info, _ = run(a.model, a.artifacts, shapes=limits if a.max_seq != spec.ShapeLimits.max_seq or a.max_batch != spec.ShapeLimits.max_batch else None,
+                                          allow_fallback=False if a.no_fallback else None)
+        io.write_json(a.logs / "model.json", info.as_dict())
+        if not a.skip_flops:
+            flops_report(encoder, tokenizer, info, a.logs, a.flops_batch, a.flops_seq)
+    except (StageError, ValueError) as e:
+        print(f"error: {e}", file=__import__("sys").stderr)
+        return 1
+    return 0

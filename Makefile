@@ -1,0 +1,64 @@
+# The three commands a user needs: make setup, make all, make test (see README.md).
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR)/src
+MODEL ?= distilbert-base-uncased
+DEVICE ?= cpu
+
+.PHONY: setup all test test-fast export variants trt repository serve stop quality perf bench report clean help
+
+help:
+	@echo "make setup   install everything into .venv and check tritonserver + perf_analyzer start"
+	@echo "make all     export -> variants -> trt -> repository -> quality -> perf -> bench -> report (MODEL=..., DEVICE=cpu|gpu)"
+	@echo "make test    the test suite (real tritonserver, perf_analyzer and ONNX Runtime)"
+
+# pip runs only when requirements.txt changed; the start check always runs (a few seconds).
+setup: .venv/.installed
+	$(PY) -m enc2triton.tools
+
+.venv/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+all: export variants trt repository quality perf bench report
+
+export:
+	$(PY) torch2onnx.py --model $(MODEL)
+
+variants:
+	$(PY) -m enc2triton.quantize
+
+trt:
+	./convert_to_trt.sh
+
+repository:
+	$(PY) -m enc2triton.repository --if-stale --device $(DEVICE)
+
+serve: repository
+	./serve.sh start
+
+stop:
+	./serve.sh stop
+
+quality: repository
+	$(PY) client.py
+
+perf: repository
+	./run_tests.sh
+
+bench:
+	$(PY) -m enc2triton.bench --device $(DEVICE)
+
+report:
+	$(PY) -m enc2triton.report
+
+test:
+	$(PY) -m pytest -q -ra
+
+test-fast:
+	$(PY) -m pytest -q -ra -m "not slow and not server"
+
+clean:
+	rm -rf artifacts model_repository logs/*.json logs/*.md logs/*.csv logs/*.png logs/*.log

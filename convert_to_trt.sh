@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Build TensorRT engines from the exported ONNX variants: a thin wrapper over `python -m enc2triton.trt`
+# (see src/enc2triton/trt.py). All arguments pass through; try --help or --dry-run --assume-version 10.8.0.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+py="$here/.venv/bin/python"
+if [[ ! -x "$py" ]]; then
+  py="$(command -v python3 || true)"
+  [[ -n "$py" ]] || { echo "convert_to_trt.sh: no $here/.venv and no python3 on PATH" >&2; exit 1; }
+fi
+export PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}"
+exec "$py" -m enc2triton.trt "$@"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Start/stop/status of the Triton server for model_repository/ (logs/server.json has the addresses).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+py="$here/.venv/bin/python"; [ -x "$py" ] || py=python3
+PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}" exec "$py" -m enc2triton.server "$@"

@@ -1,0 +1,151 @@
+"""Quality of every served variant, through the real server, against the FP32 references.
+
+Each ensemble (TEXT -> sentence_embedding) gets the evaluation texts; embeddings are compared with
+PyTorch FP32 (the model itself) and with onnx_fp32 as served. Floors come from spec.FLOORS.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import export, io, metrics, spec
+from .io import StageError
+
+BATCH = 16
+
+
+def client_for(info, protocol: str):
+    if protocol == "grpc":
+        import tritonclient.grpc as client
+    else:
+        import tritonclient.http as client
+    return client, client.InferenceServerClient(info.url(protocol))
+
+
+def embed_remote(client_mod, client, model: str, texts: list[str], batch: int = BATCH) -> np.ndarray:
+    out = []
+    for i in range(0, len(texts), batch):
+        chunk = np.array([[t.encode("utf-8")] for t in texts[i:i + batch]], dtype=object)
+        inp = client_mod.InferInput(spec.TEXT_INPUT, list(chunk.shape), "BYTES")
+        inp.set_data_from_numpy(chunk)
+        res = client.infer(model, [inp], outputs=[client_mod.InferRequestedOutput("sentence_embedding")])
+        out.append(res.as_numpy("sentence_embedding"))
+    return np.concatenate(out)
+
+
+def embed_torch(manifest: dict, artifacts: Path, texts: list[str], batch: int = BATCH) -> np.ndarray:
+    import torch
+
+    from . import models
+
+    encoder, _, info = models.load(manifest["model"]["path"], allow_fallback=False)
+    if info.config_sha256 != manifest["model"]["config_sha256"]:
+        raise StageError("the model on disk differs from the exported one (config hash): rerun `python torch2onnx.py`")
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(str(io.resolve(manifest["tokenizer_dir"], artifacts)))
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch):
+            feed = export.tokenize(tok, texts[i:i + batch], encoder.input_names, manifest["shapes"]["max_seq"])
+            out.append(encoder(**{k: torch.from_numpy(v) for k, v in feed.items()})[1].numpy())
+    return np.concatenate(out)
+
+
+def precision_of(model: str) -> str:
+    return model.rsplit("_", 1)[-1]
+
+
+def to_markdown(result: dict) -> str:
+    m = result["model"]
+    lines = [f"# Quality through Triton: {m['used']}", "",
+             f"Model: {m['used']} ({m['source']}){' — FALLBACK: the requested ' + repr(m['requested']) + ' was not available' if m.get('fallback') else ''}.",
+             f"{result['n_texts']} evaluation texts ({result['texts']}), protocol {result['protocol']}, server {result['server']}.", "",
+             "| variant | vs | mean cos | min cos | max abs | rel L2 | top-10 agreement | floor (mean/min) | pass |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in result["variants"].items():
+        for ref in ("pytorch_fp32", "onnx_fp32"):
+            r = row.get(ref)
+            if not r:
+                continue
+            floor = row["floor"]
+            lines.append(f"| {name} | {ref} | {r['mean_cos']:.6f} | {r['min_cos']:.6f} | {r['max_abs']:.3g} | {r['rel_l2']:.3g} | "
+                         f"{r['top10']:.3f} | {floor['mean_cos']}/{floor['min_cos']} | {'yes' if row['pass'] else 'NO'} |")
+    if result.get("status") != "complete":
+        lines += ["", f"**INCOMPLETE**: {result.get('error')}"]
+    return "\n".join(lines) + "\n"
+
+
+def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS,
+        texts_path: Path = spec.EVALUATION_TEXTS, protocol: str = "http", only: list[str] | None = None) -> dict:
+    from . import server
+
+    manifest = io.load_manifest(artifacts)
+    repo_info = Path(repository) / "repository.json"
+    if not repo_info.exists():
+        raise StageError(f"{repository} has no repository.json: run `make repository`")
+    ensembles = [m for m in io.read_json(repo_info)["models"] if m.startswith("ensemble_")]
+    if only:
+        ensembles = [e for e in ensembles if e in only or e.removeprefix("ensemble_") in only]
+    texts = export.read_texts(texts_path)
+    print(f"reference: PyTorch FP32 on {len(texts)} texts ({manifest['model']['used']})")
+    ref = embed_torch(manifest, Path(artifacts), texts)
+    result = {"model": manifest["model"], "texts": str(texts_path), "n_texts": len(texts), "protocol": protocol,
+              "variants": {}, "status": "incomplete", "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    failures = []
+    step = "starting the server"
+    try:
+        with server.running(repository, logs) as info:
+            result["server"] = info.url(protocol)
+            mod, client = client_for(info, protocol)
+            served = {}
+            for ens in sorted(ensembles, key=lambda e: (e != spec.ensemble_name(spec.REFERENCE), e)):
+                step = f"{ens}: inference"
+                t0 = time.perf_counter()
+                served[ens] = embed_remote(mod, client, ens, texts)
+                model = ens.removeprefix("ensemble_")
+                precision = precision_of(model)
+                floor = spec.FLOORS[precision]
+                row = {"floor": floor, "pytorch_fp32": metrics.compare(ref, served[ens]), "seconds": time.perf_counter() - t0}
+                base = served.get(spec.ensemble_name(spec.REFERENCE))
+                if base is not None and ens != spec.ensemble_name(spec.REFERENCE):
+                    row["onnx_fp32"] = metrics.compare(base, served[ens])
+                row["pass"] = metrics.passes(row["pytorch_fp32"], floor)
+                result["variants"][model] = row
+                r = row["pytorch_fp32"]
+                print(f"  {model:<10} mean cos {r['mean_cos']:.6f}  min {r['min_cos']:.6f}  top-10 {r['top10']:.3f}  "
+                      f"{'ok' if row['pass'] else 'BELOW FLOOR'} (floor {floor['mean_cos']}/{floor['min_cos']})")
+                if not row["pass"]:
+                    failures.append(f"{model}: mean cos {r['mean_cos']:.6f} / min {r['min_cos']:.6f} under the floor {floor['mean_cos']}/{floor['min_cos']}")
+        result["status"] = "complete"
+    except Exception as e:  # server gone or an inference error: say where, keep what was measured, mark incomplete
+        result["error"] = f"{step}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        raise StageError(f"quality run failed at {result['error']}; partial results in {Path(logs) / 'quality.json'} (status incomplete)") from e
+    finally:
+        io.write_json(Path(logs) / "quality.json", result)
+        io.write_text(Path(logs) / "quality.md", to_markdown(result))
+    if failures:
+        raise StageError("quality floors not met:\n  " + "\n  ".join(failures))
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="client.py", description=(
+        "Send the evaluation texts through every ensemble on the Triton server and measure each precision "
+        "against the FP32 references (PyTorch and onnx_fp32 as served). Writes logs/quality.{json,md}; "
+        "exits non-zero when a variant is under its floor. Starts a server if none is running."))
+    ap.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    ap.add_argument("--models", default="", help="comma-separated variants or ensembles (default: all)")
+    ap.add_argument("--texts", type=Path, default=spec.EVALUATION_TEXTS)
+    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS)
+    ap.add_argument("--repository", type=Path, default=spec.REPOSITORY)
+    ap.add_argument("--logs", type=Path, default=spec.LOGS)
+    a = ap.parse_args(argv)
+    try:
+        run(a.artifacts, a.repository, a.logs, a.texts, a.protocol, [m for m in a.models.split(",") if m])
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
