@@ -146,7 +146,7 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
     cmd = [str(tool.path), f"--model-repository={repository}", f"--http-address={host}", f"--http-port={ports['http']}",
            f"--grpc-address={host}", f"--grpc-port={ports['grpc']}", f"--metrics-port={ports['metrics']}",
            # one model failing to load must not take the others down; readiness is checked per model
-           "--exit-on-error=false", "--strict-readiness=false", "--log-verbose=0",
+           "--exit-on-error=false", "--strict-readiness=false", "--log-verbose=0", "--exit-timeout-secs=10",
            f"--model-control-mode={'explicit' if model_control else 'none'}"]
     if model_control:
         cmd.append("--load-model=*")
@@ -161,6 +161,7 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
     io.write_text(pid_file, f"{proc.pid}\n")
     expected = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").exists())
     deadline = time.time() + timeout
+    settled_since = None
     try:
         while True:
             if proc.poll() is not None:
@@ -169,6 +170,15 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
             states = model_states(info)
             done = {n: s for n, s in (states or {}).items() if s.get("state") in ("READY", "UNAVAILABLE")}
             if states is not None and all(n in done for n in expected):
+                break
+            # an ensemble over a model that failed is never attempted, so it never shows up in the
+            # index: once nothing has been loading for a while, count the missing ones as failed
+            settled = states is not None and any(s.get("state") == "UNAVAILABLE" for s in done.values()) \
+                and not any(s.get("state") == "LOADING" for s in states.values())
+            settled_since = (settled_since or time.time()) if settled else None
+            if settled_since and time.time() - settled_since > 3:
+                for n in expected:
+                    done.setdefault(n, {"state": "UNAVAILABLE", "reason": "not loaded: a model it depends on failed"})
                 break
             if time.time() > deadline:
                 raise StageError(f"tritonserver not ready after {timeout:.0f}s; models: "

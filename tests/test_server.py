@@ -1,0 +1,163 @@
+"""The generated repository on a real tritonserver: configs, inference, bad input, lifecycle."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from enc2triton import export, io, repository, server, spec
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def repo(tiny_artifacts, tmp_path_factory) -> Path:
+    return repository.generate(tiny_artifacts, tmp_path_factory.mktemp("repo") / "model_repository")
+
+
+@pytest.fixture(scope="module")
+def live(repo, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("logs")
+    info = server.start(repo, logs, timeout=180)
+    yield info, logs
+    server.stop(logs, quiet=True)
+
+
+def texts_input(mod, texts: list[bytes]):
+    arr = np.array([[t] for t in texts], dtype=object)
+    inp = mod.InferInput(spec.TEXT_INPUT, list(arr.shape), "BYTES")
+    inp.set_data_from_numpy(arr)
+    return inp
+
+
+def embed(client, mod, texts: list[bytes], model="ensemble_onnx_fp32") -> np.ndarray:
+    res = client.infer(model, [texts_input(mod, texts)], outputs=[mod.InferRequestedOutput("sentence_embedding")])
+    return res.as_numpy("sentence_embedding")
+
+
+def local_embed(art: Path, texts: list[str]) -> np.ndarray:
+    m = io.load_manifest(art)
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(str(art / "tokenizer"))
+    sess = export.ort_session(art / "onnx" / "model_fp32.onnx")
+    return np.concatenate([sess.run(["sentence_embedding"], export.tokenize(tok, [t], m["inputs"], 128))[0] for t in texts])
+
+
+def test_configs_parse_back_and_follow_the_manifest(repo, tiny_artifacts):
+    m = io.load_manifest(tiny_artifacts)
+    names = io.read_json(repo / "repository.json")["models"]
+    assert {"tokenizer", "onnx_fp32", "ensemble_onnx_fp32"} <= set(names)
+    for name in names:
+        cfg = repository.read_config(repo / name / "config.pbtxt")
+        assert cfg.name == name and cfg.max_batch_size == m["shapes"]["max_batch"]
+    tok = repository.read_config(repo / "tokenizer" / "config.pbtxt")
+    assert [o.name for o in tok.output] == m["inputs"]
+    assert tok.dynamic_batching.default_queue_policy.max_queue_size == spec.Serving.max_queue_size
+    model = repository.read_config(repo / "onnx_fp32" / "config.pbtxt")
+    assert [i.name for i in model.input] == m["inputs"]
+    assert list(model.output[1].dims) == [m["model"]["hidden_size"]]
+    assert all(b <= m["shapes"]["max_batch"] for b in model.dynamic_batching.preferred_batch_size)
+    ens = repository.read_config(repo / "ensemble_onnx_fp32" / "config.pbtxt")
+    assert [s.model_name for s in ens.ensemble_scheduling.step] == ["tokenizer", "onnx_fp32"]
+    assert (repo / "tokenizer" / "1" / "tokenizer" / "tokenizer_config.json").exists()
+
+
+def test_gpu_instance_groups_one_per_gpu(tiny_artifacts, tmp_path):
+    out = repository.generate(tiny_artifacts, tmp_path / "r", device="gpu", gpus=[0, 1], native=False)
+    groups = repository.read_config(out / "onnx_fp32" / "config.pbtxt").instance_group
+    assert [(g.kind, list(g.gpus)) for g in groups] == [(groups[0].KIND_GPU, [0]), (groups[0].KIND_GPU, [1])]
+
+
+def test_native_backends_when_present(tiny_artifacts, tmp_path):
+    out = repository.generate(tiny_artifacts, tmp_path / "r", native=True)
+    cfg = repository.read_config(out / "onnx_fp32" / "config.pbtxt")
+    assert cfg.platform == "onnxruntime_onnx" and cfg.default_model_filename == "model.onnx"
+    assert not (out / "onnx_fp32" / "1" / "model.py").exists()
+
+
+def test_server_json_and_loopback(live):
+    info, logs = live
+    data = io.read_json(logs / "server.json")
+    assert data["host"] == "127.0.0.1" and data["http_port"] == info.http_port
+    assert server.is_ready(info) and server.status(logs).pid == info.pid
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_ensemble_matches_onnx_runtime(live, tiny_artifacts, protocol):
+    info, _ = live
+    mod = httpclient if protocol == "http" else grpcclient
+    client = mod.InferenceServerClient(info.url(protocol))
+    texts = ["Triton serves models.", "A second, somewhat longer sentence to pad the batch."]
+    got = embed(client, mod, [t.encode() for t in texts])
+    np.testing.assert_allclose(got, local_embed(tiny_artifacts, texts), atol=1e-5)
+
+
+def test_bad_input_is_contained(live, tiny_artifacts):
+    info, _ = live
+    c = httpclient.InferenceServerClient(info.http)
+    odd = ["", "   \t\n ", "x" * 100_000, "word " * 20_000, "Mixed: 日本語 العربية Ελληνικά 😀🚀 café"]
+    out = embed(c, httpclient, [t.encode() for t in odd])
+    assert out.shape[0] == len(odd) and np.isfinite(out).all()  # long texts truncated, not an error
+    with pytest.raises(InferenceServerException, match="not valid UTF-8"):
+        embed(c, httpclient, [b"fine", b"\xff\xfe\xfd broken"])
+    # raw model: wrong dtype, wrong rank, batch over max_batch_size
+    m = io.load_manifest(tiny_artifacts)
+
+    def raw(arrays):
+        inputs = []
+        for name, a in zip(m["inputs"], arrays):
+            i = httpclient.InferInput(name, list(a.shape), "FP32" if a.dtype == np.float32 else "INT64")
+            i.set_data_from_numpy(a)
+            inputs.append(i)
+        return c.infer("onnx_fp32", inputs)
+
+    for arrays in ([np.ones((1, 8), np.float32)] * 2, [np.ones((1, 8, 2), np.int64)] * 2,
+                   [np.ones((m["shapes"]["max_batch"] + 1, 8), np.int64)] * 2):
+        with pytest.raises(InferenceServerException):
+            raw(arrays)
+    with pytest.raises(InferenceServerException):  # too many strings for the ensemble
+        embed(c, httpclient, [b"a"] * (m["shapes"]["max_batch"] + 1))
+    # still up and still right
+    assert server.is_ready(info)
+    np.testing.assert_allclose(embed(c, httpclient, [b"still right"]), local_embed(tiny_artifacts, ["still right"]), atol=1e-5)
+
+
+def test_second_start_refused_and_busy_port(live, repo, tmp_path):
+    info, logs = live
+    with pytest.raises(io.StageError, match="already running"):
+        server.start(repo, logs)
+    with pytest.raises(io.StageError, match="busy"):
+        server.start(repo, tmp_path / "other", http_port=info.http_port)
+
+
+def test_stale_pid_and_broken_model(repo, tmp_path):
+    """A dead server's state files are cleaned; a model that fails to load is reported, the rest serve."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    io.write_json(logs / "server.json", {"pid": 999_999, "host": "127.0.0.1", "http_port": 1, "grpc_port": 2, "metrics_port": 3,
+                                         "repository": str(repo), "log": "", "binary": ""})
+    (logs / "tritonserver.pid").write_text("999999\n")
+    assert server.status(logs) is None and not (logs / "server.json").exists()
+    broken = tmp_path / "repo"
+    shutil.copytree(repo, broken)
+    (broken / "onnx_fp32" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    info = server.start(broken, logs, timeout=180)
+    try:
+        assert info.models["onnx_fp32"] != "READY" and info.models["tokenizer"] == "READY"
+        c = httpclient.InferenceServerClient(info.http)
+        assert c.is_model_ready("tokenizer") and not c.is_model_ready("onnx_fp32")
+    finally:
+        server.stop(logs, quiet=True)
+    assert not (logs / "server.json").exists()
+
+
+def test_serve_sh_status_when_stopped(tmp_path):
+    r = subprocess.run([str(ROOT / "serve.sh"), "status", "--logs", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 3 and "not running" in r.stdout
