@@ -100,10 +100,18 @@ def _loud(msg: str) -> None:
     print(f"\n{bar}\n{msg}\n{bar}\n", file=sys.stderr, flush=True)
 
 
+RANDOM_PREFIX = "random:"  # e.g. random:distilbert-base-uncased: the real architecture, random weights
+
+
 def resolve(name: str, allow_fallback: bool | None = None) -> tuple[str, str, str, bool]:
-    """(path_or_id, used_name, source, fallback) for a hub id or a local folder."""
+    """(path_or_id, used_name, source, fallback) for a hub id, a local folder or random:<arch>."""
     from transformers import AutoConfig
 
+    if name.startswith(RANDOM_PREFIX):
+        path = make_random(name.removeprefix(RANDOM_PREFIX))
+        _loud(f"NOTE: {name}: random weights with the {name.removeprefix(RANDOM_PREFIX)} architecture. "
+              "Speed numbers are real; embedding quality means nothing (only precision-vs-FP32 drift).")
+        return str(path), name, "random weights (architecture from transformers' defaults)", False
     if Path(name).is_dir():
         return str(Path(name).resolve()), name, "local folder", False
     tried = []
@@ -162,6 +170,38 @@ def load(name: str = spec.DEFAULT_MODEL, allow_fallback: bool | None = None):
     return Encoder(model, input_names), tokenizer, info
 
 
+def make_random(arch: str, cache: Path | None = None, seed: int = 0) -> Path:
+    """The default (base-size) config of a known architecture with random weights, cached on disk.
+    The uncased WordPiece vocab is the bundled one (identical to distilbert/bert-base-uncased)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel
+
+    known = {"distilbert-base-uncased": (DistilBertConfig, DistilBertModel), "bert-base-uncased": (BertConfig, BertModel)}
+    if arch not in known:
+        raise StageError(f"random:{arch}: known architectures are {', '.join(known)}")
+    out = Path(cache or spec.ARTIFACTS.parent / ".cache" / "random") / arch
+    if (out / "config.json").exists():
+        return out
+    torch.manual_seed(seed)
+    cfg_cls, model_cls = known[arch]
+    model = model_cls(cfg_cls(attn_implementation="eager"))
+    tok = AutoTokenizer.from_pretrained(bundled_model_dir())
+    tmp = out.with_name(out.name + ".partial")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if arch.startswith("distilbert"):
+        _drop_token_types(tmp)
+    tmp.rename(out)
+    return out
+
+
+def _drop_token_types(model_dir: Path) -> None:
+    """DistilBERT takes no token_type_ids; its tokenizer must not emit them."""
+    cfg_path = Path(model_dir) / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model_input_names"] = ["input_ids", "attention_mask"]
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+
+
 def make_tiny(out_dir: Path, arch: str = "distilbert", seed: int = 0) -> Path:
     """A tiny random encoder with the real uncased WordPiece vocab, for fast tests (DistilBERT or BERT)."""
     from transformers import AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel
@@ -179,9 +219,6 @@ def make_tiny(out_dir: Path, arch: str = "distilbert", seed: int = 0) -> Path:
         raise ValueError(f"unknown tiny arch {arch!r}")
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
-    if arch == "distilbert":  # DistilBERT takes no token_type_ids; the tokenizer must not emit them
-        cfg_path = out_dir / "tokenizer_config.json"
-        cfg = json.loads(cfg_path.read_text())
-        cfg["model_input_names"] = ["input_ids", "attention_mask"]
-        cfg_path.write_text(json.dumps(cfg, indent=2))
+    if arch == "distilbert":
+        _drop_token_types(out_dir)
     return out_dir
