@@ -85,19 +85,20 @@ def model_config(name: str, manifest: dict, serving: spec.Serving, runtime: str,
     return cfg
 
 
-def ensemble_config(model: str, manifest: dict) -> mc.ModelConfig:
+def ensemble_config(model: str, manifest: dict, outputs: tuple[str, ...] = spec.Serving.ensemble_outputs) -> mc.ModelConfig:
     hidden = manifest["model"]["hidden_size"]
+    dims = {"sentence_embedding": [hidden], "last_hidden_state": [-1, hidden]}
     cfg = mc.ModelConfig(name=spec.ensemble_name(model), platform="ensemble", max_batch_size=manifest["shapes"]["max_batch"])
     cfg.input.append(_tensor(mc.ModelInput, spec.TEXT_INPUT, mc.TYPE_STRING, [1]))
-    cfg.output.append(_tensor(mc.ModelOutput, "sentence_embedding", mc.TYPE_FP32, [hidden]))
-    cfg.output.append(_tensor(mc.ModelOutput, "last_hidden_state", mc.TYPE_FP32, [-1, hidden]))
+    for name in outputs:
+        cfg.output.append(_tensor(mc.ModelOutput, name, mc.TYPE_FP32, dims[name]))
     tok = cfg.ensemble_scheduling.step.add(model_name="tokenizer", model_version=-1)
     tok.input_map[spec.TEXT_INPUT] = spec.TEXT_INPUT
     run = cfg.ensemble_scheduling.step.add(model_name=model, model_version=-1)
     for name in manifest["inputs"]:
         tok.output_map[name] = f"_{name}"
         run.input_map[name] = f"_{name}"
-    for name in spec.OUTPUTS:
+    for name in outputs:  # the model computes only what the ensemble maps (runner reads requested outputs)
         run.output_map[name] = name
     return cfg
 
@@ -166,7 +167,7 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
             _place(m["src"], mdir / "1" / m["file"])
             if not is_native:
                 shutil.copy2(MODELS_SRC / "runner.py", mdir / "1" / "model.py")
-            write_config(tmp / spec.ensemble_name(m["name"]), ensemble_config(m["name"], manifest))
+            write_config(tmp / spec.ensemble_name(m["name"]), ensemble_config(m["name"], manifest, serving.ensemble_outputs))
             (tmp / spec.ensemble_name(m["name"]) / "1").mkdir(parents=True)
             written += [m["name"], spec.ensemble_name(m["name"])]
             print(f"  {m['name']}: {'native ' + cfg.platform if is_native else 'python backend, ' + m['runtime']} ({device})")
@@ -201,13 +202,15 @@ def main(argv=None) -> int:
     ap.add_argument("--gpus", default="", help="comma-separated GPU ids (default: all visible)")
     ap.add_argument("--instances", type=int, default=spec.Serving.model_instances, help="instances per model (per GPU)")
     ap.add_argument("--tokenizer-instances", type=int, default=spec.Serving.tokenizer_instances)
+    ap.add_argument("--ensemble-hidden-state", action="store_true", help="ensembles also return last_hidden_state")
     ap.add_argument("--if-stale", action="store_true", help="do nothing when the repository matches the manifest")
     a = ap.parse_args(argv)
     if a.if_stale and not is_stale(a.artifacts, a.out):
         print(f"model repository {a.out} is up to date")
         return 0
     gpus = [int(g) for g in a.gpus.split(",") if g] or (visible_gpus() if a.device == "gpu" else [])
-    serving = spec.Serving(model_instances=a.instances, tokenizer_instances=a.tokenizer_instances)
+    outputs = ("sentence_embedding", "last_hidden_state") if a.ensemble_hidden_state else spec.Serving.ensemble_outputs
+    serving = spec.Serving(model_instances=a.instances, tokenizer_instances=a.tokenizer_instances, ensemble_outputs=outputs)
     try:
         generate(a.artifacts, a.out, serving, a.device, gpus)
     except StageError as e:

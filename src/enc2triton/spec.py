@@ -72,6 +72,9 @@ class Serving:
     max_queue_size: int = 1024
     tokenizer_instances: int = 2
     model_instances: int = 1
+    # What ensembles return. last_hidden_state is batch x seq x hidden floats: copying it out of the
+    # model and back to every client costs more than the embedding itself, so it is opt-in.
+    ensemble_outputs: tuple[str, ...] = ("sentence_embedding",)
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002

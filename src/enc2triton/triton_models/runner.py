@@ -101,26 +101,34 @@ class TritonPythonModel:
         # The model log shows which provider really runs (a CPU fallback is otherwise silent).
         print(f"[{args['model_name']}] {params.get('runtime', 'onnxruntime')} providers: {self.runner.providers}", flush=True)
 
+    def _wanted(self, request):
+        """Only the outputs the caller asked for: last_hidden_state is large and often unwanted."""
+        try:
+            names = set(request.requested_output_names())
+        except AttributeError:  # older Python backend
+            names = set()
+        return tuple(n for n in self.output_names if n in names) or tuple(self.output_names)
+
     def execute(self, requests):
         # Requests merged by the dynamic batcher share one shape (the tokenizer buckets lengths), so
-        # they run as one batch; mismatched shapes run as separate groups.
+        # they run as one batch; different shapes or requested outputs run as separate groups.
         groups = {}
-        feeds = []
+        feeds, wanted = [], []
         for i, request in enumerate(requests):
             feed = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
             feeds.append(feed)
-            key = tuple(feed[n].shape[1:] for n in self.input_names)
+            wanted.append(self._wanted(request))
+            key = (tuple(feed[n].shape[1:] for n in self.input_names), wanted[-1])
             groups.setdefault(key, []).append(i)
         responses = [None] * len(requests)
-        for idx in groups.values():
+        for (_, names), idx in groups.items():
             try:
-                merged = {n: np.concatenate([feeds[i][n] for i in idx]) for n in self.input_names}
-                out = self.runner(merged, self.output_names)
+                merged = {n: np.concatenate([feeds[i][n] for i in idx]) if len(idx) > 1 else feeds[idx[0]][n] for n in self.input_names}
+                out = self.runner(merged, list(names))
                 start = 0
                 for i in idx:
                     size = feeds[i][self.input_names[0]].shape[0]
-                    tensors = [pb_utils.Tensor(n, out[n][start:start + size].astype(self.output_dtypes[n], copy=False))
-                               for n in self.output_names]
+                    tensors = [pb_utils.Tensor(n, out[n][start:start + size].astype(self.output_dtypes[n], copy=False)) for n in names]
                     responses[i] = pb_utils.InferenceResponse(tensors)
                     start += size
             except Exception as e:  # one bad group fails alone; the model stays up
