@@ -43,6 +43,9 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; the server may run as another user
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
