@@ -91,7 +91,7 @@ def verify(encoder: models.Encoder, tokenizer, onnx_path: Path, texts: list[str]
 
 
 def run(model: str = spec.DEFAULT_MODEL, artifacts: Path | None = None, texts_path: Path = spec.EVALUATION_TEXTS,
-        shapes: spec.ShapeLimits | None = None, allow_fallback: bool | None = None):
+        shapes: spec.ShapeLimits | None = None, allow_fallback: bool | None = None, force: bool = True):
     """Export + verify + manifest. Returns (encoder, tokenizer, info, manifest) for later steps in-process."""
     artifacts = io.ensure_writable_dir(Path(artifacts or spec.ARTIFACTS))
     encoder, tokenizer, info = models.load(model, allow_fallback)
@@ -99,15 +99,20 @@ def run(model: str = spec.DEFAULT_MODEL, artifacts: Path | None = None, texts_pa
     if shapes.max_seq > info.max_length:
         raise StageError(f"max_seq {shapes.max_seq} exceeds the model's maximum length {info.max_length}")
     print(f"model: {info.used} ({info.source}), {info.model_type}, {info.num_layers} layers x {info.hidden_size}, inputs {list(encoder.input_names)}")
+    onnx_path = artifacts / "onnx" / "model_fp32.onnx"
+    manifest = io.load_manifest(artifacts, required=False)
+    same = (manifest.get("model", {}).get("config_sha256") == info.config_sha256 and manifest.get("shapes") == shapes.as_dict()
+            and manifest.get("model", {}).get("used") == info.used)
+    if not force and same and io.is_valid(manifest.get("variants", {}).get("fp32", {}).get("onnx"), artifacts):
+        print(f"fp32 export: up to date ({onnx_path}, hash checked); --force to redo")
+        return encoder, tokenizer, info, manifest
     tok_dir = artifacts / "tokenizer"
     tokenizer.save_pretrained(tok_dir)
-    onnx_path = artifacts / "onnx" / "model_fp32.onnx"
     t0 = time.perf_counter()
     export_onnx(encoder, tokenizer, onnx_path)
     print(f"exported {onnx_path} in {time.perf_counter() - t0:.1f}s; verifying against PyTorch")
     rows = verify(encoder, tokenizer, onnx_path, read_texts(texts_path), shapes.max_seq)
-    manifest = io.load_manifest(artifacts, required=False)
-    stale = manifest.get("model", {}).get("config_sha256") != info.config_sha256
+    stale = not same
     manifest.update({
         "version": io.MANIFEST_VERSION,
         "model": info.as_dict(),
@@ -157,13 +162,14 @@ def main(argv=None) -> int:
     ap.add_argument("--flops-batch", type=int, default=1)
     ap.add_argument("--flops-seq", type=int, default=128)
     ap.add_argument("--skip-flops", action="store_true")
+    ap.add_argument("--force", action="store_true", help="redo the export even when a verified one matches the model")
     a = ap.parse_args(argv)
     try:
         io.ensure_writable_dir(a.logs)
         limits = spec.ShapeLimits(max_batch=a.max_batch, opt_batch=min(spec.ShapeLimits.opt_batch, a.max_batch),
                                   max_seq=a.max_seq, opt_seq=min(spec.ShapeLimits.opt_seq, a.max_seq))
         encoder, tokenizer, info, _ = run(a.model, a.artifacts, shapes=limits if a.max_seq != spec.ShapeLimits.max_seq or a.max_batch != spec.ShapeLimits.max_batch else None,
-                                          allow_fallback=False if a.no_fallback else None)
+                                          allow_fallback=False if a.no_fallback else None, force=a.force)
         io.write_json(a.logs / "model.json", info.as_dict())
         if not a.skip_flops:
             flops_report(encoder, tokenizer, info, a.logs, a.flops_batch, a.flops_seq)
