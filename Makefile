@@ -1,6 +1,6 @@
 # The three commands a user needs: make setup, make all, make test (see README.md).
 SHELL := /bin/bash
-PY := .venv/bin/python
+PY ?= .venv/bin/python
 export PYTHONPATH := $(CURDIR)/src
 MODEL ?= distilbert-base-uncased
 DEVICE ?= cpu
@@ -20,6 +20,7 @@ setup: .venv/.installed
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -c "import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()['purelib'], 'enc2triton.pth').write_text('$(CURDIR)/src\n')"
 	touch $@
 
 all: export variants trt repository quality perf bench report

@@ -47,6 +47,24 @@ def backends(tool: Tool) -> set[str]:
     return {p.name for p in d.iterdir() if p.is_dir()} if d and d.is_dir() else set()
 
 
+def _pytriton_root() -> Path:
+    """Where nvidia-pytriton is installed (a venv, or a --target folder on PYTHONPATH)."""
+    try:
+        import pytriton
+    except ImportError as e:
+        raise StageError("no tritonserver found: run `make setup` (installs nvidia-pytriton) or use NVIDIA's Triton container") from e
+    return Path(pytriton.__file__).resolve().parent
+
+
+def _cuda_lib_dirs() -> list[str]:
+    """CUDA libraries shipped as pip packages (nvidia-*), for ONNX Runtime's CUDA EP inside the stub."""
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    return sorted(str(p) for base in nvidia.__path__ for p in Path(base).glob("*/lib") if p.is_dir())
+
+
 def stub_env() -> dict:
     """Environment that makes the Python backend stub run in this interpreter's environment.
 
@@ -55,12 +73,26 @@ def stub_env() -> dict:
     onnxruntime). Without that it takes the base interpreter's site-packages, whose numpy 2 breaks
     the 2.51 stub's BYTES tensors. ENC2TRITON_SYS_PATH is a second line of defence the models read.
     """
-    return {"PATH": str(Path(sys.prefix) / "bin"), "ENC2TRITON_SYS_PATH": str(_site())}
+    stub_bin = os.environ.get("ENC2TRITON_STUB_PYTHON_BIN") or str(Path(sys.prefix) / "bin")
+    return {"PATH": stub_bin, "ENC2TRITON_SYS_PATH": _join(str(_site()), os.environ.get("PYTHONPATH", ""))}
+
+
+def stub_numpy_problem() -> str | None:
+    """Triton 2.51's Python backend stub corrupts BYTES tensors under numpy 2 (seen: the tokenizer's
+    input unreadable). Say so before a confusing failure."""
+    if os.environ.get("ENC2TRITON_STUB_PYTHON_BIN"):
+        return None
+    import numpy
+
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        return (f"numpy {numpy.__version__} in {sys.prefix}: the PyPI tritonserver 2.51 Python backend stub needs numpy<2. "
+                "Use `make setup` (pins numpy 1.26), or point ENC2TRITON_STUB_PYTHON_BIN at the bin/ of an environment with numpy<2")
+    return None
 
 
 def prepare_pytriton_backends(dest: Path = VENV_TRITON / "backends") -> Path:
     """Python backend plus the stub built for this interpreter's version, in a folder we own."""
-    ts = _site() / "pytriton" / "tritonserver"
+    ts = _pytriton_root() / "tritonserver"
     stub = ts / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / "triton_python_backend_stub"
     if not stub.exists():
         raise StageError(f"nvidia-pytriton has no Python backend stub for Python {sys.version_info[:2]}: {stub}")
@@ -79,10 +111,14 @@ def find_tritonserver() -> Tool:
     system = shutil.which("tritonserver") or (str(SYSTEM_TRITON / "bin" / "tritonserver") if (SYSTEM_TRITON / "bin" / "tritonserver").exists() else None)
     if system and not os.environ.get("ENC2TRITON_PYPI_TRITON"):
         return Tool(Path(system), env, SYSTEM_TRITON / "backends", "system")
-    ts = _site() / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+    root = _pytriton_root()
+    ts = root / "tritonserver" / "bin" / "tritonserver"
     if not ts.exists():
-        raise StageError("no tritonserver found: run `make setup` (installs nvidia-pytriton) or use NVIDIA's Triton container")
-    env["LD_LIBRARY_PATH"] = _join(str(_site() / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or "")
+        raise StageError(f"nvidia-pytriton at {root} has no tritonserver binary")
+    problem = stub_numpy_problem()
+    if problem:
+        print(f"WARNING: {problem}", file=sys.stderr)
+    env["LD_LIBRARY_PATH"] = _join(str(root.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or "", *_cuda_lib_dirs())
     return Tool(ts, env, prepare_pytriton_backends(), "nvidia-pytriton")
 
 
@@ -112,7 +148,7 @@ def link_libb64() -> str:
             return "apt-get install libb64-0d"
     else:
         print("note: not root; to use Debian's copy run: sudo apt-get install -y libb64-0d", file=sys.stderr)
-    vendored = sorted((_site() / "nvidia_pytriton.libs").glob("libb64-*.so.0d"))
+    vendored = sorted((_pytriton_root().parent / "nvidia_pytriton.libs").glob("libb64-*.so.0d"))
     if not vendored:
         raise StageError("libb64.so.0d missing: sudo apt-get install -y libb64-0d")
     lib = VENV_TRITON / "lib"
