@@ -1,7 +1,7 @@
 # The three commands a user needs: make setup, make all, make test (see README.md).
 SHELL := /bin/bash
 PY ?= .venv/bin/python
-export PYTHONPATH := $(CURDIR)/src
+export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 MODEL ?= distilbert-base-uncased
 DEVICE ?= cpu
 

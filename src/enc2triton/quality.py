@@ -79,7 +79,7 @@ def to_markdown(result: dict) -> str:
 
 
 def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS,
-        texts_path: Path = spec.EVALUATION_TEXTS, protocol: str = "http", only: list[str] | None = None) -> dict:
+        texts_path: Path = spec.EVALUATION_TEXTS, protocol: str = "grpc", only: list[str] | None = None) -> dict:
     from . import server
 
     manifest = io.load_manifest(artifacts)
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
         "Send the evaluation texts through every ensemble on the Triton server and measure each precision "
         "against the FP32 references (PyTorch and onnx_fp32 as served). Writes logs/quality.{json,md}; "
         "exits non-zero when a variant is under its floor. Starts a server if none is running."))
-    ap.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    ap.add_argument("--protocol", choices=("http", "grpc"), default="grpc")
     ap.add_argument("--models", default="", help="comma-separated variants or ensembles (default: all)")
     ap.add_argument("--texts", type=Path, default=spec.EVALUATION_TEXTS)
     ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS)
