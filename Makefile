@@ -23,7 +23,9 @@ setup: .venv/.installed
 	$(PY) -c "import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()['purelib'], 'enc2triton.pth').write_text('$(CURDIR)/src\n')"
 	touch $@
 
-all: export variants trt repository quality perf bench report
+# perf can fail on an overloaded machine (unstable measurements): the report is still written, then make fails
+all: export variants trt repository quality
+	@status=0; $(MAKE) --no-print-directory perf || status=$$?; $(MAKE) --no-print-directory bench report && exit $$status
 
 export:
 	$(PY) torch2onnx.py --model $(MODEL)
@@ -62,4 +64,4 @@ test-fast:
 	$(PY) -m pytest -q -ra -m "not slow and not server"
 
 clean:
-	rm -rf artifacts model_repository logs/*.json logs/*.md logs/*.csv logs/*.png logs/*.log
+	rm -rf artifacts model_repository logs/*.json logs/*.md logs/*.csv logs/*.png logs/*.log logs/perf_inputs logs/*.incomplete

@@ -67,7 +67,8 @@ class ShapeLimits:
 @dataclass(frozen=True)
 class Serving:
     preferred_batch_sizes: tuple[int, ...] = (8, 16, 32, 64)
-    max_queue_delay_us: int = 2000
+    # Paid in full at low load, once per ensemble step: short, since the tokenizer also merges by itself.
+    max_queue_delay_us: int = 500
     # Queue bound per model: beyond it requests are rejected at once instead of waiting (overload).
     max_queue_size: int = 1024
     tokenizer_instances: int = 2

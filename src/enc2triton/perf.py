@@ -1,0 +1,423 @@
+"""Serving benchmark: the real perf_analyzer against every model of the repository, over a concurrency range.
+
+Per model: logs/perf_<model>.csv (perf_analyzer's own CSV, one row per concurrency), the raw
+perf_analyzer output in logs/perf_<model>.log, and one entry in logs/perf_summary.json. A sweep that
+fails part-way leaves logs/perf_<model>.csv.incomplete and status "incomplete", never a complete-looking CSV.
+
+One perf_analyzer run per concurrency level: its --concurrency-range only does arithmetic steps,
+and one run per level tells exactly which level failed. The stability settings are explained in
+STABILITY (recorded in perf_summary.json too).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import export, io, repository, server, spec, tools
+from .bench import command_output, hardware
+from .io import StageError
+
+CONCURRENCY = (1, 2, 4, 8, 16, 32)
+FULL = tuple(range(1, 33))
+# perf_analyzer CSV header -> summary key. Latencies and times are microseconds in the CSV, ms in the summary.
+CSV_FIELDS = {
+    "Inferences/Second": "throughput", "Client Send": "client_send_ms", "Network+Server Send/Recv": "network_ms",
+    "Server Queue": "server_queue_ms", "Server Compute Input": "compute_input_ms",
+    "Server Compute Infer": "compute_infer_ms", "Server Compute Output": "compute_output_ms",
+    "Client Recv": "client_recv_ms", "p50 latency": "p50_ms", "p90 latency": "p90_ms",
+    "p95 latency": "p95_ms", "p99 latency": "p99_ms",
+}
+OPTIONAL_FIELDS = {"Avg latency": "avg_ms"}  # --verbose-csv only
+STABILITY = (
+    "count_windows: each window holds at least N requests (default 100), so p99 always rests on a real sample "
+    "(perf_analyzer merges the 3 stable windows: >= 300 requests, p99 ~ the 3rd-slowest) and slow and fast models get "
+    "the same statistical weight rather than the same wall time. Stability is judged on average latency and "
+    "throughput (no --percentile): p99 over ~100 requests is the noisiest statistic there is and stabilising on it "
+    "mostly burns trials; p50..p99 are read from the CSV either way. 15% instead of perf_analyzer's 10%: on a small "
+    "CPU box client and server share the cores and window-to-window noise of ~10% is the floor. At most 8 windows "
+    "(a slow model at 5 infer/s then takes <= 160 s per level, 480 s with the retry); an unstable level is retried once with windows twice as long, then reported as failed (perf_analyzer itself "
+    "refuses to report an unstable level).")
+UNSTABLE = "Failed to obtain stable measurement"
+ENSEMBLE_NOTE = ("ensembles: perf_analyzer's CSV counts the composing models' queue time in 'Network+Server Send/Recv' "
+                 "and its 'Server Queue' is the ensemble's own (~0); server_queue_ms here is the sum of the composing "
+                 "models' queue times from perf_analyzer's output, network_ms is reduced by the same amount")
+
+
+@dataclass(frozen=True)
+class Settings:
+    window_requests: int = 100      # count_windows: requests per window
+    window_ms: int | None = None    # time_windows instead, when set
+    stability: float = 15.0         # max/min of the last 3 windows, % (latency and throughput)
+    max_trials: int = 8
+    timeout: float = 600.0          # seconds per perf_analyzer run (a hung server must not hang the sweep)
+
+    def doubled(self) -> "Settings":
+        return replace(self, window_requests=self.window_requests * 2, window_ms=self.window_ms and self.window_ms * 2)
+
+    def flags(self) -> list[str]:
+        mode = (["--measurement-mode", "time_windows", "--measurement-interval", str(self.window_ms)] if self.window_ms
+                else ["--measurement-mode", "count_windows", "--measurement-request-count", str(self.window_requests)])
+        return mode + ["--stability-percentage", f"{self.stability:g}", "--max-trials", str(self.max_trials)]
+
+
+# ------------------------------------------------------------------------------------ parsing
+def parse_csv(text: str) -> list[dict]:
+    """Rows of a perf_analyzer CSV, by header name; ms for times. Raises ValueError on a foreign CSV."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("Concurrency,")), None)
+    if start is None:
+        raise ValueError("no 'Concurrency,...' header: not a perf_analyzer concurrency CSV")
+    reader = csv.DictReader(lines[start:])
+    missing = [h for h in CSV_FIELDS if h not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"perf_analyzer CSV lacks columns {missing}; header: {reader.fieldnames}")
+    rows = []
+    for r in reader:
+        row = {"concurrency": int(r["Concurrency"])}
+        for h, k in {**CSV_FIELDS, **OPTIONAL_FIELDS}.items():
+            if h in r and r[h] not in (None, ""):
+                v = float(r[h])
+                row[k] = v if k == "throughput" else round(v / 1000.0, 3)
+        rows.append(row)
+    return rows
+
+
+_CONC = re.compile(r"^Request concurrency: (\d+)", re.M)
+_MODEL = re.compile(r"^\s+(\S+), version: (\S+)\s*$")
+_BREAKDOWN = re.compile(r"Avg request latency: (\d+) usec \((.*)\)")
+
+
+def parse_composing(stdout: str) -> dict[int, dict[str, dict]]:
+    """{concurrency: {composing model: {latency, overhead, queue, compute_* in ms}}} from an ensemble run's output."""
+    out: dict[int, dict[str, dict]] = {}
+    marks = list(_CONC.finditer(stdout))
+    for i, m in enumerate(marks):
+        block = stdout[m.end():marks[i + 1].start() if i + 1 < len(marks) else len(stdout)]
+        if "Composing models:" not in block:
+            continue
+        models, current = {}, None
+        for line in block.split("Composing models:", 1)[1].splitlines():
+            if (mm := _MODEL.match(line)):
+                current = mm.group(1)
+            elif current and (bm := _BREAKDOWN.search(line)):
+                parts = {"latency_ms": int(bm.group(1)) / 1000.0}
+                for p in bm.group(2).split("+"):
+                    if (pm := re.match(r"\s*(.+?) (\d+) usec", p)):
+                        parts[pm.group(1).strip().replace(" ", "_") + "_ms"] = int(pm.group(2)) / 1000.0
+                models[current] = parts
+                current = None
+        out[int(m.group(1))] = models
+    return out
+
+
+# ------------------------------------------------------------------------------------ input data
+def text_input_data(texts: list[str], name: str = spec.TEXT_INPUT) -> dict:
+    """perf_analyzer JSON input data: one step per text, BYTES as a string, shape [1] (a batch-1 request)."""
+    return {"data": [{name: [t]} for t in texts]}
+
+
+def token_input_data(tokenizer, texts: list[str], input_names: list[str], seq_len: int) -> dict:
+    """One step per text: the tokenizer's tensors padded/truncated to exactly seq_len (so every request batches)."""
+    feed = export.tokenize(tokenizer, texts, input_names, seq_len, pad_to=seq_len)
+    return {"data": [{n: {"content": feed[n][i].tolist(), "shape": [seq_len]} for n in input_names} for i in range(len(texts))]}
+
+
+def model_inputs(repo: Path, model: str) -> list[tuple[str, str]]:
+    """(name, Triton data type) of the model's inputs, from its config.pbtxt (what the server serves)."""
+    cfg = repository.read_config(Path(repo) / model / "config.pbtxt")
+    return [(i.name, repository.mc.DataType.Name(i.data_type)) for i in cfg.input]
+
+
+def kind_of(model: str) -> str:
+    return "tokenizer" if model == "tokenizer" else "ensemble" if model.startswith("ensemble_") else "model"
+
+
+def repo_models(repo: Path) -> list[str]:
+    """Models in repository.json order (else every folder with a config), tokenizer, raw models, then ensembles."""
+    info = Path(repo) / "repository.json"
+    names = io.read_json(info)["models"] if info.exists() else sorted(p.name for p in Path(repo).iterdir() if (p / "config.pbtxt").exists())
+    order = {"tokenizer": 0, "model": 1, "ensemble": 2}
+    return sorted(names, key=lambda n: order[kind_of(n)])
+
+
+def load_tokenizer(repo: Path, artifacts: Path):
+    from transformers import AutoTokenizer
+
+    for d in (Path(repo) / "tokenizer" / "1" / "tokenizer",):
+        if d.is_dir():
+            return AutoTokenizer.from_pretrained(str(d), local_files_only=True)
+    manifest = io.load_manifest(artifacts)
+    return AutoTokenizer.from_pretrained(str(io.resolve(manifest["tokenizer_dir"], artifacts)), local_files_only=True)
+
+
+def token_stats(tokenizer, texts: list[str]) -> dict:
+    n = np.array([len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]])
+    return {"min": int(n.min()), "median": float(np.median(n)), "mean": round(float(n.mean()), 2), "max": int(n.max())}
+
+
+# ------------------------------------------------------------------------------------ environment
+def pa_version(tool: tools.Tool) -> str:
+    out = command_output([str(tool.path), "--version"], env=tool.environ())
+    m = re.search(r"Version (\S+)", out)
+    return m.group(1) if m else out or "unknown"
+
+
+def server_version(info: server.ServerInfo) -> str:
+    try:
+        with urllib.request.urlopen(f"http://{info.http}/v2", timeout=5) as r:
+            return json.loads(r.read()).get("version", "unknown")
+    except (OSError, ValueError):
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------------ running
+def pa_command(tool: tools.Tool, model: str, url: str, protocol: str, concurrency: int, batch: int,
+               data: Path, csv_path: Path, settings: Settings) -> list[str]:
+    return [str(tool.path), "-m", model, "-u", url, "-i", protocol, "-b", str(batch),
+            "--concurrency-range", str(concurrency), "--input-data", str(data), *settings.flags(),
+            "-f", str(csv_path), "--verbose-csv"]
+
+
+class LevelError(RuntimeError):
+    def __init__(self, msg: str, unstable: bool = False):
+        super().__init__(msg)
+        self.unstable = unstable  # only noise: the next level may well work
+
+
+def run_level(tool: tools.Tool, cmd_for, settings: Settings, log: list[str], commands: list[str]) -> tuple[dict, str]:
+    """One concurrency level; an unstable level is retried once with windows twice as long."""
+    for attempt, s in enumerate((settings, settings.doubled())):
+        with tempfile.TemporaryDirectory(prefix="pa-") as tmp:
+            csv_path = Path(tmp) / "level.csv"
+            cmd = cmd_for(s, csv_path)
+            commands.append(shlex.join(cmd))
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, env=tool.environ(), timeout=s.timeout)
+            except subprocess.TimeoutExpired as e:
+                out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+                log.append(out)
+                raise LevelError(f"perf_analyzer timed out after {s.timeout:.0f}s") from None
+            out = p.stdout + p.stderr
+            log.append(f"$ {shlex.join(cmd)}\n{out}")
+            if p.returncode == 0 and csv_path.exists():
+                return parse_csv(csv_path.read_text())[0], csv_path.read_text()
+            if p.returncode < 0:
+                raise LevelError(f"perf_analyzer killed by signal {-p.returncode}")
+            if UNSTABLE in out and attempt == 0:
+                print("      unstable; retrying with windows twice as long", flush=True)
+                continue
+            tail = [ln for ln in out.strip().splitlines() if ln.strip()][-3:]
+            raise LevelError(f"perf_analyzer exit {p.returncode}: " + " | ".join(tail), UNSTABLE in out)
+    raise AssertionError("unreachable")
+
+
+def _best(rows: list[dict]) -> dict | None:
+    if not rows:
+        return None
+    b = max(rows, key=lambda r: r["throughput"])
+    return {"concurrency": b["concurrency"], "throughput": b["throughput"], "p99_ms": b["p99_ms"]}
+
+
+def _fix_ensemble(row: dict, composing: dict) -> None:
+    if not composing:
+        return
+    row["composing"] = composing
+    q = sum(c.get("queue_ms", 0.0) for c in composing.values())
+    row["network_ms"] = round(max(0.0, row["network_ms"] + row["server_queue_ms"] - q), 3)
+    row["server_queue_ms"] = round(q, 3)
+
+
+class ServerGone(StageError):
+    pass
+
+
+def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, protocol: str, levels, batch: int,
+          data: Path, logs: Path, settings: Settings, step: list[int], total: int) -> dict:
+    """All concurrency levels of one model into `entry` (its summary entry). Writes its CSV (or .incomplete) and log."""
+    entry.update({"kind": kind_of(model), "status": "incomplete", "input_data": str(data), "rows": [], "failed": [],
+                  "commands": []})
+    header, lines, log = None, [], []
+    url = info.url(protocol)
+    try:
+        for c in levels:
+            step[0] += 1
+            print(f"[{step[0]}/{total}] {model}  concurrency {c} ...", flush=True)
+            t0 = time.perf_counter()
+            try:
+                row, text = run_level(tool, lambda s, p: pa_command(tool, model, url, protocol, c, batch, data, p, s),
+                                      settings, log, entry["commands"])
+            except LevelError as e:
+                alive = server.alive(info.pid) and server.is_ready(info)
+                entry["failed"].append({"concurrency": c, "error": str(e) + ("" if alive else "; the server is gone")})
+                print(f"      FAILED: {model} at concurrency {c}: {entry['failed'][-1]['error']}", file=sys.stderr, flush=True)
+                if not alive:
+                    raise ServerGone(f"server pid {info.pid} died during {model} at concurrency {c}; log: {info.log}")
+                if not e.unstable:  # a hard error (timeout, crash, bad input) would repeat at every level
+                    break
+                continue
+            if kind_of(model) == "ensemble":
+                _fix_ensemble(row, parse_composing(log[-1]).get(c, {}))
+            entry["rows"].append(row)
+            csv_lines = [ln for ln in text.splitlines() if ln.strip()]
+            header = header or csv_lines[0]
+            if csv_lines[0] != header:
+                raise StageError(f"{model}: perf_analyzer CSV header changed between levels")
+            lines += csv_lines[1:]
+            print(f"      {row['throughput']:.1f} infer/s  p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+        else:
+            entry["status"] = "incomplete" if entry["failed"] else "complete"
+    finally:
+        entry["best"] = _best(entry["rows"])
+        final, partial = logs / f"perf_{model}.csv", logs / f"perf_{model}.csv.incomplete"
+        body = "\n".join(([header] if header else []) + lines) + "\n"
+        done = entry["status"] == "complete"
+        io.write_text(final if done else partial, body)
+        (partial if done else final).unlink(missing_ok=True)  # never leave a stale file of the other kind
+        entry["csv"] = str(final if done else partial)
+        io.write_text(logs / f"perf_{model}.log", "\n".join(log))
+    return entry
+
+
+def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifacts: Path = spec.ARTIFACTS,
+        models: list[str] | None = None, levels=CONCURRENCY, protocol: str = "grpc", batch: int = 1,
+        seq_len: int = 128, texts_path: Path = spec.EVALUATION_TEXTS, settings: Settings = Settings()) -> dict:
+    repo, logs = Path(repository_dir), io.ensure_writable_dir(Path(logs))
+    if not (repo / "tokenizer").is_dir() and not (repo / "repository.json").exists():
+        raise StageError(f"{repo} is not a generated model repository: run `make repository` first")
+    names = repo_models(repo)
+    if models:
+        unknown = [m for m in models if m not in names]
+        if unknown:
+            raise StageError(f"not in {repo}: {unknown}; models there: {names}")
+        names = [n for n in names if n in models]
+    tool = tools.find_perf_analyzer()
+    texts = export.read_texts(texts_path)
+    tok = load_tokenizer(repo, artifacts)
+    model_info = (io.read_json(repo / "repository.json").get("model") if (repo / "repository.json").exists() else None) \
+        or io.load_manifest(artifacts, required=False).get("model")
+    data_dir = io.ensure_writable_dir(logs / "perf_inputs")
+    inputs = {}
+    for n in names:  # input data per model, from the inputs its config declares
+        ins = model_inputs(repo, n)
+        if all(t == "TYPE_STRING" for _, t in ins):
+            data = text_input_data(texts, ins[0][0])
+        else:
+            data = token_input_data(tok, texts, [i for i, _ in ins], seq_len)
+        inputs[n] = io.write_text(data_dir / f"{n}.json", json.dumps(data))
+    summary = {
+        "status": "incomplete", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "model": model_info,
+        "repository": str(repo.resolve()), "protocol": protocol, "batch_size": batch, "concurrency": list(levels),
+        "settings": {**asdict(settings), "why": STABILITY},
+        "inputs": {"texts": str(texts_path), "n_texts": len(texts), "text_tokens": token_stats(tok, texts), "seq_len": seq_len},
+        "hardware": hardware(),
+        "perf_analyzer": {"path": str(tool.path), "version": pa_version(tool), "source": tool.source},
+        "notes": [ENSEMBLE_NOTE, "throughput counts inferences (requests x batch size); latencies are per request",
+                  "perf_analyzer and the server share this machine's CPU cores"],
+        "models": {}, "errors": [],
+    }
+    out = logs / "perf_summary.json"
+    total, step = len(names) * len(levels), [0]
+    try:
+        with server.running(repo, logs) as info:
+            summary["server"] = {"version": server_version(info), "binary": info.binary, "url": info.url(protocol),
+                                 "pid": info.pid}
+            states = server.model_states(info) or {}
+            for n in names:
+                st = states.get(n, {})
+                if st.get("state") != "READY":
+                    err = f"not ready on the server: {st.get('state', 'missing')} {st.get('reason', '')}".strip()
+                    summary["models"][n] = {"kind": kind_of(n), "status": "failed", "rows": [], "best": None,
+                                            "failed": [{"concurrency": None, "error": err}]}
+                    summary["errors"].append(f"{n}: {err}")
+                    print(f"skip {n}: {err}", file=sys.stderr)
+                    step[0] += len(levels)
+                    continue
+                entry = summary["models"][n] = {}
+                sweep(entry, n, info, tool, protocol, levels, batch, inputs[n], logs, settings, step, total)
+                summary["errors"] += [f"{n}: failed at concurrency {f['concurrency']}: {f['error']}" for f in entry["failed"]]
+                io.write_json(out, summary)  # progress survives a crash of the next model
+    except (ServerGone, KeyboardInterrupt) as e:
+        summary["errors"].append(str(e) or "interrupted")
+        raise
+    finally:
+        summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        summary["hardware"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+        if not summary["errors"] and len(summary["models"]) == len(names):
+            summary["status"] = "complete"
+        io.write_json(out, summary)
+    return summary
+
+
+def parse_levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"concurrency must be comma-separated integers, got {text!r}") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError("concurrency levels must be >= 1")
+    return levels
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="run_tests.sh", description=(
+        "Run the real perf_analyzer against every model of the Triton repository (raw variants, ensembles and the "
+        "tokenizer alone) over a concurrency range. Writes logs/perf_<model>.csv and logs/perf_summary.json. "
+        "Starts the server when none runs for the repository (and stops it afterwards)."))
+    ap.add_argument("--repository", type=Path, default=spec.REPOSITORY)
+    ap.add_argument("--logs", type=Path, default=spec.LOGS, help="outputs and server state (default %(default)s)")
+    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS, help="manifest (tokenizer fallback)")
+    ap.add_argument("--models", help="comma-separated subset (default: every model in the repository); "
+                    "perf_summary.json then describes only these")
+    ap.add_argument("--concurrency", type=parse_levels, help=f"comma-separated levels (default {','.join(map(str, CONCURRENCY))})")
+    ap.add_argument("--full", action="store_true", help="concurrency 1..32 step 1")
+    ap.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    ap.add_argument("--batch-size", type=int, default=1, help="items per request (default 1: concurrency drives the dynamic batcher)")
+    ap.add_argument("--seq-len", type=int, default=128, help="token length of the raw models' inputs (default %(default)s)")
+    ap.add_argument("--texts", type=Path, default=spec.EVALUATION_TEXTS)
+    ap.add_argument("--window-requests", type=int, default=Settings.window_requests, help="count_windows: requests per window")
+    ap.add_argument("--window-ms", type=int, help="use time windows of this length instead of count windows")
+    ap.add_argument("--stability", type=float, default=Settings.stability, help="allowed %% spread of the last 3 windows")
+    ap.add_argument("--max-trials", type=int, default=Settings.max_trials)
+    ap.add_argument("--timeout", type=float, default=Settings.timeout, help="seconds per perf_analyzer run")
+    a = ap.parse_args(argv)
+    if a.full and a.concurrency:
+        ap.error("--full and --concurrency exclude each other")
+    levels = FULL if a.full else a.concurrency or CONCURRENCY
+    settings = Settings(a.window_requests, a.window_ms, a.stability, a.max_trials, a.timeout)
+    models = [m.strip() for m in a.models.split(",") if m.strip()] if a.models else None
+    try:
+        s = run(a.repository, a.logs, a.artifacts, models, levels, a.protocol, a.batch_size, a.seq_len, a.texts, settings)
+    except KeyboardInterrupt:
+        print("interrupted: partial results marked incomplete in perf_summary.json", file=sys.stderr)
+        return 130
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"\n{'model':<24} {'best infer/s':>12} {'at c':>5} {'p99 ms':>8}  status")
+    for n, e in s["models"].items():
+        b = e.get("best") or {}
+        print(f"{n:<24} {b.get('throughput', float('nan')):>12.1f} {b.get('concurrency', '-'):>5} "
+              f"{b.get('p99_ms', float('nan')):>8.1f}  {e['status']}")
+    print(f"summary: {Path(a.logs) / 'perf_summary.json'}")
+    if s["status"] != "complete":
+        print("INCOMPLETE:\n  " + "\n  ".join(s["errors"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Engine benchmark on the tiny model (real ONNX Runtime), FLOPs source choice, GPU-name matching."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from enc2triton import bench, flops, io
+
+
+def test_bench_tiny_cpu(tiny_artifacts, tmp_path, capsys):
+    res = bench.run(tiny_artifacts, tmp_path, "cpu", batches=(1, 2), seq=32, warmup=1, budget=0.2, min_iters=3)
+    assert res == io.read_json(tmp_path / "bench_engine.json")
+    eng = res["engines"]["onnx_fp32"]
+    assert eng["providers"][0] == "CPUExecutionProvider"
+    assert [r["batch"] for r in eng["rows"]] == [1, 2]
+    for r in eng["rows"]:
+        assert r["iters"] >= 3 and r["seq_per_s"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"]
+        assert r["seq_per_s"] == pytest.approx(r["batch"] / (r["mean_ms"] / 1e3))
+        assert r["gflops_per_s"] == pytest.approx(res["flops_per_sequence"] * r["seq_per_s"] / 1e9)
+        assert "roof_fraction" not in r  # no CPU roofline
+    # no logs/flops.json here: the analytic count from the manifest's dimensions (tiny: 2 layers x 32 wide)
+    assert res["flops_source"].startswith("analytic")
+    dims = {"hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64, "num_attention_heads": 2}
+    assert res["flops_per_sequence"] == flops.analytic_flops(dims, 32)
+    assert "no CPU roofline" in res["roofline"]["note"]
+    assert res["model"] == io.load_manifest(tiny_artifacts)["model"] and res["onnxruntime"]
+    assert res["hardware"]["cores"] >= 1
+    assert "onnx_fp32" in capsys.readouterr().out
+
+
+def test_flops_json_used_when_it_matches(tiny_artifacts, tmp_path):
+    m = io.load_manifest(tiny_artifacts)
+    io.write_json(tmp_path / "flops.json", {"model": m["model"]["used"], "seq_len": 32, "flops_per_sequence": 123.0})
+    assert bench.flops_per_sequence(tmp_path, m, 32) == (123.0, "logs/flops.json (fvcore, seq 32)")
+    assert bench.flops_per_sequence(tmp_path, m, 64)[1].startswith("analytic")  # another seq: not reused
+
+
+def test_trt_engine_without_tensorrt_is_a_skip_line(tiny_artifacts, tmp_path, capsys):
+    if bench.tensorrt_version():
+        pytest.skip("tensorrt is installed here")
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifacts, art)
+    plan = art / "engines" / "trt_fp16.plan"
+    plan.parent.mkdir()
+    plan.write_bytes(b"not an engine: never opened without tensorrt")
+    io.update_manifest("trt", {"fp16": {"status": "built", "engine": io.artifact_entry(plan, art)}}, art)
+    res = bench.run(art, tmp_path / "logs", "cpu", batches=(1,), seq=16, warmup=0, budget=0.0, min_iters=1)
+    assert res["skipped"] == ["trt_fp16: skipped: the tensorrt Python module is not installed"]
+    assert res["tensorrt"] == "not available" and "trt_fp16" not in res["engines"]
+    assert "trt_fp16: skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name,key", [
+    ("NVIDIA H100 80GB HBM3", "H100-SXM"), ("NVIDIA H100 PCIe", "H100-PCIe"), ("NVIDIA A100-SXM4-80GB", "A100-SXM-80GB"),
+    ("NVIDIA L4", "L4"), ("Tesla T4", "T4"), ("NVIDIA GeForce RTX 4090", "RTX-4090"), ("NVIDIA L40S", None),
+])
+def test_match_gpu(name, key):
+    table = bench.gpu_table(Path("/nonexistent"))
+    assert bench.match_gpu(name, table) == key
+
+
+def test_help():
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--help"])
+    assert e.value.code == 0

@@ -1,0 +1,119 @@
+"""perf_analyzer CSV/output parsing (fixtures captured from real runs), input data, and real sweeps."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from enc2triton import io, perf, repository, server
+
+FIX = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_parse_real_csv():
+    # perf_analyzer 2.51 --verbose-csv on ensemble_onnx_fp32 (all-MiniLM-L6-v2, this CPU), concurrency 1 and 2
+    rows = perf.parse_csv((FIX / "perf_analyzer_ensemble.csv").read_text())
+    assert [r["concurrency"] for r in rows] == [1, 2]
+    r = rows[0]
+    assert set(perf.CSV_FIELDS.values()) | {"concurrency", "avg_ms"} == set(r)
+    assert r["throughput"] == pytest.approx(21.431)  # infer/s, as written
+    assert r["p99_ms"] == pytest.approx(198.380) and r["server_queue_ms"] == pytest.approx(0.002)  # us -> ms
+    for r in rows:
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p95_ms"] <= r["p99_ms"]
+
+
+def test_parse_csv_rejects_other_files():
+    with pytest.raises(ValueError, match="Concurrency"):
+        perf.parse_csv("Request Rate,Inferences/Second\n10,9.9\n")
+    with pytest.raises(ValueError, match="p99 latency"):
+        perf.parse_csv("Concurrency,Inferences/Second\n1,9.9\n")
+
+
+def test_parse_composing_models_from_real_output():
+    # the ensemble's queue time is only in the composing models' lines of perf_analyzer's output
+    comp = perf.parse_composing((FIX / "perf_analyzer_ensemble.out").read_text())
+    assert set(comp) == {1, 2}
+    assert set(comp[2]) == {"tokenizer", "onnx_fp32"}
+    assert comp[2]["onnx_fp32"]["queue_ms"] == pytest.approx(27.844)
+    assert comp[2]["tokenizer"]["compute_infer_ms"] == pytest.approx(1.577)
+    # their sum is what perf_analyzer's own ensemble summary line reports as queue
+    assert comp[2]["onnx_fp32"]["queue_ms"] + comp[2]["tokenizer"]["queue_ms"] == pytest.approx(30.018)
+
+
+def test_input_data_builders(tiny_artifacts):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_artifacts / "tokenizer"))
+    texts = ["short one", "a much longer sentence that goes on " * 10]
+    d = perf.text_input_data(texts)
+    assert d == {"data": [{"TEXT": ["short one"]}, {"TEXT": [texts[1]]}]}  # BYTES as plain strings, shape [1]
+    t = json.loads(json.dumps(perf.token_input_data(tok, texts, ["input_ids", "attention_mask"], 16)))
+    assert len(t["data"]) == 2
+    short, long = t["data"]
+    assert set(short) == {"input_ids", "attention_mask"}  # DistilBERT: no token_type_ids
+    for step in t["data"]:
+        for v in step.values():
+            assert v["shape"] == [16] and len(v["content"]) == 16 and all(isinstance(x, int) for x in v["content"])
+    assert short["attention_mask"]["content"][:3] == [1, 1, 1] and short["attention_mask"]["content"][-1] == 0  # padded
+    assert long["attention_mask"]["content"] == [1] * 16  # truncated
+    assert short["input_ids"]["content"][0] == tok.cls_token_id
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tiny_artifacts, tmp_path_factory) -> Path:
+    return repository.generate(tiny_artifacts, tmp_path_factory.mktemp("perf_repo") / "model_repository")
+
+
+# loose on purpose: this checks the machinery on a shared 2-core box, not the numbers
+FAST = perf.Settings(window_requests=30, stability=200, max_trials=6, timeout=120)
+
+
+@pytest.mark.server
+def test_real_sweep_starts_and_stops_its_server(tiny_repo, tiny_artifacts, tmp_path):
+    logs = tmp_path / "logs"
+    s = perf.run(tiny_repo, logs, tiny_artifacts, levels=(1, 2), settings=FAST)
+    assert server.status(logs) is None  # it started the server, so it stopped it
+    assert s["status"] == "complete" and not s["errors"]
+    assert list(s["models"]) == ["tokenizer", "onnx_fp32", "ensemble_onnx_fp32"]
+    assert s["server"]["version"] == "2.51.0" and s["perf_analyzer"]["version"] not in ("", "unknown")
+    assert s["model"] == io.load_manifest(tiny_artifacts)["model"]
+    for name, e in s["models"].items():
+        assert e["status"] == "complete" and [r["concurrency"] for r in e["rows"]] == [1, 2]
+        assert all(r["throughput"] > 0 and r["p50_ms"] <= r["p99_ms"] for r in e["rows"])
+        assert e["best"]["throughput"] == max(r["throughput"] for r in e["rows"])
+        csv = logs / f"perf_{name}.csv"
+        assert csv.exists() and not (logs / f"perf_{name}.csv.incomplete").exists()
+        assert [r["concurrency"] for r in perf.parse_csv(csv.read_text())] == [1, 2]
+        assert len(e["commands"]) >= 2 and all(" -i grpc " in c for c in e["commands"])
+    assert set(s["models"]["ensemble_onnx_fp32"]["rows"][0]["composing"]) == {"tokenizer", "onnx_fp32"}
+    assert "--input-data" in s["models"]["onnx_fp32"]["commands"][0]
+    raw = json.loads((logs / "perf_inputs" / "onnx_fp32.json").read_text())["data"][0]
+    assert set(raw) == {"input_ids", "attention_mask"} and raw["input_ids"]["shape"] == [128]
+    assert io.read_json(logs / "perf_summary.json") == s
+
+
+@pytest.mark.server
+def test_failed_level_is_incomplete_and_exits_nonzero(tiny_repo, tiny_artifacts, tmp_path, capsys):
+    logs = tmp_path / "logs"
+    info = server.start(tiny_repo, logs, timeout=180, quiet=True)
+    try:
+        # --max-trials 1 can never be stable (it needs 3 windows): a real perf_analyzer failure
+        rc = perf.main(["--repository", str(tiny_repo), "--logs", str(logs), "--artifacts", str(tiny_artifacts),
+                        "--models", "tokenizer", "--concurrency", "1", "--max-trials", "1", "--window-requests", "5"])
+        assert rc == 1
+        assert "tokenizer at concurrency 1" in capsys.readouterr().err
+        assert server.status(logs) and server.status(logs).pid == info.pid  # not ours to stop
+    finally:
+        server.stop(logs, quiet=True)
+    s = io.read_json(logs / "perf_summary.json")
+    assert s["status"] == "incomplete" and s["models"]["tokenizer"]["failed"][0]["concurrency"] == 1
+    assert (logs / "perf_tokenizer.csv.incomplete").exists() and not (logs / "perf_tokenizer.csv").exists()
+    assert len(s["models"]["tokenizer"]["commands"]) == 2  # retried once with longer windows
+
+
+def test_cli_help():
+    out = subprocess.run([str(ROOT / "run_tests.sh"), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--concurrency" in out.stdout and "--protocol" in out.stdout
