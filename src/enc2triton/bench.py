@@ -107,10 +107,11 @@ def roof(gpu: dict | None, precision: str) -> tuple[str, float] | None:
 class OrtEngine:
     """ONNX Runtime session; on the GPU inputs live on the device (IO binding), so timings exclude copies."""
 
-    def __init__(self, path: Path, device: str, threads: int | None = None):
+    def __init__(self, path: Path, device: str, threads: int | None = None, cuda_graph: bool = False, hidden: int = 0):
         import onnxruntime as ort
 
-        self.ort, self.device = ort, device
+        self.ort, self.device, self.path, self.threads = ort, device, path, threads
+        self.cuda_graph, self.hidden = cuda_graph and device == "gpu", hidden
         if device == "gpu":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise StageError(f"--device gpu but onnxruntime {ort.__version__} has no CUDAExecutionProvider "
@@ -126,6 +127,8 @@ class OrtEngine:
 
     def prepare(self, feed: dict[str, np.ndarray]):
         feed = {n: feed[n] for n in self.inputs}
+        if self.cuda_graph:
+            return self._prepare_graph(feed)
         if self.device != "gpu":
             return lambda: self.sess.run(self.outputs, feed)
         binding = self.sess.io_binding()
@@ -139,6 +142,30 @@ class OrtEngine:
             self.sess.run_with_iobinding(binding)
             binding.synchronize_outputs()
             return keep
+        return step
+
+
+    def _prepare_graph(self, feed):
+        """CUDA graph: captured on the first run for one fixed shape, then replayed with one launch.
+        Needs every input and output at a fixed device address, so one session per shape."""
+        ort = self.ort
+        sess = export.ort_session(self.path, [("CUDAExecutionProvider", {"device_id": 0, "enable_cuda_graph": "1"}), "CPUExecutionProvider"], self.threads)
+        b, s = feed[self.inputs[0]].shape
+        shapes = {"last_hidden_state": (b, s, self.hidden), "sentence_embedding": (b, self.hidden)}
+        binding = sess.io_binding()
+        keep = [ort.OrtValue.ortvalue_from_numpy(feed[n], "cuda", 0) for n in self.inputs]
+        for n, v in zip(self.inputs, keep):
+            binding.bind_ortvalue_input(n, v)
+        for n in self.outputs:
+            v = ort.OrtValue.ortvalue_from_shape_and_type(shapes[n], np.float32, "cuda", 0)
+            keep.append(v)
+            binding.bind_ortvalue_output(n, v)
+        sess.run_with_iobinding(binding)  # capture
+
+        def step():
+            sess.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            return keep, sess
         return step
 
 
@@ -232,7 +259,7 @@ def bench_engine(engine, tokenizer, texts, batches, seq, fps, gpu, precision, wa
 
 def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = "cpu", batches=None, seq: int = 128,
         variants: list[str] | None = None, warmup: int = 2, budget: float = 2.0, min_iters: int = 3,
-        threads: int | None = None, texts_path: Path = spec.EVALUATION_TEXTS) -> dict:
+        threads: int | None = None, texts_path: Path = spec.EVALUATION_TEXTS, cuda_graph: bool = False) -> dict:
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
@@ -263,11 +290,13 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
         onnx = ((manifest.get("variants") or {}).get(p) or {}).get("onnx")
         if onnx:
             jobs.append((spec.model_name("onnx", p), p, onnx, "onnx"))
+            if cuda_graph and device == "gpu":
+                jobs.append((spec.model_name("onnx", p) + "+cudagraph", p, onnx, "onnx-graph"))
         eng = ((manifest.get("trt") or {}).get(p) or {}).get("engine")
         if eng:
             jobs.append((spec.model_name("trt", p), p, eng, "trt"))
     for name, p, entry, backend in jobs:
-        if variants and name not in variants and p not in variants:
+        if variants and name.split("+")[0] not in variants and p not in variants:
             continue
         skip = None
         if not io.is_valid(entry, artifacts):
@@ -281,7 +310,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
             print(f"{name}: skipped: {skip}")
             continue
         path = io.resolve(entry["path"], artifacts)
-        engine = TrtEngine(path) if backend == "trt" else OrtEngine(path, device, threads)
+        engine = TrtEngine(path) if backend == "trt" else OrtEngine(path, device, threads, backend == "onnx-graph", manifest["model"]["hidden_size"])
         print(f"{name}: {path.name} on {engine.providers}", flush=True)
         rows = bench_engine(engine, tok, texts, batches, seq, fps, gpu, p, warmup, budget, min_iters)
         ok = [r for r in rows if "error" not in r]
@@ -319,10 +348,12 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of timed runs per point")
     ap.add_argument("--min-iters", type=int, default=3, help="timed runs per point at least (beats the budget)")
     ap.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: its own choice)")
+    ap.add_argument("--cuda-graph", action="store_true", help="gpu: also time each ONNX variant replayed as a CUDA graph (one per shape)")
     a = ap.parse_args(argv)
     variants = [v.strip() for v in a.variants.split(",") if v.strip()] if a.variants else None
     try:
-        res = run(a.artifacts, a.logs, a.device, a.batches, a.seq_len, variants, a.warmup, a.budget, a.min_iters, a.threads)
+        res = run(a.artifacts, a.logs, a.device, a.batches, a.seq_len, variants, a.warmup, a.budget, a.min_iters, a.threads,
+                  cuda_graph=a.cuda_graph)
     except StageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
