@@ -137,7 +137,7 @@ def test_second_start_refused_and_busy_port(live, repo, tmp_path):
         server.start(repo, tmp_path / "other", http_port=info.http_port)
 
 
-def test_stale_pid_and_broken_model(repo, tmp_path):
+def test_stale_pid_and_broken_model(repo, tmp_path, capsys):
     """A dead server's state files are cleaned; a model that fails to load is reported, the rest serve."""
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -151,6 +151,9 @@ def test_stale_pid_and_broken_model(repo, tmp_path):
     info = server.start(broken, logs, timeout=180)
     try:
         assert info.models["onnx_fp32"] != "READY" and info.models["tokenizer"] == "READY"
+        err = capsys.readouterr().err  # the user sees which model failed and why (the server log's reason)
+        assert "MODEL FAILED TO LOAD: onnx_fp32:" in err and "INVALID_PROTOBUF" in err
+        assert "MODEL FAILED TO LOAD: ensemble_onnx_fp32: not loaded: a model it depends on failed" in err
         c = httpclient.InferenceServerClient(info.http)
         assert c.is_model_ready("tokenizer") and not c.is_model_ready("onnx_fp32")
     finally:

@@ -5,10 +5,16 @@ they are valid by construction; names, shapes and batch limits all come from the
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import errno
 import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -151,7 +157,8 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
         raise StageError("no model variant to serve: run `python torch2onnx.py` first")
     have = tools.backends(tools.find_tritonserver()) if native is None else ({"onnxruntime", "tensorrt"} if native else set())
     io.ensure_writable_dir(out.parent)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    recover(out)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}.", suffix=".partial"))
     try:
         tok_dir = tmp / "tokenizer"
         write_config(tok_dir, tokenizer_config(manifest, serving))
@@ -176,16 +183,106 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
         io.write_json(tmp / "repository.json", {"models": written, "skipped": skipped, "device": device,
                                                  "manifest_sha256": io.sha256_file(io.manifest_path(artifacts)),
                                                  "model": manifest["model"]})
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, out)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with _signals_deferred():  # a Ctrl-C now must not leave the temp folder behind
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"model repository: {out} ({len(written)} models)")
     return out
+
+
+
+# --- swapping the new repository in: `out` is always the old one or the new one, never half of one ---
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    AT_FDCWD = -100
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT/SIGTERM wait until the block is over (the swap is two renames where the OS lacks exchange)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _old(out: Path) -> Path:
+    return out.with_name(f".{out.name}.old")
+
+
+def swap_in(tmp: Path, out: Path) -> None:
+    """Make the complete repository `tmp` the one at `out`. With an atomic exchange, `tmp` holds the
+    previous repository afterwards (the caller removes it); otherwise two renames, signals deferred."""
+    old = _old(out)
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        with _signals_deferred():
+            if out.exists() and _exchange(tmp, out):
+                return
+            if out.exists():
+                out.rename(old)
+            tmp.rename(out)
+    finally:
+        with _signals_deferred():
+            if old.exists() and not out.exists():
+                old.rename(out)  # the swap failed half-way: the previous repository goes back
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(out: Path) -> list[str]:
+    """Clean up after a generation that was killed (SIGKILL, power loss): put back the previous
+    repository if the kill fell between the two renames of a non-atomic swap, and remove temp
+    folders whose writer is gone. Returns what was done."""
+    out = Path(out)
+    done = []
+    old = _old(out)
+    if old.is_dir():
+        if not out.exists() and (old / "repository.json").exists():
+            old.rename(out)
+            done.append(f"restored the previous repository from {old.name}")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old.name}")
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(\d+)\..*\.partial$")
+    for p in out.parent.iterdir() if out.parent.is_dir() else ():
+        m = pattern.match(p.name)
+        if m and p.is_dir() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed the unfinished {p.name}")
+    for line in done:
+        print(f"  {out}: {line} (an earlier generation was interrupted)")
+    return done
 
 
 def is_stale(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY) -> bool:
@@ -211,6 +308,8 @@ def main(argv=None) -> int:
     gpus = [int(g) for g in a.gpus.split(",") if g] or (visible_gpus() if a.device == "gpu" else [])
     outputs = ("sentence_embedding", "last_hidden_state") if a.ensemble_hidden_state else spec.Serving.ensemble_outputs
     serving = spec.Serving(model_instances=a.instances, tokenizer_instances=a.tokenizer_instances, ensemble_outputs=outputs)
+    # SIGTERM unwinds like Ctrl-C, so the unfinished temp folder is removed on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         generate(a.artifacts, a.out, serving, a.device, gpus)
     except StageError as e:

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -109,19 +110,77 @@ def log_errors(log: Path, limit: int = 12) -> list[str]:
     return [ln for ln in lines if ln.startswith("E") or "error" in ln.lower() or "failed" in ln.lower()][-limit:]
 
 
+STUB = b"triton_python_backend_stub"
+
+
+def orphans(pid: int) -> list[int]:
+    """Python backend stubs left in the process group of a dead tritonserver `pid` (the group is
+    the server's own: start_new_session). A SIGKILLed server can leave one blocked for good."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == pid:
+            continue
+        try:
+            fields = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[2]) == pid and fields[0] != "Z" and STUB in cmd.split(b"\0")[0]:
+            found.append(int(d))
+    return found
+
+
+def clean_orphans(pid: int, grace: float = 2.0) -> list[int]:
+    """Kill the stubs a dead server left behind (those still there after `grace` seconds) and remove
+    their shared-memory regions."""
+    deadline = time.time() + grace
+    while (stubs := orphans(pid)) and time.time() < deadline:
+        time.sleep(0.1)
+    regions = []
+    for p in stubs:
+        with contextlib.suppress(OSError):
+            regions += [a.decode() for a in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") if a.startswith(b"triton_python_backend_shm_region_")]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGKILL)
+    deadline = time.time() + 5
+    while time.time() < deadline and orphans(pid):
+        time.sleep(0.05)
+    for r in regions:
+        with contextlib.suppress(OSError):
+            (Path("/dev/shm") / Path(r).name).unlink()
+    if stubs:
+        print(f"note: killed {len(stubs)} Python backend stub(s) left behind by the dead server (pid {pid}): {stubs}", file=sys.stderr)
+    return stubs
+
+
 def status(logs: Path = spec.LOGS) -> ServerInfo | None:
-    """The server described by logs/server.json if it is alive; cleans stale state files."""
+    """The server described by logs/server.json if it is alive; cleans stale state files (and the
+    stubs a killed server left behind)."""
     pid_file, _, json_file = _paths(logs)
     if not json_file.exists():
         if pid_file.exists():
-            pid_file.unlink()
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(pid_file.read_text().strip())
+                if not alive(pid):
+                    clean_orphans(pid)
+            pid_file.unlink(missing_ok=True)
         return None
     info = ServerInfo(**io.read_json(json_file))
     if alive(info.pid):
         return info
+    clean_orphans(info.pid)
     pid_file.unlink(missing_ok=True)
     json_file.unlink(missing_ok=True)
     return None
+
+
+# Never handed to tritonserver: the server needs no hub access (tokenizer and weights are local files),
+# and a model's code or a crash dump must not be able to leak a credential into a log.
+_SECRET = re.compile(r"(TOKEN$|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|CREDENTIAL)", re.I)
+
+
+def server_env(env: dict) -> dict:
+    return {k: v for k, v in env.items() if not _SECRET.search(k)}
 
 
 def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str = spec.Serving.host,
@@ -131,9 +190,13 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
     logs = io.ensure_writable_dir(Path(logs))
     if not repository.is_dir():
         raise StageError(f"model repository {repository} not found: run `make repository` first")
+    pid_file, log_file, json_file = _paths(logs)
+    stale = json_file.exists() or pid_file.exists()
     running = status(logs)
     if running:
         raise StageError(f"a server is already running (pid {running.pid}, http {running.http}): `./serve.sh stop` first")
+    if stale and not quiet:
+        print(f"note: the previous server is gone (killed or crashed); its state files were cleaned, its log kept as {log_file.with_suffix('.prev.log')}", file=sys.stderr)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"WARNING: binding {host}: Triton has no authentication; anyone who reaches this address can infer", file=sys.stderr)
     ports = {}
@@ -142,7 +205,6 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
             raise StageError(f"{name} port {port} on {host} is busy: pick another (--{name}-port) or stop what uses it")
         ports[name] = port or free_port(host)
     tool = tools.find_tritonserver()
-    pid_file, log_file, json_file = _paths(logs)
     cmd = [str(tool.path), f"--model-repository={repository}", f"--http-address={host}", f"--http-port={ports['http']}",
            f"--grpc-address={host}", f"--grpc-port={ports['grpc']}", f"--metrics-port={ports['metrics']}",
            # one model failing to load must not take the others down; readiness is checked per model
@@ -155,8 +217,10 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
         cmd.append(f"--backend-directory={tool.backend_dir}")
     if not Path("/dev/nvidia0").exists():
         cmd.append("--allow-gpu-metrics=false")
+    if log_file.exists() and log_file.stat().st_size:  # the last run's log (why it died) survives one restart
+        log_file.replace(log_file.with_suffix(".prev.log"))
     with open(log_file, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=tool.environ(), start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env(tool.environ()), start_new_session=True)
     info = ServerInfo(proc.pid, host, ports["http"], ports["grpc"], ports["metrics"], str(repository), str(log_file), str(tool.path))
     io.write_text(pid_file, f"{proc.pid}\n")
     expected = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").exists())
@@ -194,8 +258,10 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
     if not quiet:
         print(f"tritonserver pid {info.pid} ({tool.source}) ready: HTTP {info.http}  gRPC {info.grpc}  metrics {host}:{info.metrics_port}")
         print(f"  {len(done) - len(failed)}/{len(done)} models ready; log {log_file}")
-    for name, reason in failed.items():
-        print(f"  MODEL FAILED TO LOAD: {name}: {reason}", file=sys.stderr)
+    for name, reason in failed.items():  # the reason's first line; its traceback is in the log
+        lines = (reason or "no reason given").strip().splitlines()
+        more = f" (traceback in {log_file})" if len(lines) > 1 else ""
+        print(f"  MODEL FAILED TO LOAD: {name}: {lines[0]}{more}", file=sys.stderr)
     return info
 
 
@@ -225,6 +291,7 @@ def stop(logs: Path = spec.LOGS, quiet: bool = False) -> bool:
             print("no server running")
         return False
     _terminate(info.pid)
+    clean_orphans(info.pid, grace=10)
     pid_file.unlink(missing_ok=True)
     json_file.unlink(missing_ok=True)
     if not quiet:
