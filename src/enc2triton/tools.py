@@ -49,11 +49,12 @@ def backends(tool: Tool) -> set[str]:
 
 def _pytriton_root() -> Path:
     """Where nvidia-pytriton is installed (a venv, or a --target folder on PYTHONPATH)."""
-    try:
-        import pytriton
-    except ImportError as e:
-        raise StageError("no tritonserver found: run `make setup` (installs nvidia-pytriton) or use NVIDIA's Triton container") from e
-    return Path(pytriton.__file__).resolve().parent
+    import importlib.util
+
+    spec_ = importlib.util.find_spec("pytriton")  # located, not imported: its own imports need more packages
+    if spec_ is None or not spec_.origin:
+        raise StageError("no tritonserver found: run `make setup` (installs nvidia-pytriton) or use NVIDIA's Triton container")
+    return Path(spec_.origin).resolve().parent
 
 
 def _cuda_lib_dirs() -> list[str]:

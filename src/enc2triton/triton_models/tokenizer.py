@@ -26,13 +26,24 @@ class InputError(ValueError):
 
 
 class TextTokenizer:
+    """The Hugging Face fast tokenizer run through the `tokenizers` library directly: the same Rust
+    code and files as transformers' AutoTokenizer, without importing transformers (or torch) in the
+    server's Python."""
+
     def __init__(self, tokenizer_dir, output_names, max_length, buckets=()):
-        from transformers import AutoTokenizer
+        from tokenizers import Tokenizer
 
         # Never network: the files were copied into the model directory.
-        self.tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-        self.output_names = list(output_names)
+        self.tok = Tokenizer.from_file(os.path.join(str(tokenizer_dir), "tokenizer.json"))
+        with open(os.path.join(str(tokenizer_dir), "tokenizer_config.json")) as f:
+            pad_token = json.load(f).get("pad_token") or "[PAD]"
+        self.pad_token_id = self.tok.token_to_id(pad_token)
+        if self.pad_token_id is None:
+            raise ValueError(f"pad token {pad_token!r} is not in the vocabulary of {tokenizer_dir}")
         self.max_length = int(max_length)
+        self.tok.enable_truncation(self.max_length)
+        self.tok.no_padding()
+        self.output_names = list(output_names)
         self.buckets = sorted(int(b) for b in buckets if int(b) <= self.max_length)
 
     def decode(self, raw):
@@ -58,14 +69,17 @@ class TextTokenizer:
         return min(max(longest, 1), self.max_length)
 
     def __call__(self, texts):
-        """One fast (Rust) call for all texts, padded to the longest rounded up to a bucket."""
-        enc = self.tok(texts, truncation=True, max_length=self.max_length, padding="longest", return_tensors="np")
-        pad = self.pad_length(enc["input_ids"].shape[1]) - enc["input_ids"].shape[1]
+        """One Rust batch call for all texts, padded to the longest rounded up to a bucket."""
+        encs = self.tok.encode_batch(texts)
+        width = self.pad_length(max(len(e.ids) for e in encs))
+        fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
         out = {}
-        for n in self.output_names:
-            a = enc[n].astype(np.int64, copy=False)
-            fill = self.tok.pad_token_id if n == "input_ids" else 0
-            out[n] = np.pad(a, ((0, 0), (0, pad)), constant_values=fill) if pad > 0 else a
+        for name in self.output_names:
+            a = np.full((len(encs), width), self.pad_token_id if name == "input_ids" else 0, dtype=np.int64)
+            for i, e in enumerate(encs):
+                row = getattr(e, fields[name])
+                a[i, :len(row)] = row
+            out[name] = a
         return out
 
 
