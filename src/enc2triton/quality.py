@@ -104,7 +104,7 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
             for ens in sorted(ensembles, key=lambda e: (e != spec.ensemble_name(spec.REFERENCE), e)):
                 step = f"{ens}: inference"
                 t0 = time.perf_counter()
-                served[ens] = embed_remote(mod, client, ens, texts)
+                served[ens] = embed_remote(mod, client, ens, texts, batch=min(BATCH, manifest["shapes"]["max_batch"]))
                 model = ens.removeprefix("ensemble_")
                 precision = precision_of(model)
                 floor = spec.FLOORS[precision]

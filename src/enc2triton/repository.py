@@ -83,7 +83,8 @@ def model_config(name: str, manifest: dict, serving: spec.Serving, runtime: str,
         cfg.default_model_filename = artifact
     else:
         cfg.backend = "python"
-        _params(cfg, runtime=runtime, artifact=artifact,
+        _params(cfg, runtime=runtime, artifact=artifact, vocab_size=manifest["model"]["vocab_size"],
+                max_length=shapes["max_seq"],
                 intra_op_threads=0 if kind == "gpu" else max(1, (os.cpu_count() or 1) // max(1, serving.model_instances)))
     _io(cfg, manifest)
     cfg.dynamic_batching.CopyFrom(_batching(serving, shapes["max_batch"]))
@@ -183,13 +184,15 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
         io.write_json(tmp / "repository.json", {"models": written, "skipped": skipped, "device": device,
                                                  "manifest_sha256": io.sha256_file(io.manifest_path(artifacts)),
                                                  "model": manifest["model"]})
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the server may run as another user
         swap_in(tmp, out)
     finally:
         with _signals_deferred():  # a Ctrl-C now must not leave the temp folder behind
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"model repository: {out} ({len(written)} models)")
     return out
-
 
 
 # --- swapping the new repository in: `out` is always the old one or the new one, never half of one ---

@@ -114,8 +114,9 @@ STUB = b"triton_python_backend_stub"
 
 
 def orphans(pid: int) -> list[int]:
-    """Python backend stubs left in the process group of a dead tritonserver `pid` (the group is
-    the server's own: start_new_session). A SIGKILLed server can leave one blocked for good."""
+    """Python backend stubs in the process group of tritonserver `pid` (the group is the server's
+    own: start_new_session); once the server is dead, they are orphans. A SIGKILLed server can
+    leave one blocked for good."""
     found = []
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) == pid:
@@ -130,24 +131,36 @@ def orphans(pid: int) -> list[int]:
     return found
 
 
+def stub_regions(stubs: list[int]) -> list[str]:
+    """The /dev/shm regions of these stubs (named on their command lines)."""
+    regions = []
+    for p in stubs:
+        with contextlib.suppress(OSError):
+            regions += [a.decode() for a in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") if a.startswith(b"triton_python_backend_shm_region_")]
+    return regions
+
+
+def remove_regions(regions: list[str]) -> None:
+    """A stub removes its region when it exits cleanly; one killed (SIGKILL) leaves it in /dev/shm."""
+    for r in regions:
+        with contextlib.suppress(OSError):
+            (Path("/dev/shm") / Path(r).name).unlink()
+
+
 def clean_orphans(pid: int, grace: float = 2.0) -> list[int]:
     """Kill the stubs a dead server left behind (those still there after `grace` seconds) and remove
     their shared-memory regions."""
     deadline = time.time() + grace
     while (stubs := orphans(pid)) and time.time() < deadline:
         time.sleep(0.1)
-    regions = []
+    regions = stub_regions(stubs)
     for p in stubs:
-        with contextlib.suppress(OSError):
-            regions += [a.decode() for a in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") if a.startswith(b"triton_python_backend_shm_region_")]
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(p, signal.SIGKILL)
     deadline = time.time() + 5
     while time.time() < deadline and orphans(pid):
         time.sleep(0.05)
-    for r in regions:
-        with contextlib.suppress(OSError):
-            (Path("/dev/shm") / Path(r).name).unlink()
+    remove_regions(regions)
     if stubs:
         print(f"note: killed {len(stubs)} Python backend stub(s) left behind by the dead server (pid {pid}): {stubs}", file=sys.stderr)
     return stubs
@@ -290,8 +303,10 @@ def stop(logs: Path = spec.LOGS, quiet: bool = False) -> bool:
         if not quiet:
             print("no server running")
         return False
+    regions = stub_regions(orphans(info.pid))
     _terminate(info.pid)
     clean_orphans(info.pid, grace=10)
+    remove_regions(regions)  # those of stubs the escalation to SIGKILL ended
     pid_file.unlink(missing_ok=True)
     json_file.unlink(missing_ok=True)
     if not quiet:

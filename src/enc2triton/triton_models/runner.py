@@ -96,6 +96,8 @@ class TritonPythonModel:
         else:
             self.runner = OrtRunner(artifact, use_gpu, device_id, int(params.get("intra_op_threads", "0")))
         self.input_names = [i["name"] for i in config["input"]]
+        self.vocab_size = int(params.get("vocab_size", "0")) or None
+        self.max_length = int(params.get("max_length", "0")) or None
         self.output_names = [o["name"] for o in config["output"]]
         self.output_dtypes = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}
         # The model log shows which provider really runs (a CPU fallback is otherwise silent).
@@ -109,29 +111,58 @@ class TritonPythonModel:
             names = set()
         return tuple(n for n in self.output_names if n in names) or tuple(self.output_names)
 
+    def check(self, feed):
+        """Refuse what ONNX Runtime would silently get wrong (negative ids wrap around) or fail on."""
+        shapes = {feed[n].shape for n in self.input_names}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(f"inputs must be [batch, sequence] of one shape, got {[list(feed[n].shape) for n in self.input_names]}")
+        seq = feed[self.input_names[0]].shape[1]
+        if seq < 1 or (self.max_length and seq > self.max_length):
+            raise ValueError(f"sequence length {seq} outside 1..{self.max_length}")
+        ids = feed.get("input_ids")
+        if ids is not None and ids.size and self.vocab_size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(f"token ids (input_ids) must be in 0..{self.vocab_size - 1}, got {ids.min()}..{ids.max()}")
+        mask = feed.get("attention_mask")
+        if mask is not None and mask.size and (mask.min() < 0 or mask.max() > 1):
+            raise ValueError("attention_mask must hold 0 and 1 only")
+
+    def _run(self, feeds, idx, names, responses):
+        merged = {n: np.concatenate([feeds[i][n] for i in idx]) if len(idx) > 1 else feeds[idx[0]][n] for n in self.input_names}
+        out = self.runner(merged, list(names))
+        start = 0
+        for i in idx:
+            size = feeds[i][self.input_names[0]].shape[0]
+            tensors = [pb_utils.Tensor(n, out[n][start:start + size].astype(self.output_dtypes[n], copy=False)) for n in names]
+            responses[i] = pb_utils.InferenceResponse(tensors)
+            start += size
+
     def execute(self, requests):
         # Requests merged by the dynamic batcher share one shape (the tokenizer buckets lengths), so
         # they run as one batch; different shapes or requested outputs run as separate groups.
-        groups = {}
-        feeds, wanted = [], []
-        for i, request in enumerate(requests):
-            feed = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
-            feeds.append(feed)
-            wanted.append(self._wanted(request))
-            key = (tuple(feed[n].shape[1:] for n in self.input_names), wanted[-1])
-            groups.setdefault(key, []).append(i)
         responses = [None] * len(requests)
+        groups, feeds = {}, {}
+        for i, request in enumerate(requests):
+            try:
+                feed = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
+                self.check(feed)
+            except ValueError as e:
+                responses[i] = _error(str(e), "INVALID_ARG")
+                continue
+            feeds[i] = feed
+            key = (tuple(feed[n].shape[1:] for n in self.input_names), self._wanted(request))
+            groups.setdefault(key, []).append(i)
         for (_, names), idx in groups.items():
             try:
-                merged = {n: np.concatenate([feeds[i][n] for i in idx]) if len(idx) > 1 else feeds[idx[0]][n] for n in self.input_names}
-                out = self.runner(merged, list(names))
-                start = 0
+                self._run(feeds, idx, names, responses)
+            except Exception:  # rerun one by one: only the culprit fails, the model stays up
                 for i in idx:
-                    size = feeds[i][self.input_names[0]].shape[0]
-                    tensors = [pb_utils.Tensor(n, out[n][start:start + size].astype(self.output_dtypes[n], copy=False)) for n in names]
-                    responses[i] = pb_utils.InferenceResponse(tensors)
-                    start += size
-            except Exception as e:  # one bad group fails alone; the model stays up
-                for i in idx:
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(f"inference failed: {e}"))
+                    try:
+                        self._run(feeds, [i], names, responses)
+                    except Exception as e:
+                        responses[i] = _error(f"inference failed: {e}", "INTERNAL")
         return responses
+
+
+def _error(message, kind):
+    code = getattr(pb_utils.TritonError, kind, None)
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code) if code is not None else pb_utils.TritonError(message))
