@@ -1,0 +1,184 @@
+"""Precision variants (quantize.py): fp16 / int8 (symmetric Q/DQ) / best on a tiny DistilBERT (fast), floors on the
+bundled all-MiniLM-L6-v2 (slow)."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from enc2triton import export, io, metrics, quantize, spec
+
+# small search for the random tiny model: same code path, fewer texts and alphas
+FAST = quantize.Int8Settings(held_out=32, sweep_texts=16, max_calib_texts=96, alphas=(None, 0.8))
+TEXTS = ["short one", "a somewhat longer sentence about the weather in spring", "Where is the station?"]
+
+
+def _run(art: Path, logs: Path, **kw):
+    kw.setdefault("settings", FAST)
+    return quantize.run(art, logs, measure_latency=False, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_q(tmp_path_factory, tiny_distilbert):
+    """A private export of the tiny DistilBERT (not the shared tiny_artifacts: this adds variants) + one run."""
+    art = tmp_path_factory.mktemp("tiny_q_artifacts")
+    export.run(model=str(tiny_distilbert), artifacts=art, shapes=spec.ShapeLimits(max_batch=8, opt_batch=4, max_seq=128, opt_seq=64))
+    shutil.copytree(art, tmp_path_factory.getbasetemp() / "tiny_q_fp32_only")  # pristine copy for the determinism test
+    logs = tmp_path_factory.mktemp("tiny_q_logs")
+    t0 = time.perf_counter()
+    _run(art, logs)
+    return art, logs, time.perf_counter() - t0
+
+
+def _variant(art: Path, p: str) -> Path:
+    entry = io.load_manifest(art)["variants"][p]["onnx"]
+    assert io.is_valid(entry, art), p
+    return io.resolve(entry["path"], art)
+
+
+def _feed(art: Path):
+    from transformers import AutoTokenizer
+
+    m = io.load_manifest(art)
+    tok = AutoTokenizer.from_pretrained(str(art / "tokenizer"))
+    return export.tokenize(tok, TEXTS, m["inputs"], 128), tok, m["inputs"]
+
+
+def test_variants_exist_check_and_run(tiny_q):
+    art, logs, _ = tiny_q
+    feed, _, _ = _feed(art)
+    ref = export.ort_session(_variant(art, "fp32")).run(None, feed)
+    for p in ("fp16", "int8", "best"):
+        path = _variant(art, p)
+        onnx.checker.check_model(str(path))
+        model = onnx.load(str(path))
+        for v in [*model.graph.input, *model.graph.output]:  # FP32 IO (token ids int64) for every variant
+            assert v.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.INT64), (p, v.name)
+        out = export.ort_session(path).run(None, feed)
+        assert [o.shape for o in out] == [r.shape for r in ref] and all(np.isfinite(o).all() for o in out), p
+        cos = metrics.cosine_rows(ref[1], out[1])
+        assert cos.min() > 0.9, (p, cos)
+    fp8 = io.load_manifest(art)["variants"]["fp8"]
+    assert fp8["onnx"] is None and "8.9" in fp8["reason"]
+    assert (logs / "quantize.md").exists() and (logs / "quantize.json").exists()
+    assert "sensitivity" in io.read_json(logs / "quantize.json")["int8_search"]
+
+
+def test_fp16_keeps_sensitive_ops_fp32(tiny_q):
+    art, _, _ = tiny_q
+    model = onnx.load(str(_variant(art, "fp16")))
+    assert any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)  # the weights are fp16
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.value_info}
+    sensitive = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "Softmax")]
+    assert sensitive
+    for n in sensitive:
+        assert types.get(n.output[0], TensorProto.FLOAT) == TensorProto.FLOAT, n.name
+    entry = io.load_manifest(art)["variants"]["fp16"]
+    assert "/Div" in entry["fp32_nodes"]  # the pooling division
+
+
+def test_int8_is_symmetric_qdq(tiny_q):
+    art, _, _ = tiny_q
+    for p in ("int8", "best"):
+        model = onnx.load(str(_variant(art, p)))
+        ops = [n.op_type for n in model.graph.node]
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops, p
+        inits = {i.name: i for i in model.graph.initializer}
+        for n in model.graph.node:
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                assert len(n.input) == 3 and n.input[2] in inits, (p, n.name)
+                zp = inits[n.input[2]]
+                assert zp.data_type == TensorProto.INT8 and not numpy_helper.to_array(zp).any(), (p, n.name)  # TensorRT: symmetric
+                assert inits[n.input[1]].data_type == TensorProto.FLOAT, (p, n.name)  # fp32 scales, also in best
+    entry = io.load_manifest(art)["variants"]["int8"]
+    assert entry["zero_points_all_zero"] and entry["quantized_count"] >= 1
+    assert set(entry["quantized_nodes"]).isdisjoint(entry["excluded_nodes"])
+    assert entry["calibration"]["data"].endswith("calibration.txt") and entry["calibration"]["samples"] > 0
+    # Q/DQ only on MatMul inputs: every DequantizeLinear feeds MatMuls only (never the residual Add)
+    model = onnx.load(str(_variant(art, "int8")))
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    consumers = {n.op_type for n in model.graph.node for t in n.input if t in dq_out}
+    assert consumers == {"MatMul"}
+
+
+def test_calibration_is_deterministic(tiny_q, tmp_path_factory):
+    art, _, _ = tiny_q
+    other = tmp_path_factory.mktemp("tiny_q_again") / "art"
+    shutil.copytree(tmp_path_factory.getbasetemp() / "tiny_q_fp32_only", other)
+    _run(other, other / "logs", precisions=("int8",))
+    assert io.sha256_file(_variant(other, "int8")) == io.sha256_file(_variant(art, "int8"))
+
+
+def test_resume_does_not_rebuild(tiny_q, capsys):
+    art, logs, first = tiny_q
+    before = {p: _variant(art, p).stat().st_mtime_ns for p in ("fp16", "int8", "best")}
+    capsys.readouterr()
+    t0 = time.perf_counter()
+    _run(art, logs)
+    out = capsys.readouterr().out
+    for p in ("fp16", "int8", "best"):
+        assert f"{p}: up to date" in out
+        assert _variant(art, p).stat().st_mtime_ns == before[p]
+    assert time.perf_counter() - t0 < first
+
+
+def test_interrupted_build_leaves_nothing(tiny_q, tmp_path, monkeypatch):
+    art, _, _ = tiny_q
+    work = tmp_path / "art"
+    shutil.copytree(art, work)
+    (work / "onnx" / "model_int8.onnx").unlink()  # the recorded int8 is now invalid: it must be rebuilt
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quantize, "dedicate_qdq", boom)  # dies after quantize_static wrote the temp file
+    with pytest.raises(KeyboardInterrupt):
+        _run(work, tmp_path / "logs", precisions=("int8",))
+    assert not (work / "onnx" / "model_int8.onnx").exists()
+    assert not list((work / "onnx").glob("*.partial"))
+    assert not io.is_valid(io.load_manifest(work)["variants"]["int8"]["onnx"], work)
+
+
+def test_quality_helper_and_metrics(tiny_q):
+    art, _, _ = tiny_q
+    _, tok, names = _feed(art)
+    texts = export.read_texts(spec.EVALUATION_TEXTS)[:24]
+    same = quantize.quality(_variant(art, "fp32"), _variant(art, "fp32"), texts, tok, names, 128)
+    assert same["mean_cos"] > 0.99999 and same["top10"] == 1.0 and same["rel_l2"] < 1e-6
+    q = quantize.quality(_variant(art, "fp32"), _variant(art, "int8"), texts, tok, names, 128)
+    assert {"mean_cos", "min_cos", "max_abs", "rel_l2", "top10"} <= set(q) and 0 < q["min_cos"] <= q["mean_cos"] <= 1
+    a = np.random.default_rng(0).standard_normal((12, 8))
+    assert metrics.topk_agreement(a, a, 10) == 1.0 and metrics.topk_agreement(a, a[::-1], 10) < 1.0
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        quantize.main(["--help"])
+    assert e.value.code == 0 and "--precisions" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_real_model_meets_floors(real_artifacts, tmp_path_factory):
+    """all-MiniLM-L6-v2: the floors on data/evaluation.txt (never used by the search)."""
+    logs = tmp_path_factory.mktemp("real_q_logs")
+    cache = os.environ.get("ENC2TRITON_QUANT_CACHE")  # optional persistent search cache (key = fp32 hash + settings)
+    t0 = time.perf_counter()
+    quantize.run(real_artifacts, logs, measure_latency=False, progress=False, cache_dir=Path(cache) if cache else None)
+    took = time.perf_counter() - t0
+    m = io.load_manifest(real_artifacts)
+    lines = []
+    for p in ("fp16", "int8", "best"):
+        q = m["variants"][p]["quality"]
+        assert q["n"] == len(export.read_texts(spec.EVALUATION_TEXTS))
+        lines.append(f"{p}: mean {q['mean_cos']:.6f} min {q['min_cos']:.6f} top-10 {q['top10']:.3f}")
+        assert metrics.passes(q, spec.FLOORS[p]), lines[-1]
+    i8 = m["variants"]["int8"]
+    print(f"\n{took:.0f}s; " + "; ".join(lines) + f"; int8 kept FP32: {i8['excluded_nodes']} "
+          f"({i8['quantized_count']}/{i8['candidate_count']} MatMuls quantized)")
+    assert i8["quantized_count"] >= i8["candidate_count"] // 2  # mostly int8, not fp32 in disguise
