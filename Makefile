@@ -30,8 +30,10 @@ all: export variants trt repository quality
 export:
 	$(PY) torch2onnx.py --model $(MODEL)
 
+# on a GPU the fp16 variant is the fused graph (its FP16 kernels exist on CUDA only)
 variants:
 	$(PY) -m enc2triton.quantize
+	if [ "$(DEVICE)" = gpu ]; then $(PY) -m enc2triton.optimize; fi
 
 trt:
 	./convert_to_trt.sh

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -399,6 +400,10 @@ def main(argv=None) -> int:
     levels = FULL if a.full else a.concurrency or CONCURRENCY
     settings = Settings(a.window_requests, a.window_ms, a.stability, a.max_trials, a.timeout)
     models = [m.strip() for m in a.models.split(",") if m.strip()] if a.models else None
+    def _interrupt(signum, frame):  # SIGTERM like Ctrl-C: mark partial results, stop the server we started
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         s = run(a.repository, a.logs, a.artifacts, models, levels, a.protocol, a.batch_size, a.seq_len, a.texts, settings)
     except KeyboardInterrupt:
