@@ -13,6 +13,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from enc2triton import export, io, repository, server, spec
+from triton_helpers import embed, local_embed, texts_input  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.server
@@ -29,25 +30,6 @@ def live(repo, tmp_path_factory):
     info = server.start(repo, logs, timeout=180)
     yield info, logs
     server.stop(logs, quiet=True)
-
-
-def texts_input(mod, texts: list[bytes]):
-    arr = np.array([[t] for t in texts], dtype=object)
-    inp = mod.InferInput(spec.TEXT_INPUT, list(arr.shape), "BYTES")
-    inp.set_data_from_numpy(arr)
-    return inp
-
-
-def embed(client, mod, texts: list[bytes], model="ensemble_onnx_fp32") -> np.ndarray:
-    res = client.infer(model, [texts_input(mod, texts)], outputs=[mod.InferRequestedOutput("sentence_embedding")])
-    return res.as_numpy("sentence_embedding")
-
-
-def local_embed(art: Path, texts: list[str]) -> np.ndarray:
-    m = io.load_manifest(art)
-    tok = __import__("transformers").AutoTokenizer.from_pretrained(str(art / "tokenizer"))
-    sess = export.ort_session(art / "onnx" / "model_fp32.onnx")
-    return np.concatenate([sess.run(["sentence_embedding"], export.tokenize(tok, [t], m["inputs"], 128))[0] for t in texts])
 
 
 def test_configs_parse_back_and_follow_the_manifest(repo, tiny_artifacts):

@@ -1,0 +1,27 @@
+"""Client helpers shared by the real-server tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from enc2triton import export, io, spec
+
+
+def texts_input(mod, texts: list[bytes]):
+    arr = np.array([[t] for t in texts], dtype=object)
+    inp = mod.InferInput(spec.TEXT_INPUT, list(arr.shape), "BYTES")
+    inp.set_data_from_numpy(arr)
+    return inp
+
+
+def embed(client, mod, texts: list[bytes], model="ensemble_onnx_fp32") -> np.ndarray:
+    res = client.infer(model, [texts_input(mod, texts)], outputs=[mod.InferRequestedOutput("sentence_embedding")])
+    return res.as_numpy("sentence_embedding")
+
+
+def local_embed(art: Path, texts: list[str]) -> np.ndarray:
+    m = io.load_manifest(art)
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(str(art / "tokenizer"))
+    sess = export.ort_session(art / "onnx" / "model_fp32.onnx")
+    return np.concatenate([sess.run(["sentence_embedding"], export.tokenize(tok, [t], m["inputs"], 128))[0] for t in texts])
