@@ -462,3 +462,16 @@ def test_python_builder_path(tmp_path, capsys, monkeypatch, no_gpu, names, plan,
         builder.create_network.assert_called_once_with(0)  # weakly typed on 10 for fp16
         fake.Builder.return_value.create_optimization_profile.return_value.set_shape.assert_any_call(
             "input_ids", (1, 1), (32, 128), (64, 512))
+
+
+def test_gpu_queries_share_one_nvidia_smi_parser(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text('#!/bin/sh\ncase "$1" in\n  *compute_cap*) echo "NVIDIA H100 80GB HBM3, 9.0";;\n'
+                   '  *index*) printf "0\\n1\\n";;\n  *) echo "NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB";;\nesac\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    from enc2triton import bench, repository
+
+    assert trt.gpu_info() == ("NVIDIA H100 80GB HBM3", "9.0")
+    assert repository.visible_gpus() == [0, 1]
+    assert bench.hardware()["gpus"] == [{"name": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "memory": "81559 MiB"}]

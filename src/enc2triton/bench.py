@@ -12,7 +12,6 @@ import argparse
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import export, io, spec
+from . import export, io, spec, tools
 from .io import StageError
 
 CPU_BATCHES = (1, 8, 32, 64)  # short on CPU: batch 64 x 128 tokens is ~2 s per run on 2 cores
@@ -46,10 +45,7 @@ def hardware() -> dict:
                     if ln.startswith("model name")), "")
     except OSError:
         pass
-    gpus = []
-    if shutil.which("nvidia-smi"):
-        out = command_output(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
-        gpus = [dict(zip(("name", "driver", "memory"), (x.strip() for x in ln.split(",")))) for ln in out.splitlines() if ln.strip()]
+    gpus = [dict(zip(("name", "driver", "memory"), row)) for row in tools.query_gpus("name", "driver_version", "memory.total")]
     return {"cpu": cpu or platform.processor() or "unknown", "cores": os.cpu_count(), "machine": platform.machine(),
             "os": platform.platform(), "gpus": gpus, "loadavg": [round(x, 2) for x in os.getloadavg()]}
 

@@ -322,12 +322,9 @@ def main(argv=None) -> int:
 
 
 def visible_gpus() -> list[int]:
-    import subprocess
-
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout
-        return [int(x) for x in out.split()]
-    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return [int(row[0]) for row in tools.query_gpus("index")]
+    except ValueError:
         return []
 
 

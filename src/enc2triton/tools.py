@@ -42,6 +42,19 @@ class Tool:
         return env
 
 
+def query_gpus(*fields: str) -> list[list[str]]:
+    """One row of stripped values per GPU from `nvidia-smi --query-gpu=...`; [] without a usable nvidia-smi."""
+    try:
+        r = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if r.returncode != 0:
+        return []
+    rows = [[v.strip() for v in ln.split(",")] for ln in r.stdout.splitlines() if ln.strip()]
+    return [row for row in rows if len(row) == len(fields)]
+
+
 def backends(tool: Tool) -> set[str]:
     d = tool.backend_dir
     return {p.name for p in d.iterdir() if p.is_dir()} if d and d.is_dir() else set()

@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from . import io, spec
+from . import io, spec, tools
 from .io import StageError
 
 ALL = spec.PRECISIONS + spec.OPTIONAL_PRECISIONS
@@ -152,14 +152,15 @@ def detect() -> Toolchain:
 
 def gpu_info() -> tuple[str, str] | None:
     """(name, compute capability) of GPU 0 (the one trtexec builds on) from nvidia-smi, or None."""
-    try:
-        r = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=30)
-        name, cc = r.stdout.strip().splitlines()[0].rsplit(",", 1)
-        _cc(cc)
-        return name.strip(), cc.strip()
-    except (OSError, subprocess.TimeoutExpired, IndexError, ValueError):
+    rows = tools.query_gpus("name", "compute_cap")
+    if not rows:
         return None
+    name, cc = rows[0]
+    try:
+        _cc(cc)
+    except ValueError:
+        return None
+    return name, cc
 
 
 def _cc(value: str | float) -> tuple[int, int]:
