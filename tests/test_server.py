@@ -1,6 +1,7 @@
 """The generated repository on a real tritonserver: configs, inference, bad input, lifecycle."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,17 @@ def test_configs_parse_back_and_follow_the_manifest(repo, tiny_artifacts):
     ens = repository.read_config(repo / "ensemble_onnx_fp32" / "config.pbtxt")
     assert [s.model_name for s in ens.ensemble_scheduling.step] == ["tokenizer", "onnx_fp32"]
     assert (repo / "tokenizer" / "1" / "tokenizer" / "tokenizer_config.json").exists()
+
+
+def test_every_batched_model_has_two_instances(repo):
+    # one instance lets Triton 2.51's dynamic batcher sleep 500 ms on a missed wake-up (spec.Serving)
+    for name in io.read_json(repo / "repository.json")["models"]:
+        cfg = repository.read_config(repo / name / "config.pbtxt")
+        if cfg.HasField("dynamic_batching"):
+            assert sum(g.count for g in cfg.instance_group) >= 2, name
+    model = repository.read_config(repo / "onnx_fp32" / "config.pbtxt")
+    threads = int(model.parameters["intra_op_threads"].string_value)
+    assert threads * model.instance_group[0].count <= max(2, os.cpu_count() or 1)  # instances share the cores
 
 
 def test_gpu_instance_groups_one_per_gpu(tiny_artifacts, tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enc2triton import export, io, spec
+from enc2triton import export, io, repository, spec
 
 
 def texts_input(mod, texts: list[bytes]):
@@ -25,3 +25,13 @@ def local_embed(art: Path, texts: list[str]) -> np.ndarray:
     tok = __import__("transformers").AutoTokenizer.from_pretrained(str(art / "tokenizer"))
     sess = export.ort_session(art / "onnx" / "model_fp32.onnx")
     return np.concatenate([sess.run(["sentence_embedding"], export.tokenize(tok, [t], m["inputs"], 128))[0] for t in texts])
+
+
+def stub_count(repo: Path) -> int:
+    """Python-backend stub processes the server should run: one per instance of every Python model."""
+    total = 0
+    for name in io.read_json(Path(repo) / "repository.json")["models"]:
+        cfg = repository.read_config(Path(repo) / name / "config.pbtxt")
+        if cfg.backend == "python":
+            total += sum(g.count for g in cfg.instance_group)
+    return total

@@ -310,6 +310,9 @@ def main(argv=None) -> int:
         return 0
     gpus = [int(g) for g in a.gpus.split(",") if g] or (visible_gpus() if a.device == "gpu" else [])
     outputs = ("sentence_embedding", "last_hidden_state") if a.ensemble_hidden_state else spec.Serving.ensemble_outputs
+    if a.instances < 2:
+        print("warning: one instance per model: Triton 2.51's dynamic batcher can then hold a request for its "
+              "500 ms idle wait (see spec.Serving)", file=sys.stderr)
     serving = spec.Serving(model_instances=a.instances, tokenizer_instances=a.tokenizer_instances, ensemble_outputs=outputs)
     # SIGTERM unwinds like Ctrl-C, so the unfinished temp folder is removed on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
