@@ -74,8 +74,8 @@ class Serving:
     tokenizer_instances: int = 2
     # Two, not one: with a single instance Triton 2.51's dynamic batcher misses the wake-up when a
     # request arrives after the previous response but before that instance is released, and the
-    # request sits out the batcher's 500 ms idle wait (measured here: 1 request in 100-400 at
-    # concurrency 1, onnx_fp32 12-56 infer/s with p99 505 ms; with two, 430-540 infer/s, p99 3 ms).
+    # request sits out the batcher's 500 ms idle wait: p99 ~505 ms instead of ~5 ms on a raw model
+    # (scripts/instances_ab.py, results/cpu_instances/).
     model_instances: int = 2
     # What ensembles return. last_hidden_state is batch x seq x hidden floats: copying it out of the
     # model and back to every client costs more than the embedding itself, so it is opt-in.
