@@ -63,10 +63,35 @@ def test_every_batched_model_has_two_instances(repo):
     assert threads * model.instance_group[0].count <= max(2, os.cpu_count() or 1)  # instances share the cores
 
 
+def test_cli_batching_and_instances(tiny_artifacts, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert repository.main(["--artifacts", str(tiny_artifacts), "--out", str(out), "--instances", "3",
+                            "--preferred-batch-sizes", "8,2,4,64", "--max-queue-delay-us", "100"]) == 0
+    cfg = repository.read_config(out / "onnx_fp32" / "config.pbtxt")
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [2, 4, 8]  # 64 is over the manifest's max_batch (8)
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 100 and cfg.instance_group[0].count == 3
+    for bad in (["--preferred-batch-sizes", "8,x"], ["--preferred-batch-sizes", "0"], ["--instances", "0"]):
+        with pytest.raises(SystemExit) as e:
+            repository.main(["--artifacts", str(tiny_artifacts), "--out", str(tmp_path / "bad"), *bad])
+        assert e.value.code == 2
+    assert "comma-separated integers" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_gpu_instance_groups_one_per_gpu(tiny_artifacts, tmp_path):
     out = repository.generate(tiny_artifacts, tmp_path / "r", device="gpu", gpus=[0, 1], native=False)
     groups = repository.read_config(out / "onnx_fp32" / "config.pbtxt").instance_group
     assert [(g.kind, list(g.gpus)) for g in groups] == [(groups[0].KIND_GPU, [0]), (groups[0].KIND_GPU, [1])]
+    assert all(g.count == spec.Serving.gpu_model_instances for g in groups)
+    tok = repository.read_config(out / "tokenizer" / "config.pbtxt").instance_group
+    assert tok[0].kind == tok[0].KIND_CPU and tok[0].count == spec.Serving.for_device("gpu").tokenizer_instances
+
+
+def test_serving_defaults_per_device():
+    assert spec.Serving.for_device("cpu") == spec.Serving()
+    gpu16 = spec.Serving.for_device("gpu", cpus=16)
+    assert (gpu16.model_instances, gpu16.tokenizer_instances) == (4, 12)  # what results/h100/tuning measured best
+    assert spec.Serving.for_device("gpu", cpus=2).tokenizer_instances == 2 and spec.Serving.for_device("gpu", cpus=64).tokenizer_instances == 12
+    assert spec.Serving.for_device("gpu", cpus=16, model_instances=None, tokenizer_instances=3).tokenizer_instances == 3
 
 
 def test_native_backends_when_present(tiny_artifacts, tmp_path):

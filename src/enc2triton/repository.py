@@ -150,7 +150,7 @@ def plan(manifest: dict, artifacts: Path) -> tuple[list[dict], list[str]]:
 def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serving: spec.Serving | None = None,
              device: str = "cpu", gpus: list[int] | None = None, native: bool | None = None) -> Path:
     """Write the repository into a temp folder, then swap it in: an interrupted run leaves the old one."""
-    serving = serving or spec.Serving()
+    serving = serving or spec.Serving.for_device(device)
     artifacts, out = Path(artifacts), Path(out)
     manifest = io.load_manifest(artifacts)
     models, skipped = plan(manifest, artifacts)
@@ -300,8 +300,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=spec.REPOSITORY)
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="instance kind for the model variants")
     ap.add_argument("--gpus", default="", help="comma-separated GPU ids (default: all visible)")
-    ap.add_argument("--instances", type=int, default=spec.Serving.model_instances, help="instances per model (per GPU)")
-    ap.add_argument("--tokenizer-instances", type=int, default=spec.Serving.tokenizer_instances)
+    ap.add_argument("--instances", type=int, help=f"instances per model, per GPU with --device gpu (default cpu "
+                    f"{spec.Serving.model_instances}, gpu {spec.Serving.gpu_model_instances})")
+    ap.add_argument("--tokenizer-instances", type=int, help=f"CPU instances of the tokenizer (default cpu {spec.Serving.tokenizer_instances}, "
+                    f"gpu 3/4 of the cores up to {spec.Serving.gpu_tokenizer_instances_max})")
+    ap.add_argument("--preferred-batch-sizes", default=",".join(map(str, spec.Serving.preferred_batch_sizes)),
+                    help="dynamic batcher's preferred sizes, comma-separated (default %(default)s)")
+    ap.add_argument("--max-queue-delay-us", type=int, default=spec.Serving.max_queue_delay_us,
+                    help="how long the dynamic batcher may hold a request to grow a batch (default %(default)s)")
     ap.add_argument("--ensemble-hidden-state", action="store_true", help="ensembles also return last_hidden_state")
     ap.add_argument("--if-stale", action="store_true", help="do nothing when the repository matches the manifest")
     a = ap.parse_args(argv)
@@ -310,10 +316,19 @@ def main(argv=None) -> int:
         return 0
     gpus = [int(g) for g in a.gpus.split(",") if g] or (visible_gpus() if a.device == "gpu" else [])
     outputs = ("sentence_embedding", "last_hidden_state") if a.ensemble_hidden_state else spec.Serving.ensemble_outputs
-    if a.instances < 2:
+    if a.instances == 1:
         print("warning: one instance per model: Triton 2.51's dynamic batcher can then hold a request for its "
               "500 ms idle wait (see spec.Serving)", file=sys.stderr)
-    serving = spec.Serving(model_instances=a.instances, tokenizer_instances=a.tokenizer_instances, ensemble_outputs=outputs)
+    try:
+        preferred = tuple(sorted({int(b) for b in a.preferred_batch_sizes.split(",") if b.strip()}))
+    except ValueError:
+        ap.error(f"--preferred-batch-sizes takes comma-separated integers, got {a.preferred_batch_sizes!r}")
+    counts = [c for c in (a.instances, a.tokenizer_instances) if c is not None]
+    if not preferred or preferred[0] < 1 or a.max_queue_delay_us < 0 or any(c < 1 for c in counts):
+        ap.error("batch sizes and instance counts must be >= 1, the queue delay >= 0")
+    serving = spec.Serving.for_device(a.device, model_instances=a.instances, tokenizer_instances=a.tokenizer_instances,
+                                      ensemble_outputs=outputs, preferred_batch_sizes=preferred,
+                                      max_queue_delay_us=a.max_queue_delay_us)
     # SIGTERM unwinds like Ctrl-C, so the unfinished temp folder is removed on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
