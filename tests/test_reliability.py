@@ -250,6 +250,47 @@ def test_server_killed_mid_client_then_serve_sh_start(live, tiny_artifacts, repo
     np.testing.assert_allclose(embed(c, grpcclient, [b"back again"]), local_embed(tiny_artifacts, ["back again"]), atol=1e-5)
 
 
+def test_server_killed_mid_run_tests_sh(live, tiny_artifacts, repo, root):
+    """SIGKILL the server while run_tests.sh sweeps: it names the model and level, exits non-zero, and marks
+    what it wrote incomplete; serve.sh start works afterwards."""
+    info = live.ensure()
+    logs = live.logs
+    for stale in logs.glob("perf_*"):  # outputs of earlier tests must not pass for this run's
+        stale.unlink() if stale.is_file() else None
+    # long count windows at concurrency 1 on the ensemble: the kill lands inside perf_analyzer's measurement
+    sweep = subprocess.Popen([str(ROOT / "run_tests.sh"), "--repository", str(repo), "--logs", str(logs),
+                              "--artifacts", str(tiny_artifacts), "--models", "tokenizer,ensemble_onnx_fp32",
+                              "--concurrency", "1,2", "--window-requests", "3000", "--max-trials", "4"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (logs / "perf_tokenizer.csv").exists():  # the tokenizer is done, the ensemble is running
+            if sweep.poll() is not None or time.time() > deadline:
+                pytest.fail(f"run_tests.sh ended (or stalled) before the kill: {sweep.communicate()[1][-2000:]}")
+            time.sleep(0.05)
+        before = success_count(info, "ensemble_onnx_fp32")
+        while success_count(info, "ensemble_onnx_fp32") == before:
+            time.sleep(0.01)
+        os.kill(info.pid, signal.SIGKILL)
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(info.pid, 0)
+    assert sweep.returncode != 0
+    assert "ensemble_onnx_fp32 at concurrency 1" in err and "the server is gone" in err, err[-2000:]
+    summary = io.read_json(logs / "perf_summary.json")
+    assert summary["status"] == "incomplete"
+    assert summary["models"]["tokenizer"]["status"] == "complete"  # what finished before the kill stays usable
+    assert summary["models"]["ensemble_onnx_fp32"]["status"] == "incomplete"
+    assert any("died during ensemble_onnx_fp32 at concurrency 1" in e for e in summary["errors"]), summary["errors"]
+    assert (logs / "perf_ensemble_onnx_fp32.csv.incomplete").exists() and not (logs / "perf_ensemble_onnx_fp32.csv").exists()
+    r = subprocess.run([str(ROOT / "serve.sh"), "start", "--repository", str(repo), "--logs", str(logs)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "3/3 models ready" in r.stdout, r.stderr
+
+
 def test_orphaned_stubs_of_a_dead_server_are_cleaned():
     """What a SIGKILLed server can leave: a stub in its process group, reparented, with a shm region."""
     region = f"triton_python_backend_shm_region_enc2triton-test-{os.getpid()}"

@@ -77,6 +77,21 @@ def test_cli_batching_and_instances(tiny_artifacts, tmp_path, capsys):
     assert "comma-separated integers" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
+def test_if_stale_follows_settings_not_only_the_manifest(tiny_artifacts, tmp_path, capsys):
+    out = tmp_path / "r"
+    base = ["--artifacts", str(tiny_artifacts), "--out", str(out), "--if-stale"]
+    assert repository.main(base) == 0 and "model repository" in capsys.readouterr().out
+    assert repository.main(base) == 0 and "up to date" in capsys.readouterr().out
+    # an older repository (one instance, no recorded settings) is regenerated, not kept
+    info = io.read_json(out / "repository.json")
+    io.write_json(out / "repository.json", {k: v for k, v in info.items() if k != "settings"})
+    assert repository.main(base) == 0 and "up to date" not in capsys.readouterr().out
+    for change in (["--instances", "3"], ["--device", "gpu", "--gpus", "0"], ["--max-queue-delay-us", "100"]):
+        assert repository.main(base + change) == 0 and "up to date" not in capsys.readouterr().out, change
+        assert repository.main(base + change) == 0 and "up to date" in capsys.readouterr().out, change
+    assert repository.read_config(out / "onnx_fp32" / "config.pbtxt").dynamic_batching.max_queue_delay_microseconds == 100
+
+
 def test_gpu_instance_groups_one_per_gpu(tiny_artifacts, tmp_path):
     out = repository.generate(tiny_artifacts, tmp_path / "r", device="gpu", gpus=[0, 1], native=False)
     groups = repository.read_config(out / "onnx_fp32" / "config.pbtxt").instance_group

@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import errno
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -183,6 +186,7 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
             print(f"  {line}")
         io.write_json(tmp / "repository.json", {"models": written, "skipped": skipped, "device": device,
                                                  "manifest_sha256": io.sha256_file(io.manifest_path(artifacts)),
+                                                 "settings": settings_of(serving, device, gpus or []),
                                                  "model": manifest["model"]})
         umask = os.umask(0)
         os.umask(umask)
@@ -288,10 +292,23 @@ def recover(out: Path) -> list[str]:
     return done
 
 
-def is_stale(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY) -> bool:
+def settings_of(serving: spec.Serving, device: str, gpus: list[int]) -> dict:
+    """What the configs derive from besides the manifest, plus the generator's own code: a change means regenerate."""
+    code = [Path(__file__), MODELS_SRC / "tokenizer.py", MODELS_SRC / "runner.py", Path(spec.__file__)]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in code)).hexdigest()
+    # through JSON, so it compares equal to what repository.json holds (tuples become lists)
+    return json.loads(json.dumps({"device": device, "gpus": list(gpus), "serving": dataclasses.asdict(serving),
+                                  "code_sha256": digest}))
+
+
+def is_stale(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, settings: dict | None = None) -> bool:
+    """The repository is out of date with the manifest or, when given, with these generation settings."""
     info = Path(out) / "repository.json"
     mpath = io.manifest_path(artifacts)
-    return not info.exists() or not mpath.exists() or io.read_json(info).get("manifest_sha256") != io.sha256_file(mpath)
+    if not info.exists() or not mpath.exists():
+        return True
+    recorded = io.read_json(info)
+    return recorded.get("manifest_sha256") != io.sha256_file(mpath) or (settings is not None and recorded.get("settings") != settings)
 
 
 def main(argv=None) -> int:
@@ -309,11 +326,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-queue-delay-us", type=int, default=spec.Serving.max_queue_delay_us,
                     help="how long the dynamic batcher may hold a request to grow a batch (default %(default)s)")
     ap.add_argument("--ensemble-hidden-state", action="store_true", help="ensembles also return last_hidden_state")
-    ap.add_argument("--if-stale", action="store_true", help="do nothing when the repository matches the manifest")
+    ap.add_argument("--if-stale", action="store_true", help="do nothing when the repository matches the manifest, these settings and this code")
     a = ap.parse_args(argv)
-    if a.if_stale and not is_stale(a.artifacts, a.out):
-        print(f"model repository {a.out} is up to date")
-        return 0
     gpus = [int(g) for g in a.gpus.split(",") if g] or (visible_gpus() if a.device == "gpu" else [])
     outputs = ("sentence_embedding", "last_hidden_state") if a.ensemble_hidden_state else spec.Serving.ensemble_outputs
     if a.instances == 1:
@@ -329,6 +343,9 @@ def main(argv=None) -> int:
     serving = spec.Serving.for_device(a.device, model_instances=a.instances, tokenizer_instances=a.tokenizer_instances,
                                       ensemble_outputs=outputs, preferred_batch_sizes=preferred,
                                       max_queue_delay_us=a.max_queue_delay_us)
+    if a.if_stale and not is_stale(a.artifacts, a.out, settings_of(serving, a.device, gpus)):
+        print(f"model repository {a.out} is up to date")
+        return 0
     # SIGTERM unwinds like Ctrl-C, so the unfinished temp folder is removed on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
