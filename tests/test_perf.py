@@ -114,6 +114,32 @@ def test_failed_level_is_incomplete_and_exits_nonzero(tiny_repo, tiny_artifacts,
     assert len(s["models"]["tokenizer"]["commands"]) == 2  # retried once with longer windows
 
 
+@pytest.mark.server
+def test_rerunning_one_model_keeps_the_others(tiny_repo, tiny_artifacts, tmp_path, capsys):
+    logs = tmp_path / "logs"
+    base = ["--repository", str(tiny_repo), "--logs", str(logs), "--artifacts", str(tiny_artifacts), "--concurrency", "1",
+            "--window-requests", "30", "--stability", "200"]
+    info = server.start(tiny_repo, logs, timeout=180, quiet=True)
+    try:
+        assert perf.main(base + ["--models", "tokenizer", "--max-trials", "1"]) == 1  # fails (needs 3 windows)
+        assert perf.main(base + ["--models", "ensemble_onnx_fp32"]) == 1  # fine itself; the tokenizer still failed
+        s = io.read_json(logs / "perf_summary.json")
+        assert list(s["models"]) == ["tokenizer", "ensemble_onnx_fp32"]  # the repository's order
+        assert s["models"]["tokenizer"]["status"] == "incomplete" and s["models"]["ensemble_onnx_fp32"]["status"] == "complete"
+        assert "rerun it with --models tokenizer" in capsys.readouterr().err
+        assert perf.main(base + ["--models", "tokenizer"]) == 0  # the rerun of the failed one completes the summary
+        s = io.read_json(logs / "perf_summary.json")
+        assert s["status"] == "complete" and [e["status"] for e in s["models"].values()] == ["complete", "complete"]
+        assert set(s["kept_from_earlier_runs"]) == {"ensemble_onnx_fp32"}
+        assert (logs / "perf_tokenizer.csv").exists() and not (logs / "perf_tokenizer.csv.incomplete").exists()
+        # measured another way (sequence length): nothing is kept
+        assert perf.main(base + ["--models", "onnx_fp32", "--seq-len", "64"]) == 0
+        assert list(io.read_json(logs / "perf_summary.json")["models"]) == ["onnx_fp32"]
+    finally:
+        server.stop(logs, quiet=True)
+    assert server.status(logs) is None and info.pid
+
+
 def test_cli_help():
     out = subprocess.run([str(ROOT / "run_tests.sh"), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--concurrency" in out.stdout and "--protocol" in out.stdout

@@ -331,6 +331,10 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
         "models": {}, "errors": [],
     }
     out = logs / "perf_summary.json"
+    kept = kept_entries(out, summary, names) if models else {}
+    if kept:
+        summary["kept_from_earlier_runs"] = {n: e.get("measured", "earlier run") for n, e in kept.items()}
+        print(f"keeping earlier results for {', '.join(kept)} (same repository and settings); sweeping {', '.join(names)}")
     total, step = len(names) * len(levels), [0]
     try:
         with server.running(repo, logs) as info:
@@ -347,7 +351,7 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
                     print(f"skip {n}: {err}", file=sys.stderr)
                     step[0] += len(levels)
                     continue
-                entry = summary["models"][n] = {}
+                entry = summary["models"][n] = {"measured": summary["started"]}
                 sweep(entry, n, info, tool, protocol, levels, batch, inputs[n], logs, settings, step, total)
                 summary["errors"] += [f"{n}: failed at concurrency {f['concurrency']}: {f['error']}" for f in entry["failed"]]
                 io.write_json(out, summary)  # progress survives a crash of the next model
@@ -357,10 +361,29 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
     finally:
         summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         summary["hardware"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-        if not summary["errors"] and len(summary["models"]) == len(names):
+        done_here = not summary["errors"] and len(summary["models"]) == len(names)
+        if kept:  # in the repository's order, the earlier entries with their own status
+            order = repo_models(repo)
+            summary["models"] = {n: summary["models"].get(n) or kept[n] for n in order if n in summary["models"] or n in kept}
+            summary["errors"] += [f"{n}: {e.get('status')} in an earlier run ({e['measured']}); rerun it with --models {n}"
+                                  for n, e in kept.items() if e.get("status") != "complete"]
+        if done_here and all(e.get("status") == "complete" for e in summary["models"].values()):
             summary["status"] = "complete"
         io.write_json(out, summary)
     return summary
+
+
+def kept_entries(path: Path, summary: dict, names: list[str]) -> dict:
+    """A sweep of some models (--models) keeps the other models' entries of the summary it replaces, when that
+    summary measured the same repository the same way: rerunning one failed model does not cost the others."""
+    try:
+        prev = io.read_json(path)
+    except (OSError, ValueError):
+        return {}
+    same = ("repository", "protocol", "batch_size", "model")
+    if any(prev.get(k) != summary.get(k) for k in same) or prev.get("inputs", {}).get("seq_len") != summary["inputs"]["seq_len"]:
+        return {}
+    return {n: {**e, "measured": e.get("measured", prev.get("started"))} for n, e in prev.get("models", {}).items() if n not in names}
 
 
 def parse_levels(text: str) -> tuple[int, ...]:
@@ -382,7 +405,8 @@ def main(argv=None) -> int:
     ap.add_argument("--logs", type=Path, default=spec.LOGS, help="outputs and server state (default %(default)s)")
     ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS, help="manifest (tokenizer fallback)")
     ap.add_argument("--models", help="comma-separated subset (default: every model in the repository); "
-                    "perf_summary.json then describes only these")
+                    "perf_summary.json keeps the other models' earlier results when they were measured the same way "
+                    "(same repository, model, protocol, batch size and sequence length), so a failed model can be rerun alone")
     ap.add_argument("--concurrency", type=parse_levels, help=f"comma-separated levels (default {','.join(map(str, CONCURRENCY))})")
     ap.add_argument("--full", action="store_true", help="concurrency 1..32 step 1")
     ap.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
