@@ -140,6 +140,15 @@ def test_rerunning_one_model_keeps_the_others(tiny_repo, tiny_artifacts, tmp_pat
     assert server.status(logs) is None and info.pid
 
 
+def test_count_windows_grow_with_concurrency():
+    def count(settings, c):
+        f = settings.flags(c)
+        return int(f[f.index("--measurement-request-count") + 1])
+    assert [count(perf.Settings(), c) for c in (1, 8, 16, 32)] == [100, 100, 160, 320]
+    assert count(perf.Settings(window_requests=500), 32) == 500
+    assert "--measurement-request-count" not in perf.Settings(window_ms=1500).flags(32)  # time windows stay as asked
+
+
 def test_cli_help():
     out = subprocess.run([str(ROOT / "run_tests.sh"), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--concurrency" in out.stdout and "--protocol" in out.stdout

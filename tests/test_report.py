@@ -108,3 +108,14 @@ def test_gpu_bench_shows_the_roofline_fraction(logs, tmp_path):
     assert f"{100 * r['roof_fraction']:.2f}% of fp32" in text
     # perf ran on the CPU box, this bench on the H100: the report says so
     assert "- engine benchmark ran elsewhere: Intel(R) Xeon(R) Processor, 16 cores; GPU NVIDIA H100 80GB HBM3 (driver 580.159.04" in text
+
+
+def test_kept_models_and_window_rule_are_stated(logs, tmp_path):
+    perf = io.read_json(logs / "perf_summary.json")
+    first, *rest = list(perf["models"])
+    perf["kept_from_earlier_runs"] = {n: "2026-01-02 03:04:05" for n in rest}
+    perf["settings"]["window_per_concurrency"] = 10
+    io.write_json(logs / "perf_summary.json", perf)
+    text = report.render(logs, tmp_path / "REPORT.md")
+    assert f"({first}); kept from earlier runs of the same repository and inputs: {rest[0]} (2026-01-02 03:04:05)" in text
+    assert f"count windows of max({perf['settings']['window_requests']}, 10 x concurrency) requests" in text

@@ -43,7 +43,8 @@ CSV_FIELDS = {
 }
 OPTIONAL_FIELDS = {"Avg latency": "avg_ms"}  # --verbose-csv only
 STABILITY = (
-    "count_windows: each window holds at least N requests (default 100), so p99 always rests on a real sample "
+    "count_windows: each window holds at least N requests (default 100) and at least 10 x the concurrency (so it spans "
+    "many dynamic-batcher executions), so p99 always rests on a real sample "
     "(perf_analyzer merges the 3 stable windows: >= 300 requests, p99 ~ the 3rd-slowest) and slow and fast models get "
     "the same statistical weight rather than the same wall time. Stability is judged on average latency and "
     "throughput (no --percentile): p99 over ~100 requests is the noisiest statistic there is and stabilising on it "
@@ -52,6 +53,7 @@ STABILITY = (
     "(a slow model at 5 infer/s then takes <= 160 s per level, 480 s with the retry); an unstable level is retried once with windows twice as long, then reported as failed (perf_analyzer itself "
     "refuses to report an unstable level).")
 UNSTABLE = "Failed to obtain stable measurement"
+WINDOW_PER_CONCURRENCY = 10  # count windows hold at least 10 x concurrency requests
 ENSEMBLE_NOTE = ("ensembles: perf_analyzer's CSV counts the composing models' queue time in 'Network+Server Send/Recv' "
                  "and its 'Server Queue' is the ensemble's own (~0); server_queue_ms here is the sum of the composing "
                  "models' queue times from perf_analyzer's output, network_ms is reduced by the same amount")
@@ -68,9 +70,12 @@ class Settings:
     def doubled(self) -> "Settings":
         return replace(self, window_requests=self.window_requests * 2, window_ms=self.window_ms and self.window_ms * 2)
 
-    def flags(self) -> list[str]:
+    def flags(self, concurrency: int = 1) -> list[str]:
+        # a window must span many batcher cycles: at concurrency c the server merges up to c requests per
+        # execution, so a fixed 100 requests at c=32 holds ~3 executions and never looks stable
+        count = max(self.window_requests, WINDOW_PER_CONCURRENCY * concurrency)
         mode = (["--measurement-mode", "time_windows", "--measurement-interval", str(self.window_ms)] if self.window_ms
-                else ["--measurement-mode", "count_windows", "--measurement-request-count", str(self.window_requests)])
+                else ["--measurement-mode", "count_windows", "--measurement-request-count", str(count)])
         return mode + ["--stability-percentage", f"{self.stability:g}", "--max-trials", str(self.max_trials)]
 
 
@@ -188,7 +193,7 @@ def server_version(info: server.ServerInfo) -> str:
 def pa_command(tool: tools.Tool, model: str, url: str, protocol: str, concurrency: int, batch: int,
                data: Path, csv_path: Path, settings: Settings) -> list[str]:
     return [str(tool.path), "-m", model, "-u", url, "-i", protocol, "-b", str(batch),
-            "--concurrency-range", str(concurrency), "--input-data", str(data), *settings.flags(),
+            "--concurrency-range", str(concurrency), "--input-data", str(data), *settings.flags(concurrency),
             "-f", str(csv_path), "--verbose-csv"]
 
 
@@ -322,7 +327,7 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
     summary = {
         "status": "incomplete", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "model": model_info,
         "repository": str(repo.resolve()), "protocol": protocol, "batch_size": batch, "concurrency": list(levels),
-        "settings": {**asdict(settings), "why": STABILITY},
+        "settings": {**asdict(settings), "window_per_concurrency": WINDOW_PER_CONCURRENCY, "why": STABILITY},
         "inputs": {"texts": str(texts_path), "n_texts": len(texts), "text_tokens": token_stats(tok, texts), "seq_len": seq_len},
         "hardware": hardware(),
         "perf_analyzer": {"path": str(tool.path), "version": pa_version(tool), "source": tool.source},

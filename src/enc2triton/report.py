@@ -280,9 +280,17 @@ def perf_section(p: dict | None, logs: Path, rel: str) -> list[str]:
         out += ["**INCOMPLETE**: " + "; ".join(p.get("errors") or ["status " + str(p.get("status"))]), ""]
     inp, s = p.get("inputs", {}), p.get("settings", {})
     tt = inp.get("text_tokens") or {}
-    mode = f"time windows of {s['window_ms']} ms" if s.get("window_ms") else f"count windows of {s.get('window_requests')} requests"
+    per_c = s.get("window_per_concurrency")
+    mode = (f"time windows of {s['window_ms']} ms" if s.get("window_ms") else
+            f"count windows of max({s.get('window_requests')}, {per_c} x concurrency) requests" if per_c else
+            f"count windows of {s.get('window_requests')} requests")
+    kept = p.get("kept_from_earlier_runs") or {}
+    when = f"measured {p.get('started')} to {p.get('finished')}"
+    if kept:
+        when += (f" ({', '.join(n for n in p.get('models', {}) if n not in kept)}); kept from earlier runs of the same "
+                 f"repository and inputs: " + ", ".join(f"{n} ({t})" for n, t in kept.items()))
     out += [f"perf_analyzer {p.get('perf_analyzer', {}).get('version')} over {p.get('protocol')}, batch {p.get('batch_size')} per request, "
-            f"concurrency {fmt(p.get('concurrency'))}; measured {p.get('started')} to {p.get('finished')}.",
+            f"concurrency {fmt(p.get('concurrency'))}; {when}.",
             f"Ensembles and the tokenizer: {inp.get('n_texts')} real texts ({tt.get('min')}-{tt.get('max')} tokens, median {fmt(tt.get('median'))}); "
             f"raw models: token tensors of length {inp.get('seq_len')}.",
             f"Stability settings used: {mode}, {fmt(s.get('stability'))}% spread, at most {s.get('max_trials')} windows. "
