@@ -149,6 +149,15 @@ def test_count_windows_grow_with_concurrency():
     assert "--measurement-request-count" not in perf.Settings(window_ms=1500).flags(32)  # time windows stay as asked
 
 
+def test_text_windows_are_whole_passes_over_the_texts():
+    s = perf.Settings()
+    assert [s.window_count(c, cycle=128) for c in (1, 8, 16, 32)] == [128, 128, 256, 384]
+    assert s.window_count(16, cycle=40) == 160 and s.window_count(1, cycle=30) == 120
+    assert s.window_count(16, cycle=perf.MAX_CYCLE + 1) == 160  # a huge text file: no rounding
+    # the retry doubles the window actually used, not only the floor (160 -> 200 at c=16 was not "twice as long")
+    assert s.doubled().window_count(16) == 320 and s.doubled().window_count(16, cycle=128) == 384
+
+
 def test_cli_help():
     out = subprocess.run([str(ROOT / "run_tests.sh"), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--concurrency" in out.stdout and "--protocol" in out.stdout

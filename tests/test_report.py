@@ -115,7 +115,9 @@ def test_kept_models_and_window_rule_are_stated(logs, tmp_path):
     first, *rest = list(perf["models"])
     perf["kept_from_earlier_runs"] = {n: "2026-01-02 03:04:05" for n in rest}
     perf["settings"]["window_per_concurrency"] = 10
+    perf["settings"]["max_cycle"] = 1024
     io.write_json(logs / "perf_summary.json", perf)
     text = report.render(logs, tmp_path / "REPORT.md")
     assert f"({first}); kept from earlier runs of the same repository and inputs: {rest[0]} (2026-01-02 03:04:05)" in text
-    assert f"count windows of max({perf['settings']['window_requests']}, 10 x concurrency) requests" in text
+    assert (f"count windows of max({perf['settings']['window_requests']}, 10 x concurrency) requests (for text inputs "
+            f"rounded up to whole passes over the {perf['inputs']['n_texts']} texts)") in text

@@ -44,7 +44,8 @@ CSV_FIELDS = {
 OPTIONAL_FIELDS = {"Avg latency": "avg_ms"}  # --verbose-csv only
 STABILITY = (
     "count_windows: each window holds at least N requests (default 100) and at least 10 x the concurrency (so it spans "
-    "many dynamic-batcher executions), so p99 always rests on a real sample "
+    "many dynamic-batcher executions), rounded up to whole passes over the input texts for text models (texts differ in "
+    "cost, so a window of 160 of 128 texts holds a different mix each time and never settles), so p99 always rests on a real sample "
     "(perf_analyzer merges the 3 stable windows: >= 300 requests, p99 ~ the 3rd-slowest) and slow and fast models get "
     "the same statistical weight rather than the same wall time. Stability is judged on average latency and "
     "throughput (no --percentile): p99 over ~100 requests is the noisiest statistic there is and stabilising on it "
@@ -54,6 +55,7 @@ STABILITY = (
     "refuses to report an unstable level).")
 UNSTABLE = "Failed to obtain stable measurement"
 WINDOW_PER_CONCURRENCY = 10  # count windows hold at least 10 x concurrency requests
+MAX_CYCLE = 1024  # text inputs up to this many entries: windows are whole passes over them
 ENSEMBLE_NOTE = ("ensembles: perf_analyzer's CSV counts the composing models' queue time in 'Network+Server Send/Recv' "
                  "and its 'Server Queue' is the ensemble's own (~0); server_queue_ms here is the sum of the composing "
                  "models' queue times from perf_analyzer's output, network_ms is reduced by the same amount")
@@ -66,14 +68,24 @@ class Settings:
     stability: float = 15.0         # max/min of the last 3 windows, % (latency and throughput)
     max_trials: int = 8
     timeout: float = 600.0          # seconds per perf_analyzer run (a hung server must not hang the sweep)
+    factor: int = 1                 # the retry of an unstable level doubles the windows
 
     def doubled(self) -> "Settings":
-        return replace(self, window_requests=self.window_requests * 2, window_ms=self.window_ms and self.window_ms * 2)
+        return replace(self, factor=self.factor * 2, window_ms=self.window_ms and self.window_ms * 2)
 
-    def flags(self, concurrency: int = 1) -> list[str]:
+    def window_count(self, concurrency: int = 1, cycle: int | None = None) -> int:
         # a window must span many batcher cycles: at concurrency c the server merges up to c requests per
         # execution, so a fixed 100 requests at c=32 holds ~3 executions and never looks stable
-        count = max(self.window_requests, WINDOW_PER_CONCURRENCY * concurrency)
+        count = max(self.window_requests, WINDOW_PER_CONCURRENCY * concurrency) * self.factor
+        # texts of different lengths cost different time: a window that is not a whole number of passes over
+        # the input data holds a different mix every time (160 of 128 texts at c=16: unstable twice in 8 windows,
+        # 256: stable in 4, twice each; the 2-core CPU box, ensemble_onnx_best)
+        if cycle and cycle <= MAX_CYCLE:
+            count = -(-count // cycle) * cycle
+        return count
+
+    def flags(self, concurrency: int = 1, cycle: int | None = None) -> list[str]:
+        count = self.window_count(concurrency, cycle)
         mode = (["--measurement-mode", "time_windows", "--measurement-interval", str(self.window_ms)] if self.window_ms
                 else ["--measurement-mode", "count_windows", "--measurement-request-count", str(count)])
         return mode + ["--stability-percentage", f"{self.stability:g}", "--max-trials", str(self.max_trials)]
@@ -191,9 +203,9 @@ def server_version(info: server.ServerInfo) -> str:
 
 # ------------------------------------------------------------------------------------ running
 def pa_command(tool: tools.Tool, model: str, url: str, protocol: str, concurrency: int, batch: int,
-               data: Path, csv_path: Path, settings: Settings) -> list[str]:
+               data: Path, csv_path: Path, settings: Settings, cycle: int | None = None) -> list[str]:
     return [str(tool.path), "-m", model, "-u", url, "-i", protocol, "-b", str(batch),
-            "--concurrency-range", str(concurrency), "--input-data", str(data), *settings.flags(concurrency),
+            "--concurrency-range", str(concurrency), "--input-data", str(data), *settings.flags(concurrency, cycle),
             "-f", str(csv_path), "--verbose-csv"]
 
 
@@ -251,9 +263,10 @@ class ServerGone(StageError):
 
 
 def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, protocol: str, levels, batch: int,
-          data: Path, logs: Path, settings: Settings, step: list[int], total: int) -> dict:
+          data: Path, logs: Path, settings: Settings, step: list[int], total: int, cycle: int | None = None) -> dict:
     """All concurrency levels of one model into `entry` (its summary entry). Writes its CSV (or .incomplete) and log."""
-    entry.update({"kind": kind_of(model), "status": "incomplete", "input_data": str(data), "rows": [], "failed": [],
+    entry.update({"kind": kind_of(model), "status": "incomplete", "input_data": str(data), "window_cycle": cycle,
+                  "rows": [], "failed": [],
                   "commands": []})
     header, lines, log = None, [], []
     url = info.url(protocol)
@@ -263,7 +276,7 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
             print(f"[{step[0]}/{total}] {model}  concurrency {c} ...", flush=True)
             t0 = time.perf_counter()
             try:
-                row, text = run_level(tool, lambda s, p: pa_command(tool, model, url, protocol, c, batch, data, p, s),
+                row, text = run_level(tool, lambda s, p: pa_command(tool, model, url, protocol, c, batch, data, p, s, cycle),
                                       settings, log, entry["commands"])
             except LevelError as e:
                 alive = server.alive(info.pid) and server.is_ready(info)
@@ -316,18 +329,20 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
     model_info = (io.read_json(repo / "repository.json").get("model") if (repo / "repository.json").exists() else None) \
         or io.load_manifest(artifacts, required=False).get("model")
     data_dir = io.ensure_writable_dir(logs / "perf_inputs")
-    inputs = {}
+    inputs, cycles = {}, {}
     for n in names:  # input data per model, from the inputs its config declares
         ins = model_inputs(repo, n)
         if all(t == "TYPE_STRING" for _, t in ins):
             data = text_input_data(texts, ins[0][0])
+            cycles[n] = len(texts)  # texts differ in cost; token tensors all have seq_len tokens
         else:
             data = token_input_data(tok, texts, [i for i, _ in ins], seq_len)
         inputs[n] = io.write_text(data_dir / f"{n}.json", json.dumps(data))
     summary = {
         "status": "incomplete", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "model": model_info,
         "repository": str(repo.resolve()), "protocol": protocol, "batch_size": batch, "concurrency": list(levels),
-        "settings": {**asdict(settings), "window_per_concurrency": WINDOW_PER_CONCURRENCY, "why": STABILITY},
+        "settings": {**asdict(settings), "window_per_concurrency": WINDOW_PER_CONCURRENCY, "max_cycle": MAX_CYCLE,
+                     "why": STABILITY},
         "inputs": {"texts": str(texts_path), "n_texts": len(texts), "text_tokens": token_stats(tok, texts), "seq_len": seq_len},
         "hardware": hardware(),
         "perf_analyzer": {"path": str(tool.path), "version": pa_version(tool), "source": tool.source},
@@ -357,7 +372,7 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
                     step[0] += len(levels)
                     continue
                 entry = summary["models"][n] = {"measured": summary["started"]}
-                sweep(entry, n, info, tool, protocol, levels, batch, inputs[n], logs, settings, step, total)
+                sweep(entry, n, info, tool, protocol, levels, batch, inputs[n], logs, settings, step, total, cycles.get(n))
                 summary["errors"] += [f"{n}: failed at concurrency {f['concurrency']}: {f['error']}" for f in entry["failed"]]
                 io.write_json(out, summary)  # progress survives a crash of the next model
     except (ServerGone, KeyboardInterrupt) as e:

@@ -282,7 +282,9 @@ def perf_section(p: dict | None, logs: Path, rel: str) -> list[str]:
     tt = inp.get("text_tokens") or {}
     per_c = s.get("window_per_concurrency")
     mode = (f"time windows of {s['window_ms']} ms" if s.get("window_ms") else
-            f"count windows of max({s.get('window_requests')}, {per_c} x concurrency) requests" if per_c else
+            f"count windows of max({s.get('window_requests')}, {per_c} x concurrency) requests"
+            + (f" (for text inputs rounded up to whole passes over the {inp.get('n_texts')} texts)" if s.get("max_cycle") else "")
+            if per_c else
             f"count windows of {s.get('window_requests')} requests")
     kept = p.get("kept_from_earlier_runs") or {}
     when = f"measured {p.get('started')} to {p.get('finished')}"
