@@ -121,7 +121,7 @@ def test_rerunning_one_model_keeps_the_others(tiny_repo, tiny_artifacts, tmp_pat
             "--window-requests", "30", "--stability", "200"]
     info = server.start(tiny_repo, logs, timeout=180, quiet=True)
     try:
-        assert perf.main(base + ["--models", "tokenizer", "--max-trials", "1"]) == 1  # fails (needs 3 windows)
+        assert perf.main(base + ["--models", "tokenizer", "--timeout", "0.01"]) == 1  # fails (perf_analyzer timed out)
         assert perf.main(base + ["--models", "ensemble_onnx_fp32"]) == 1  # fine itself; the tokenizer still failed
         s = io.read_json(logs / "perf_summary.json")
         assert list(s["models"]) == ["tokenizer", "ensemble_onnx_fp32"]  # the repository's order
@@ -135,6 +135,9 @@ def test_rerunning_one_model_keeps_the_others(tiny_repo, tiny_artifacts, tmp_pat
         # measured another way (sequence length): nothing is kept
         assert perf.main(base + ["--models", "onnx_fp32", "--seq-len", "64"]) == 0
         assert list(io.read_json(logs / "perf_summary.json")["models"]) == ["onnx_fp32"]
+        # measured with another window rule: nothing is kept either
+        assert perf.main(base + ["--models", "tokenizer", "--seq-len", "64", "--window-requests", "31"]) == 0
+        assert list(io.read_json(logs / "perf_summary.json")["models"]) == ["tokenizer"]
     finally:
         server.stop(logs, quiet=True)
     assert server.status(logs) is None and info.pid
@@ -156,6 +159,7 @@ def test_text_windows_are_whole_passes_over_the_texts():
     assert s.window_count(16, cycle=perf.MAX_CYCLE + 1) == 160  # a huge text file: no rounding
     # the retry doubles the window actually used, not only the floor (160 -> 200 at c=16 was not "twice as long")
     assert s.doubled().window_count(16) == 320 and s.doubled().window_count(16, cycle=128) == 384
+    assert s.doubled().max_trials == 2 * s.max_trials and s.doubled().timeout == 2 * s.timeout
 
 
 def test_cli_help():

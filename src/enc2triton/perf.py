@@ -51,7 +51,8 @@ STABILITY = (
     "throughput (no --percentile): p99 over ~100 requests is the noisiest statistic there is and stabilising on it "
     "mostly burns trials; p50..p99 are read from the CSV either way. 15% instead of perf_analyzer's 10%: on a small "
     "CPU box client and server share the cores and window-to-window noise of ~10% is the floor. At most 8 windows "
-    "(a slow model at 5 infer/s then takes <= 160 s per level, 480 s with the retry); an unstable level is retried once with windows twice as long, then reported as failed (perf_analyzer itself "
+    "(a slow model at 5 infer/s then takes <= 160 s per level); an unstable level is retried once with windows twice as "
+    "long and twice as many of them, then reported as failed (perf_analyzer itself "
     "refuses to report an unstable level).")
 UNSTABLE = "Failed to obtain stable measurement"
 WINDOW_PER_CONCURRENCY = 10  # count windows hold at least 10 x concurrency requests
@@ -71,7 +72,11 @@ class Settings:
     factor: int = 1                 # the retry of an unstable level doubles the windows
 
     def doubled(self) -> "Settings":
-        return replace(self, factor=self.factor * 2, window_ms=self.window_ms and self.window_ms * 2)
+        # longer windows alone do not help where the noise is slow (2-core box, ensemble at c=4: window means of
+        # 34-63 ms at 128 and at 256 requests); more windows give 3 consecutive calm ones a chance (16 trials: 2 of 3
+        # such runs settled, 8 trials: 1 of 3)
+        return replace(self, factor=self.factor * 2, window_ms=self.window_ms and self.window_ms * 2,
+                       max_trials=self.max_trials * 2, timeout=self.timeout * 2)
 
     def window_count(self, concurrency: int = 1, cycle: int | None = None) -> int:
         # a window must span many batcher cycles: at concurrency c the server merges up to c requests per
@@ -216,7 +221,7 @@ class LevelError(RuntimeError):
 
 
 def run_level(tool: tools.Tool, cmd_for, settings: Settings, log: list[str], commands: list[str]) -> tuple[dict, str]:
-    """One concurrency level; an unstable level is retried once with windows twice as long."""
+    """One concurrency level; an unstable level is retried once with twice as many windows twice as long."""
     for attempt, s in enumerate((settings, settings.doubled())):
         with tempfile.TemporaryDirectory(prefix="pa-") as tmp:
             csv_path = Path(tmp) / "level.csv"
@@ -235,7 +240,7 @@ def run_level(tool: tools.Tool, cmd_for, settings: Settings, log: list[str], com
             if p.returncode < 0:
                 raise LevelError(f"perf_analyzer killed by signal {-p.returncode}")
             if UNSTABLE in out and attempt == 0:
-                print("      unstable; retrying with windows twice as long", flush=True)
+                print("      unstable; retrying with twice as many windows twice as long", flush=True)
                 continue
             tail = [ln for ln in out.strip().splitlines() if ln.strip()][-3:]
             raise LevelError(f"perf_analyzer exit {p.returncode}: " + " | ".join(tail), UNSTABLE in out)
@@ -395,13 +400,16 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
 
 def kept_entries(path: Path, summary: dict, names: list[str]) -> dict:
     """A sweep of some models (--models) keeps the other models' entries of the summary it replaces, when that
-    summary measured the same repository the same way: rerunning one failed model does not cost the others."""
+    summary measured the same repository the same way (settings included): rerunning one failed model does not cost
+    the others."""
     try:
         prev = io.read_json(path)
     except (OSError, ValueError):
         return {}
     same = ("repository", "protocol", "batch_size", "model")
-    if any(prev.get(k) != summary.get(k) for k in same) or prev.get("inputs", {}).get("seq_len") != summary["inputs"]["seq_len"]:
+    rule = lambda d: {k: v for k, v in (d.get("settings") or {}).items() if k not in ("why", "timeout")}  # noqa: E731
+    if (any(prev.get(k) != summary.get(k) for k in same) or rule(prev) != rule(summary)
+            or prev.get("inputs", {}).get("seq_len") != summary["inputs"]["seq_len"]):
         return {}
     return {n: {**e, "measured": e.get("measured", prev.get("started"))} for n, e in prev.get("models", {}).items() if n not in names}
 
