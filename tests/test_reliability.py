@@ -89,6 +89,15 @@ def wait_gone(pids: list[int], seconds: float) -> list[int]:
 
 # --- 1. load soak ---------------------------------------------------------------------------------
 
+def test_rss_growth_judges_the_level_not_single_peaks():
+    flat_with_spikes = [1500] * 20 + [1800] + [1500] * 20 + [2000, 1500, 1500]
+    assert abs(soak.rss_growth(flat_with_spikes)["growth_pct"]) < 1  # the arena grows and is shrunk again
+    ratchet = [1500] * 30 + [1700] * 14  # a leak or an arena that never gives memory back
+    g = soak.rss_growth(ratchet)
+    assert g["growth_pct"] > 10 and g["early_median"] == 1500 and g["late_median"] == 1700
+    assert soak.rss_growth([1000])["growth_pct"] == 0
+
+
 @pytest.mark.slow
 def test_soak_60s_no_failures_no_memory_growth(live, repo):
     info = live.ensure()
