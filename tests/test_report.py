@@ -110,6 +110,16 @@ def test_gpu_bench_shows_the_roofline_fraction(logs, tmp_path):
     assert "- engine benchmark ran elsewhere: Intel(R) Xeon(R) Processor, 16 cores; GPU NVIDIA H100 80GB HBM3 (driver 580.159.04" in text
 
 
+def test_soak_and_overload_are_reported(logs, tmp_path):
+    soak, over = io.read_json(logs / "soak.json"), io.read_json(logs / "overload.json")
+    text = report.render(logs, tmp_path / "REPORT.md")
+    assert f"**Soak PASS** ({soak['started']}): ensemble_onnx_fp32 at concurrency 64 for 600 s" in text
+    assert f"| {soak['total']['requests']:,} | 0 |" in text and "peaks are reported, not judged" in text
+    assert f"{over['flood']['rejected']:,} of {over['flood']['requests']:,} requests rejected" in text
+    (logs / "soak.json").unlink(), (logs / "overload.json").unlink()
+    assert "_not run yet_: `python -m enc2triton.soak --minutes 10`" in report.render(logs, tmp_path / "R2.md")
+
+
 def test_kept_models_and_window_rule_are_stated(logs, tmp_path):
     perf = io.read_json(logs / "perf_summary.json")
     first, *rest = list(perf["models"])
