@@ -202,6 +202,24 @@ def test_host_other_than_loopback_warns(tmp_path):
     assert not (tmp_path / "logs" / "server.json").exists()
 
 
+def kill_server_mid_run(proc: subprocess.Popen, info, busy, what: str, wait: float = 180, collect: float = 120):
+    """Once busy() says the script is inferring, SIGKILL the server; the script's (stdout, stderr)."""
+    try:
+        deadline = time.time() + wait
+        while not busy():
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"{what} ended (or never inferred) before the kill: {proc.communicate()[1][-2000:]}")
+            time.sleep(0.01)
+        os.kill(info.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=collect)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(info.pid, 0)  # our child (the fixture started it): reap it, as init would
+    return out, err
+
+
 # --- 3. faults: the server SIGKILLed in the middle of client.py -------------------------------------
 
 def test_server_killed_mid_client_then_serve_sh_start(live, tiny_artifacts, repo, tmp_path):
@@ -220,21 +238,7 @@ def test_server_killed_mid_client_then_serve_sh_start(live, tiny_artifacts, repo
     client = subprocess.Popen([sys.executable, "-c", shim, "--artifacts", str(tiny_artifacts), "--repository", str(repo),
                                "--logs", str(logs), "--texts", str(many)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1"))
-    try:
-        deadline = time.time() + 180
-        while success_count(info, "ensemble_onnx_fp32") == before:  # the client is inferring now
-            if client.poll() is not None or time.time() > deadline:
-                pytest.fail(f"client.py ended (or never inferred) before the kill: {client.communicate()[1][-2000:]}")
-            time.sleep(0.01)
-        os.kill(info.pid, signal.SIGKILL)
-        out, err = client.communicate(timeout=120)
-    finally:
-        if client.poll() is None:
-            client.kill()
-    try:
-        os.waitpid(info.pid, 0)  # our child (the fixture started it): reap it, as init would
-    except ChildProcessError:
-        pass
+    out, err = kill_server_mid_run(client, info, lambda: success_count(info, "ensemble_onnx_fp32") != before, "client.py")
     assert client.returncode != 0
     assert "quality run failed at ensemble_onnx_fp32: inference" in err, err
     q = io.read_json(logs / "quality.json")
@@ -271,22 +275,14 @@ def test_server_killed_mid_run_tests_sh(live, tiny_artifacts, repo, root):
                               "--artifacts", str(tiny_artifacts), "--models", "tokenizer,ensemble_onnx_fp32",
                               "--concurrency", "1,2", "--window-requests", "3000", "--max-trials", "4"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 240
-        while not (logs / "perf_tokenizer.csv").exists():  # the tokenizer is done, the ensemble is running
-            if sweep.poll() is not None or time.time() > deadline:
-                pytest.fail(f"run_tests.sh ended (or stalled) before the kill: {sweep.communicate()[1][-2000:]}")
-            time.sleep(0.05)
-        before = success_count(info, "ensemble_onnx_fp32")
-        while success_count(info, "ensemble_onnx_fp32") == before:
-            time.sleep(0.01)
-        os.kill(info.pid, signal.SIGKILL)
-        out, err = sweep.communicate(timeout=300)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(info.pid, 0)
+    seen = []
+
+    def ensemble_running() -> bool:  # the tokenizer is done and the ensemble has answered since
+        if not (logs / "perf_tokenizer.csv").exists():
+            return False
+        seen.append(success_count(info, "ensemble_onnx_fp32"))
+        return seen[-1] != seen[0]
+    out, err = kill_server_mid_run(sweep, info, ensemble_running, "run_tests.sh", wait=240, collect=300)
     assert sweep.returncode != 0
     assert "ensemble_onnx_fp32 at concurrency 1" in err and "the server is gone" in err, err[-2000:]
     summary = io.read_json(logs / "perf_summary.json")
