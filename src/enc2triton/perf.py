@@ -72,9 +72,9 @@ class Settings:
     factor: int = 1                 # the retry of an unstable level doubles the windows
 
     def doubled(self) -> "Settings":
-        # longer windows alone do not help where the noise is slow (2-core box, ensemble at c=4: window means of
-        # 34-63 ms at 128 and at 256 requests); more windows give 3 consecutive calm ones a chance (16 trials: 2 of 3
-        # such runs settled, 8 trials: 1 of 3)
+        # longer windows alone do not help where the noise is slow (2-core box, ensembles at c=4: window means of
+        # 34-63 ms at 128 and at 256 requests); more windows give 3 consecutive calm ones more chances (probes
+        # with 16 windows of 128: 3 of 5 settled)
         return replace(self, factor=self.factor * 2, window_ms=self.window_ms and self.window_ms * 2,
                        max_trials=self.max_trials * 2, timeout=self.timeout * 2)
 
