@@ -116,6 +116,8 @@ def test_soak_and_overload_are_reported(logs, tmp_path):
     assert f"**Soak PASS** ({soak['started']}): ensemble_onnx_fp32 at concurrency 64 for 600 s" in text
     assert f"| {soak['total']['requests']:,} | 0 |" in text and "peaks are reported, not judged" in text
     assert f"{over['flood']['rejected']:,} of {over['flood']['requests']:,} requests rejected" in text
+    (logs / "soak.json").write_text("{ cut short")  # an interrupted writer's leftover is named, not skipped
+    assert "soak.json is not valid JSON" in report.render(logs, tmp_path / "R1.md")
     (logs / "soak.json").unlink(), (logs / "overload.json").unlink()
     assert "_not run yet_: `python -m enc2triton.soak --minutes 10`" in report.render(logs, tmp_path / "R2.md")
 

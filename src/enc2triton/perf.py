@@ -271,8 +271,7 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
           data: Path, logs: Path, settings: Settings, step: list[int], total: int, cycle: int | None = None) -> dict:
     """All concurrency levels of one model into `entry` (its summary entry). Writes its CSV (or .incomplete) and log."""
     entry.update({"kind": kind_of(model), "status": "incomplete", "input_data": str(data), "window_cycle": cycle,
-                  "rows": [], "failed": [],
-                  "commands": []})
+                  "rows": [], "failed": [], "commands": []})
     header, lines, log = None, [], []
     url = info.url(protocol)
     try:
@@ -407,7 +406,9 @@ def kept_entries(path: Path, summary: dict, names: list[str]) -> dict:
     except (OSError, ValueError):
         return {}
     same = ("repository", "protocol", "batch_size", "model")
-    rule = lambda d: {k: v for k, v in (d.get("settings") or {}).items() if k not in ("why", "timeout")}  # noqa: E731
+
+    def rule(d: dict) -> dict:  # how it was measured; the explanation and the hang guard do not change the numbers
+        return {k: v for k, v in (d.get("settings") or {}).items() if k not in ("why", "timeout")}
     if (any(prev.get(k) != summary.get(k) for k in same) or rule(prev) != rule(summary)
             or prev.get("inputs", {}).get("seq_len") != summary["inputs"]["seq_len"]):
         return {}

@@ -417,8 +417,12 @@ def reliability_section(soak: dict | None, over: dict | None) -> list[str]:
     if not soak and not over:
         return out + ["_not run yet_: `python -m enc2triton.soak --minutes 10` and `python -m enc2triton.soak --overload` "
                       "(logs/soak.json, logs/overload.json missing)", ""]
+    for d in (soak, over):
+        if d and "_unreadable" in d:
+            out += [d["_unreadable"], ""]
     if soak and "_unreadable" not in soak:
-        a, r, lat = soak.get("after_warmup") or {}, soak.get("rss") or {}, (soak.get("after_warmup") or {}).get("latency") or {}
+        a, r = soak.get("after_warmup") or {}, soak.get("rss") or {}
+        lat = a.get("latency") or {}
         out += [f"**Soak {'PASS' if soak.get('pass') else 'FAIL'}** ({soak.get('started')}): {soak.get('model')} at concurrency "
                 f"{soak.get('concurrency')} for {fmt(soak.get('seconds'))} s, figures after a {fmt(soak.get('warmup_seconds'))} s "
                 f"warm-up; {', '.join(soak.get('failures') or []) or 'no target missed'}.", ""]
@@ -429,7 +433,7 @@ def reliability_section(soak: dict | None, over: dict | None) -> list[str]:
                        f"{fmt(r.get('early_median_mb'))} / {fmt(r.get('late_median_mb'))}",
                        f"{fmt(r.get('early_peak_mb'))} / {fmt(r.get('late_peak_mb'))}",
                        f"{fmt(r.get('growth_pct'))} ({fmt(r.get('max_growth_pct'))})",
-                       "yes" if soak.get("server_same_pid_and_ready") else "no"]]) + [""]
+                       soak.get("server_same_pid_and_ready")]]) + [""]
         out += [f"Growth: {r.get('growth')}. Host: {(soak.get('host') or {}).get('cpus')} CPUs shared by client and server.", ""]
     if over and "_unreadable" not in over:
         f, b, rec = over.get("flood") or {}, (over.get("baseline") or {}).get("latency") or {}, over.get("recovery") or {}
@@ -440,7 +444,7 @@ def reliability_section(soak: dict | None, over: dict | None) -> list[str]:
                 f"{fmt(rl.get('p50_ms'))} / p99 {fmt(rl.get('p99_ms'))} ms, {fmt(f.get('ok'))} served (p99 {fmt(ol.get('p99_ms'))} ms), "
                 f"{fmt(f.get('other_errors'))} other errors; afterwards {fmt(rec.get('ok'))}/{fmt(rec.get('requests'))} ok at p50 "
                 f"{fmt((rec.get('latency') or {}).get('p50_ms'))} ms (before: {fmt(b.get('p50_ms'))} ms), same server: "
-                f"{'yes' if over.get('server_same_pid_and_ready') else 'no'}.", ""]
+                f"{fmt(over.get('server_same_pid_and_ready'))}.", ""]
     return out
 
 

@@ -194,9 +194,9 @@ def rss_growth(rss: list[int]) -> dict:
     +0.6%); a leak or an arena that never gives memory back lifts the whole later quarter, and so its median."""
     q = max(1, len(rss) // 4)
     early, late = rss[:q], rss[-q:]
-    e = statistics.median(early)
-    return {"early_median": e, "late_median": statistics.median(late), "early_peak": max(early),
-            "late_peak": max(late), "growth_pct": (statistics.median(late) - e) / e * 100 if e else float("nan")}
+    first, last = statistics.median(early), statistics.median(late)
+    return {"early_median": first, "late_median": last, "early_peak": max(early), "late_peak": max(late),
+            "growth_pct": (last - first) / first * 100 if first else float("nan")}
 
 
 def soak(model: str = spec.ensemble_name(spec.REFERENCE), seconds: float = 600.0, concurrency: int = 64,
