@@ -14,7 +14,7 @@ help:
 
 # pip runs only when requirements.txt changed; the start check always runs (a few seconds).
 setup: .venv/.installed
-	$(PY) -m enc2triton.tools
+	$(PY) -m enc2triton.setup_check
 
 .venv/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv .venv

@@ -14,6 +14,8 @@ import onnx
 import pytest
 
 from enc2triton import export, io, models, spec
+from enc2triton.texts import tokenize
+from enc2triton.engines import ort_session
 from enc2triton.io import StageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +53,10 @@ def test_bert_with_token_type_ids(tiny_bert, tmp_path):
 def test_pooling_ignores_padding(tiny_artifacts):
     """The sentence embedding of a text is the same alone and padded inside a batch."""
     m = io.load_manifest(tiny_artifacts)
-    sess = export.ort_session(tiny_artifacts / "onnx" / "model_fp32.onnx")
+    sess = ort_session(tiny_artifacts / "onnx" / "model_fp32.onnx")
     tok = __import__("transformers").AutoTokenizer.from_pretrained(str(tiny_artifacts / "tokenizer"))
-    alone = sess.run(["sentence_embedding"], export.tokenize(tok, ["short"], m["inputs"], 128))[0]
-    padded = sess.run(["sentence_embedding"], export.tokenize(tok, ["short", "a much longer sentence with many more tokens"], m["inputs"], 128))[0]
+    alone = sess.run(["sentence_embedding"], tokenize(tok, ["short"], m["inputs"], 128))[0]
+    padded = sess.run(["sentence_embedding"], tokenize(tok, ["short", "a much longer sentence with many more tokens"], m["inputs"], 128))[0]
     np.testing.assert_allclose(alone[0], padded[0], atol=1e-5)
 
 

@@ -20,7 +20,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from enc2triton import export, io, repository, server, soak, spec
+from enc2triton import io, repository, server, soak, spec
+from enc2triton.texts import read_texts, tokenize
+from enc2triton.engines import ort_session
 from triton_helpers import stub_count
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -47,17 +49,17 @@ class Local:
     def __init__(self, art: Path):
         self.manifest = io.load_manifest(art)
         self.tok = __import__("transformers").AutoTokenizer.from_pretrained(str(art / "tokenizer"))
-        self.sess = export.ort_session(art / "onnx" / "model_fp32.onnx")
+        self.sess = ort_session(art / "onnx" / "model_fp32.onnx")
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return np.concatenate([self.sess.run(["sentence_embedding"], export.tokenize(self.tok, [t], self.manifest["inputs"], 128))[0]
+        return np.concatenate([self.sess.run(["sentence_embedding"], tokenize(self.tok, [t], self.manifest["inputs"], 128))[0]
                                for t in texts])
 
 
 # --- case generators (seeded) -------------------------------------------------------------------
 
 ALPHABET = [chr(c) for c in range(32, 127)] + list("\t\n\r\x00\x01\x7f\u00e9\u00df\u4e2d\u6587\u0627\u0644\u05d0\u0301\u200b\ufeff\U0001f600\U0001f680\u202e")
-WORDS = export.read_texts(spec.EVALUATION_TEXTS)
+WORDS = read_texts(spec.EVALUATION_TEXTS)
 
 
 def rand_text_item(rng: random.Random) -> bytes:

@@ -13,6 +13,8 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from enc2triton import export, io, metrics, quantize, spec
+from enc2triton.texts import read_texts, tokenize
+from enc2triton.engines import ort_session
 
 # small search for the random tiny model: same code path, fewer texts and alphas
 FAST = quantize.Int8Settings(held_out=32, sweep_texts=16, max_calib_texts=96, alphas=(None, 0.8))
@@ -47,20 +49,20 @@ def _feed(art: Path):
 
     m = io.load_manifest(art)
     tok = AutoTokenizer.from_pretrained(str(art / "tokenizer"))
-    return export.tokenize(tok, TEXTS, m["inputs"], 128), tok, m["inputs"]
+    return tokenize(tok, TEXTS, m["inputs"], 128), tok, m["inputs"]
 
 
 def test_variants_exist_check_and_run(tiny_q):
     art, logs, _ = tiny_q
     feed, _, _ = _feed(art)
-    ref = export.ort_session(_variant(art, "fp32")).run(None, feed)
+    ref = ort_session(_variant(art, "fp32")).run(None, feed)
     for p in ("fp16", "int8", "best"):
         path = _variant(art, p)
         onnx.checker.check_model(str(path))
         model = onnx.load(str(path))
         for v in [*model.graph.input, *model.graph.output]:  # FP32 IO (token ids int64) for every variant
             assert v.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.INT64), (p, v.name)
-        out = export.ort_session(path).run(None, feed)
+        out = ort_session(path).run(None, feed)
         assert [o.shape for o in out] == [r.shape for r in ref] and all(np.isfinite(o).all() for o in out), p
         cos = metrics.cosine_rows(ref[1], out[1])
         assert cos.min() > 0.9, (p, cos)
@@ -148,7 +150,7 @@ def test_interrupted_build_leaves_nothing(tiny_q, tmp_path, monkeypatch):
 def test_quality_helper_and_metrics(tiny_q):
     art, _, _ = tiny_q
     _, tok, names = _feed(art)
-    texts = export.read_texts(spec.EVALUATION_TEXTS)[:24]
+    texts = read_texts(spec.EVALUATION_TEXTS)[:24]
     same = quantize.quality(_variant(art, "fp32"), _variant(art, "fp32"), texts, tok, names, 128)
     assert same["mean_cos"] > 0.99999 and same["top10"] == 1.0 and same["rel_l2"] < 1e-6
     q = quantize.quality(_variant(art, "fp32"), _variant(art, "int8"), texts, tok, names, 128)
@@ -175,7 +177,7 @@ def test_real_model_meets_floors(real_artifacts, tmp_path_factory):
     lines = []
     for p in ("fp16", "int8", "best"):
         q = m["variants"][p]["quality"]
-        assert q["n"] == len(export.read_texts(spec.EVALUATION_TEXTS))
+        assert q["n"] == len(read_texts(spec.EVALUATION_TEXTS))
         lines.append(f"{p}: mean {q['mean_cos']:.6f} min {q['min_cos']:.6f} top-10 {q['top10']:.3f}")
         assert metrics.passes(q, spec.FLOORS[p]), lines[-1]
     i8 = m["variants"]["int8"]

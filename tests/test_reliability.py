@@ -23,7 +23,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from enc2triton import export, io, repository, server, soak, spec
+from enc2triton import io, repository, server, soak, spec
+from enc2triton.texts import read_texts
 from triton_helpers import embed, local_embed, texts_input  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,7 +226,7 @@ def kill_server_mid_run(proc: subprocess.Popen, info, busy, what: str, wait: flo
 def test_server_killed_mid_client_then_serve_sh_start(live, tiny_artifacts, repo, tmp_path):
     info = live.ensure()
     logs = live.logs
-    texts = export.read_texts(spec.EVALUATION_TEXTS)
+    texts = read_texts(spec.EVALUATION_TEXTS)
     many = tmp_path / "texts.txt"  # long enough that the kill lands mid-inference
     many.write_text("\n".join(f"{t} ({i})" for i in range(5) for t in texts) + "\n")
     before = success_count(info, "ensemble_onnx_fp32")

@@ -470,8 +470,8 @@ def test_gpu_queries_share_one_nvidia_smi_parser(tmp_path, monkeypatch):
                    '  *index*) printf "0\\n1\\n";;\n  *) echo "NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB";;\nesac\n')
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    from enc2triton import bench, repository
+    from enc2triton import host
 
     assert trt.gpu_info() == ("NVIDIA H100 80GB HBM3", "9.0")
-    assert repository.visible_gpus() == [0, 1]
-    assert bench.hardware()["gpus"] == [{"name": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "memory": "81559 MiB"}]
+    assert host.visible_gpus() == [0, 1]
+    assert host.hardware()["gpus"] == [{"name": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "memory": "81559 MiB"}]

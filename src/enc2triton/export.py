@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from . import io, models, spec
+from .engines import ort_session
 from .io import StageError
+from .texts import read_texts, tokenize
 
 # (batch, pad-to length or None for "longest in batch"): short, padded, fixed 128, long.
 VERIFY_SHAPES = ((1, None), (4, None), (8, 128), (2, 384))
@@ -23,27 +25,6 @@ ATOL = 1e-4
 
 class VerificationError(StageError):
     """ONNX Runtime disagreed with PyTorch beyond tolerance; the message has the numbers."""
-
-
-def read_texts(path: Path) -> list[str]:
-    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
-    return [ln for ln in lines if ln]
-
-
-def tokenize(tokenizer, texts: list[str], input_names, max_length: int, pad_to: int | None = None) -> dict[str, np.ndarray]:
-    enc = tokenizer(texts, padding="max_length" if pad_to else "longest", truncation=True,
-                    max_length=min(pad_to or max_length, max_length), return_tensors="np")
-    return {n: enc[n].astype(np.int64) for n in input_names}
-
-
-def ort_session(path: Path, providers: list[str] | None = None, threads: int | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
 
 def export_onnx(encoder: models.Encoder, tokenizer, onnx_path: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import io, spec
+from . import io, markdown, spec
 
 CONVENTION = ("fvcore counts one multiply-add as one flop (its 'flops' are MACs); here FLOPs = 2 x MACs. "
               "Elementwise/normalization ops are counted as plain FLOPs per element (MACs = FLOPs / 2).")
@@ -40,7 +40,6 @@ EW_FLOPS = {
     "embedding": 0,   # pure gather: no arithmetic, but real memory traffic
 }
 GEMM_OPS = {"linear", "matmul", "mm", "bmm", "addmm", "einsum", "scaled_dot_product_attention"}
-ELT_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "int8": 1, "fp8": 1}
 _FLOAT = {"Float", "Half", "BFloat16", "Double"}
 
 
@@ -278,7 +277,7 @@ def linear_ridge_batch(ridge: float, seq_len: int, k: int, n: int, elt: int) -> 
 
 def _op_at(row: dict, batch: int, p: str) -> tuple[float, float]:
     """(FLOPs, bytes) of a grouped row at `batch` and precision p."""
-    return batch * row["flops_per_item"], ELT_BYTES[p] * (row["w_elems"] + batch * row["a_per_item"])
+    return batch * row["flops_per_item"], spec.ROOF_BYTES[p] * (row["w_elems"] + batch * row["a_per_item"])
 
 
 def roofline(rows: list[dict], config, seq_len: int, batch: int, gpus: dict = GPUS,
@@ -295,7 +294,7 @@ def roofline(rows: list[dict], config, seq_len: int, batch: int, gpus: dict = GP
                     "flops": _num(fb[precisions[0]][0]), "bytes": {p: _num(b) for p, (_, b) in fb.items()},
                     "intensity": {p: round(v, 3) for p, v in raw[r["name"]].items()}})
     # Attention scores [s,d]x[d,s] and context [s,s]x[s,d] per head: no weights, so intensity ignores batch.
-    attn = {p: 2 * s * s * d / (ELT_BYTES[p] * (2 * s * d + s * s)) for p in precisions}
+    attn = {p: 2 * s * s * d / (spec.ROOF_BYTES[p] * (2 * s * d + s * s)) for p in precisions}
     gemm = [r for r in rows if r["gemm"]]
     whole = {"model": rows, "model_gemm": gemm}  # unfused (every op hits DRAM) vs elementwise fused into GEMMs
     bound, mem, ridge, rb = {}, {}, {}, {}
@@ -310,7 +309,7 @@ def roofline(rows: list[dict], config, seq_len: int, batch: int, gpus: dict = GP
             bound[g][p] = {o["name"]: "compute" if raw[o["name"]][p] >= (rg if o["gemm"] else cuda) else "memory"
                            for o in ops}
             mem[g][p] = [n for n, v in bound[g][p].items() if v == "memory"]
-            e = ELT_BYTES[p]
+            e = spec.ROOF_BYTES[p]
             rb[g][p] = {k: linear_ridge_batch(rg, s, kk, nn, e) for k, (kk, nn) in shapes.items()}
             rb[g][p]["attention"] = 1 if attn[p] >= rg else "never"
             for k, rs in whole.items():
@@ -320,7 +319,7 @@ def roofline(rows: list[dict], config, seq_len: int, batch: int, gpus: dict = GP
         "batch": batch, "seq_len": s, "precisions": list(precisions), "operators": ops, "bound": bound,
         "memory_bound": mem, "ridge": ridge, "ridge_batch": rb,
         "linear_shapes": {k: {"k": kk, "n": nn, "rows_per_item": s,
-                              "asymptote": {p: round(2 * kk * nn / (ELT_BYTES[p] * (kk + nn)), 2) for p in precisions}}
+                              "asymptote": {p: round(2 * kk * nn / (spec.ROOF_BYTES[p] * (kk + nn)), 2) for p in precisions}}
                           for k, (kk, nn) in shapes.items()},
         "attention_intensity": {p: round(v, 2) for p, v in attn.items()},
         "notes": {
@@ -370,8 +369,7 @@ def _fmt(x) -> str:
 
 
 def _table(head: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
-           ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return markdown.table(head, rows, _fmt)
 
 
 def _summary(res: dict) -> str:

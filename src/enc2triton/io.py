@@ -33,6 +33,21 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
+def default_permissions(path: Path) -> None:
+    """What a plain open()/mkdir() would have given under the current umask (mkstemp/mkdtemp give 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
+
+
+def rel(path: Path, base: Path = spec.ROOT) -> str:
+    """`path` relative to `base` when inside it, else as given: logs name files without a machine's absolute paths."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(base).resolve()))
+    except ValueError:
+        return str(path)
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temp path next to `final`; rename it into place only if the block succeeds."""
@@ -43,9 +58,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; the server may run as another user
+        default_permissions(tmp_path)  # mkstemp makes 0600; the server may run as another user
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
@@ -87,11 +100,15 @@ def load_manifest(artifacts: Path | None = None, required: bool = True) -> dict:
     return read_json(path)
 
 
-def update_manifest(section: str, value: Any, artifacts: Path | None = None) -> dict:
-    """Replace one top-level section of the manifest (each stage owns its sections)."""
+def update_manifest(section: str, value: Any, artifacts: Path | None = None, key: str | None = None) -> dict:
+    """Replace one top-level section of the manifest, or with `key` one entry of it; the others are kept as they are
+    on disk now (re-read: another stage may have written meanwhile). Every manifest write goes through here."""
     manifest = load_manifest(artifacts, required=False)
     manifest["version"] = MANIFEST_VERSION
-    manifest[section] = value
+    if key is None:
+        manifest[section] = value
+    else:
+        manifest[section] = {**(manifest.get(section) or {}), key: value}
     write_json(manifest_path(artifacts), manifest)
     return manifest
 
@@ -99,12 +116,7 @@ def update_manifest(section: str, value: Any, artifacts: Path | None = None) -> 
 def artifact_entry(path: Path, artifacts: Path | None = None, **extra: Any) -> dict:
     """Manifest record of a produced file: path relative to the artifacts folder, size and hash."""
     path = Path(path)
-    base = Path(artifacts or spec.ARTIFACTS)
-    try:
-        rel = str(path.resolve().relative_to(base.resolve()))
-    except ValueError:
-        rel = str(path)
-    return {"path": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
+    return {"path": rel(path, Path(artifacts or spec.ARTIFACTS)), "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
 
 
 def resolve(entry_path: str, artifacts: Path | None = None) -> Path:

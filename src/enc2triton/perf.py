@@ -25,11 +25,10 @@ import urllib.request
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
-from . import export, io, repository, server, spec, tools
-from .bench import command_output, hardware
+from . import cli, host, io, repository, server, spec, tools
 from .io import StageError
+from .texts import load_tokenizer, read_texts, token_stats, tokenize
 
 CONCURRENCY = (1, 2, 4, 8, 16, 32)
 FULL = tuple(range(1, 33))
@@ -154,7 +153,7 @@ def text_input_data(texts: list[str], name: str = spec.TEXT_INPUT) -> dict:
 
 def token_input_data(tokenizer, texts: list[str], input_names: list[str], seq_len: int) -> dict:
     """One step per text: the tokenizer's tensors padded/truncated to exactly seq_len (so every request batches)."""
-    feed = export.tokenize(tokenizer, texts, input_names, seq_len, pad_to=seq_len)
+    feed = tokenize(tokenizer, texts, input_names, seq_len, pad_to=seq_len)
     return {"data": [{n: {"content": feed[n][i].tolist(), "shape": [seq_len]} for n in input_names} for i in range(len(texts))]}
 
 
@@ -164,36 +163,25 @@ def model_inputs(repo: Path, model: str) -> list[tuple[str, str]]:
     return [(i.name, repository.mc.DataType.Name(i.data_type)) for i in cfg.input]
 
 
-def kind_of(model: str) -> str:
-    return "tokenizer" if model == "tokenizer" else "ensemble" if model.startswith("ensemble_") else "model"
-
-
 def repo_models(repo: Path) -> list[str]:
     """Models in repository.json order (else every folder with a config), tokenizer, raw models, then ensembles."""
     info = Path(repo) / "repository.json"
     names = io.read_json(info)["models"] if info.exists() else sorted(p.name for p in Path(repo).iterdir() if (p / "config.pbtxt").exists())
     order = {"tokenizer": 0, "model": 1, "ensemble": 2}
-    return sorted(names, key=lambda n: order[kind_of(n)])
+    return sorted(names, key=lambda n: order[spec.kind_of(n)])
 
 
-def load_tokenizer(repo: Path, artifacts: Path):
-    from transformers import AutoTokenizer
-
-    for d in (Path(repo) / "tokenizer" / "1" / "tokenizer",):
-        if d.is_dir():
-            return AutoTokenizer.from_pretrained(str(d), local_files_only=True)
-    manifest = io.load_manifest(artifacts)
-    return AutoTokenizer.from_pretrained(str(io.resolve(manifest["tokenizer_dir"], artifacts)), local_files_only=True)
-
-
-def token_stats(tokenizer, texts: list[str]) -> dict:
-    n = np.array([len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]])
-    return {"min": int(n.min()), "median": float(np.median(n)), "mean": round(float(n.mean()), 2), "max": int(n.max())}
+def repo_tokenizer(repo: Path, artifacts: Path):
+    """The tokenizer the repository serves (else the manifest's)."""
+    d = Path(repo) / spec.TOKENIZER / "1" / "tokenizer"
+    if d.is_dir():
+        return load_tokenizer(d)
+    return load_tokenizer(io.resolve(io.load_manifest(artifacts)["tokenizer_dir"], artifacts))
 
 
 # ------------------------------------------------------------------------------------ environment
 def pa_version(tool: tools.Tool) -> str:
-    out = command_output([str(tool.path), "--version"], env=tool.environ())
+    out = host.command_output([str(tool.path), "--version"], env=tool.environ())
     m = re.search(r"Version (\S+)", out)
     return m.group(1) if m else out or "unknown"
 
@@ -270,7 +258,7 @@ class ServerGone(StageError):
 def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, protocol: str, levels, batch: int,
           data: Path, logs: Path, settings: Settings, step: list[int], total: int, cycle: int | None = None) -> dict:
     """All concurrency levels of one model into `entry` (its summary entry). Writes its CSV (or .incomplete) and log."""
-    entry.update({"kind": kind_of(model), "status": "incomplete", "input_data": str(data), "window_cycle": cycle,
+    entry.update({"kind": spec.kind_of(model), "status": "incomplete", "input_data": str(data), "window_cycle": cycle,
                   "rows": [], "failed": [], "commands": []})
     header, lines, log = None, [], []
     url = info.url(protocol)
@@ -291,7 +279,7 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
                 if not e.unstable:  # a hard error (timeout, crash, bad input) would repeat at every level
                     break
                 continue
-            if kind_of(model) == "ensemble":
+            if spec.kind_of(model) == "ensemble":
                 _fix_ensemble(row, parse_composing(log[-1]).get(c, {}))
             entry["rows"].append(row)
             csv_lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -328,8 +316,8 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
             raise StageError(f"not in {repo}: {unknown}; models there: {names}")
         names = [n for n in names if n in models]
     tool = tools.find_perf_analyzer()
-    texts = export.read_texts(texts_path)
-    tok = load_tokenizer(repo, artifacts)
+    texts = read_texts(texts_path)
+    tok = repo_tokenizer(repo, artifacts)
     model_info = (io.read_json(repo / "repository.json").get("model") if (repo / "repository.json").exists() else None) \
         or io.load_manifest(artifacts, required=False).get("model")
     data_dir = io.ensure_writable_dir(logs / "perf_inputs")
@@ -348,7 +336,7 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
         "settings": {**asdict(settings), "window_per_concurrency": WINDOW_PER_CONCURRENCY, "max_cycle": MAX_CYCLE,
                      "why": STABILITY},
         "inputs": {"texts": str(texts_path), "n_texts": len(texts), "text_tokens": token_stats(tok, texts), "seq_len": seq_len},
-        "hardware": hardware(),
+        "hardware": host.hardware(),
         "perf_analyzer": {"path": str(tool.path), "version": pa_version(tool), "source": tool.source},
         "notes": [ENSEMBLE_NOTE, "throughput counts inferences (requests x batch size); latencies are per request",
                   "perf_analyzer and the server share this machine's CPU cores"],
@@ -369,7 +357,7 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
                 st = states.get(n, {})
                 if st.get("state") != "READY":
                     err = f"not ready on the server: {st.get('state', 'missing')} {st.get('reason', '')}".strip()
-                    summary["models"][n] = {"kind": kind_of(n), "status": "failed", "rows": [], "best": None,
+                    summary["models"][n] = {"kind": spec.kind_of(n), "status": "failed", "rows": [], "best": None,
                                             "failed": [{"concurrency": None, "error": err}]}
                     summary["errors"].append(f"{n}: {err}")
                     print(f"skip {n}: {err}", file=sys.stderr)
@@ -415,16 +403,6 @@ def kept_entries(path: Path, summary: dict, names: list[str]) -> dict:
     return {n: {**e, "measured": e.get("measured", prev.get("started"))} for n, e in prev.get("models", {}).items() if n not in names}
 
 
-def parse_levels(text: str) -> tuple[int, ...]:
-    try:
-        levels = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"concurrency must be comma-separated integers, got {text!r}") from None
-    if not levels or min(levels) < 1:
-        raise argparse.ArgumentTypeError("concurrency levels must be >= 1")
-    return levels
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="run_tests.sh", description=(
         "Run the real perf_analyzer against every model of the Triton repository (raw variants, ensembles and the "
@@ -436,7 +414,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", help="comma-separated subset (default: every model in the repository); "
                     "perf_summary.json keeps the other models' earlier results when they were measured the same way "
                     "(same repository, model, protocol, batch size and sequence length), so a failed model can be rerun alone")
-    ap.add_argument("--concurrency", type=parse_levels, help=f"comma-separated levels (default {','.join(map(str, CONCURRENCY))})")
+    ap.add_argument("--concurrency", type=cli.int_list("concurrency levels"), help=f"comma-separated levels (default {','.join(map(str, CONCURRENCY))})")
     ap.add_argument("--full", action="store_true", help="concurrency 1..32 step 1")
     ap.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     ap.add_argument("--batch-size", type=int, default=1, help="items per request (default 1: concurrency drives the dynamic batcher)")

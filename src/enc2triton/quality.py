@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import export, io, metrics, spec
+from . import io, metrics, spec
+from .texts import read_texts, tokenize
 from .io import StageError
 
 BATCH = 16
@@ -49,13 +50,9 @@ def embed_torch(manifest: dict, artifacts: Path, texts: list[str], batch: int = 
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch):
-            feed = export.tokenize(tok, texts[i:i + batch], encoder.input_names, manifest["shapes"]["max_seq"])
+            feed = tokenize(tok, texts[i:i + batch], encoder.input_names, manifest["shapes"]["max_seq"])
             out.append(encoder(**{k: torch.from_numpy(v) for k, v in feed.items()})[1].numpy())
     return np.concatenate(out)
-
-
-def precision_of(model: str) -> str:
-    return model.rsplit("_", 1)[-1]
 
 
 def to_markdown(result: dict) -> str:
@@ -86,10 +83,10 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
     repo_info = Path(repository) / "repository.json"
     if not repo_info.exists():
         raise StageError(f"{repository} has no repository.json: run `make repository`")
-    ensembles = [m for m in io.read_json(repo_info)["models"] if m.startswith("ensemble_")]
+    ensembles = [m for m in io.read_json(repo_info)["models"] if spec.kind_of(m) == "ensemble"]
     if only:
-        ensembles = [e for e in ensembles if e in only or e.removeprefix("ensemble_") in only]
-    texts = export.read_texts(texts_path)
+        ensembles = [e for e in ensembles if e in only or spec.raw_model(e) in only]
+    texts = read_texts(texts_path)
     print(f"reference: PyTorch FP32 on {len(texts)} texts ({manifest['model']['used']})")
     ref = embed_torch(manifest, Path(artifacts), texts)
     result = {"model": manifest["model"], "texts": str(texts_path), "n_texts": len(texts), "protocol": protocol,
@@ -105,9 +102,8 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
                 step = f"{ens}: inference"
                 t0 = time.perf_counter()
                 served[ens] = embed_remote(mod, client, ens, texts, batch=min(BATCH, manifest["shapes"]["max_batch"]))
-                model = ens.removeprefix("ensemble_")
-                precision = precision_of(model)
-                floor = spec.FLOORS[precision]
+                model = spec.raw_model(ens)
+                floor = spec.variant_of(ens).floor
                 row = {"floor": floor, "pytorch_fp32": metrics.compare(ref, served[ens]), "seconds": time.perf_counter() - t0}
                 base = served.get(spec.ensemble_name(spec.REFERENCE))
                 if base is not None and ens != spec.ensemble_name(spec.REFERENCE):

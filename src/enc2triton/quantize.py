@@ -48,7 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import export, io, metrics, spec
+from . import io, metrics, spec
+from .texts import read_texts, tokenize
 from .io import StageError
 
 METHOD_VERSION = 6  # bump when the search changes: invalidates cached search results
@@ -104,7 +105,7 @@ def length_batches(tokenizer, texts: list[str], input_names, max_length: int, ba
         cur.append(j)
     if cur:
         groups.append(cur)
-    feeds = [export.tokenize(tokenizer, [texts[j] for j in g], input_names, max_length) for g in groups]
+    feeds = [tokenize(tokenizer, [texts[j] for j in g], input_names, max_length) for g in groups]
     return order, feeds
 
 
@@ -155,7 +156,7 @@ def latency_ms(paths: dict, tokenizer, input_names, texts, batch: int = 8, seq: 
     """ONNX Runtime CPU latency of one batch x seq request per model, {name: {"median": ms, "min": ms}}. The models
     take turns (round robin) so that load from other processes on a shared machine hits them alike."""
     sessions = {k: _session(v) for k, v in paths.items()}
-    feed = export.tokenize(tokenizer, [texts[i % len(texts)] for i in range(batch)], input_names, seq, pad_to=seq)
+    feed = tokenize(tokenizer, [texts[i % len(texts)] for i in range(batch)], input_names, seq, pad_to=seq)
     times: dict[str, list] = {k: [] for k in sessions}
     for sess in sessions.values():
         sess.run(None, feed)  # warm-up
@@ -817,7 +818,7 @@ def run(artifacts: Path | None = None, logs: Path | None = None, precisions=VARI
     tokenizer = AutoTokenizer.from_pretrained(str(artifacts / manifest.get("tokenizer_dir", "tokenizer")))
     onnx_dir = artifacts / "onnx"
     paths = {p: onnx_dir / f"model_{p}.onnx" for p in VARIANTS}
-    eval_texts = export.read_texts(evaluation) if evaluation and Path(evaluation).exists() else None
+    eval_texts = read_texts(evaluation) if evaluation and Path(evaluation).exists() else None
     model = None
     result = {"model": manifest.get("model", {}).get("used"), "fp32": {"path": fp32_entry["path"], "sha256": fp32_sha,
               "mb": _mb(fp32_path)}, "evaluation_texts": _rel(evaluation) if eval_texts else None, "variants": {}}
@@ -867,7 +868,7 @@ def run(artifacts: Path | None = None, logs: Path | None = None, precisions=VARI
             raise StageError(f"calibration texts {calibration} not found (int8 needs them; never the evaluation texts)")
         if evaluation and Path(evaluation).exists() and Path(calibration).resolve() == Path(evaluation).resolve():
             raise StageError("refusing to calibrate on the evaluation texts")
-        calib_texts = export.read_texts(calibration)
+        calib_texts = read_texts(calibration)
         key = _cache_key(fp32_sha, calib_texts, s, max_length, manifest.get("model", {}).get("config_sha256"))
         if not force and _up_to_date(entry, artifacts, source_sha256=fp32_sha, search_key=key):
             print("int8: up to date")

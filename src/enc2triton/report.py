@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import io, spec
+from . import io, markdown, spec
 
 TARGET = 0.70  # ensemble throughput / raw engine throughput at the same effective batch
 PLOTS = {"throughput": "perf_throughput.png", "latency": "perf_latency.png", "bench": "bench_throughput.png"}
@@ -55,7 +55,7 @@ def fmt(x, nd: int = 3) -> str:
 
 
 def table(head: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
+    return markdown.table(head, rows, fmt)
 
 
 def missing(target: str, what: str) -> list[str]:
@@ -363,7 +363,7 @@ def _vs_engine(p: dict, b: dict, kind: str) -> list[tuple]:
     for n, e in p.get("models", {}).items():
         if e.get("kind") != kind or not e.get("best"):
             continue
-        raw = n.removeprefix("ensemble_")
+        raw = spec.raw_model(n)
         ok = [r for r in (b.get("engines", {}).get(raw) or {}).get("rows", []) if "error" not in r]
         if not ok:
             continue

@@ -23,10 +23,12 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from . import io, spec, tools
+from . import cli, host, io, spec, tools
 from .io import StageError
 
 MODELS_SRC = Path(__file__).parent / "triton_models"
+# What a Python-backend model folder holds besides its artifact: the runner and the engine module it imports.
+RUNNER_FILES = ((MODELS_SRC / "runner.py", "model.py"), (Path(__file__).parent / "engines.py", "enc2triton_engines.py"))
 # Sequence-length buckets the tokenizer pads to (see triton_models/tokenizer.py for why).
 BUCKETS = (16, 32, 64, 128, 256, 512)
 
@@ -76,17 +78,17 @@ def _io(cfg: mc.ModelConfig, manifest: dict) -> None:
     cfg.output.append(_tensor(mc.ModelOutput, "sentence_embedding", mc.TYPE_FP32, [hidden]))
 
 
-def model_config(name: str, manifest: dict, serving: spec.Serving, runtime: str, native: bool, kind: str,
-                 gpus: list[int], artifact: str) -> mc.ModelConfig:
-    """runtime: 'onnxruntime' | 'tensorrt'; native: the server has that backend (NVIDIA containers)."""
-    shapes = manifest["shapes"]
-    cfg = mc.ModelConfig(name=name, max_batch_size=shapes["max_batch"])
+def model_config(variant: spec.Variant, manifest: dict, serving: spec.Serving, native: bool, kind: str,
+                 gpus: list[int]) -> mc.ModelConfig:
+    """native: the server has the family's backend (NVIDIA containers); else the Python-backend runner."""
+    shapes, family = manifest["shapes"], variant.family
+    cfg = mc.ModelConfig(name=variant.name, max_batch_size=shapes["max_batch"])
     if native:
-        cfg.platform = "onnxruntime_onnx" if runtime == "onnxruntime" else "tensorrt_plan"
-        cfg.default_model_filename = artifact
+        cfg.platform = family.platform
+        cfg.default_model_filename = family.file
     else:
         cfg.backend = "python"
-        _params(cfg, runtime=runtime, artifact=artifact, vocab_size=manifest["model"]["vocab_size"],
+        _params(cfg, runtime=family.runtime, artifact=family.file, vocab_size=manifest["model"]["vocab_size"],
                 max_length=shapes["max_seq"],
                 intra_op_threads=0 if kind == "gpu" else max(1, (os.cpu_count() or 1) // max(1, serving.model_instances)))
     _io(cfg, manifest)
@@ -133,20 +135,17 @@ def _place(src: Path, dst: Path) -> None:
 
 
 def plan(manifest: dict, artifacts: Path) -> tuple[list[dict], list[str]]:
-    """(models to write, skip messages) from the manifest's variants and engines."""
+    """(models to write, skip messages): every registered variant whose artifact the manifest records and still matches."""
     models, skipped = [], []
-    for precision in spec.PRECISIONS + spec.OPTIONAL_PRECISIONS:
-        entry = (manifest.get("variants") or {}).get(precision) or {}
-        onnx = entry.get("onnx")
-        if onnx and io.is_valid(onnx, artifacts):
-            models.append({"name": spec.model_name("onnx", precision), "runtime": "onnxruntime", "src": io.resolve(onnx["path"], artifacts), "file": "model.onnx"})
-        else:
-            skipped.append(f"{spec.model_name('onnx', precision)}: skipped: {entry.get('reason') or 'no valid ONNX artifact (rerun quantization)'}")
-        eng = ((manifest.get("trt") or {}).get(precision) or {})
-        if eng.get("engine") and io.is_valid(eng["engine"], artifacts):
-            models.append({"name": spec.model_name("trt", precision), "runtime": "tensorrt", "src": io.resolve(eng["engine"]["path"], artifacts), "file": "model.plan"})
-        else:
-            skipped.append(f"{spec.model_name('trt', precision)}: skipped: {eng.get('reason') or 'no engine built'}")
+    for v in spec.VARIANTS:
+        entry = (manifest.get(v.family.section) or {}).get(v.precision.name) or {}
+        art = entry.get(v.family.key)
+        if art and io.is_valid(art, artifacts):
+            models.append({"name": v.name, "variant": v, "src": io.resolve(art["path"], artifacts)})
+        elif v.family is spec.ONNX:
+            skipped.append(f"{v.name}: skipped: {entry.get('reason') or 'no valid ONNX artifact (rerun quantization)'}")
+        elif v.family is spec.TRT:
+            skipped.append(f"{v.name}: skipped: {entry.get('reason') or 'no engine built'}")
     return models, skipped
 
 
@@ -171,26 +170,26 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
         shutil.copytree(io.resolve(manifest["tokenizer_dir"], artifacts), tok_dir / "1" / "tokenizer")
         written = ["tokenizer"]
         for m in models:
-            is_native = m["runtime"] in have
-            cfg = model_config(m["name"], manifest, serving, m["runtime"], is_native, device, gpus or [], m["file"])
-            mdir = tmp / m["name"]
+            v = m["variant"]
+            is_native = v.family.runtime in have and v.family.platform is not None
+            cfg = model_config(v, manifest, serving, is_native, device, gpus or [])
+            mdir = tmp / v.name
             write_config(mdir, cfg)
-            _place(m["src"], mdir / "1" / m["file"])
+            _place(m["src"], mdir / "1" / v.family.file)
             if not is_native:
-                shutil.copy2(MODELS_SRC / "runner.py", mdir / "1" / "model.py")
-            write_config(tmp / spec.ensemble_name(m["name"]), ensemble_config(m["name"], manifest, serving.ensemble_outputs))
-            (tmp / spec.ensemble_name(m["name"]) / "1").mkdir(parents=True)
-            written += [m["name"], spec.ensemble_name(m["name"])]
-            print(f"  {m['name']}: {'native ' + cfg.platform if is_native else 'python backend, ' + m['runtime']} ({device})")
+                for src, dst in RUNNER_FILES:
+                    shutil.copy2(src, mdir / "1" / dst)
+            write_config(tmp / v.ensemble, ensemble_config(v.name, manifest, serving.ensemble_outputs))
+            (tmp / v.ensemble / "1").mkdir(parents=True)
+            written += [v.name, v.ensemble]
+            print(f"  {v.name}: {'native ' + cfg.platform if is_native else 'python backend, ' + v.family.runtime} ({device})")
         for line in skipped:
             print(f"  {line}")
         io.write_json(tmp / "repository.json", {"models": written, "skipped": skipped, "device": device,
                                                  "manifest_sha256": io.sha256_file(io.manifest_path(artifacts)),
                                                  "settings": settings_of(serving, device, gpus or []),
                                                  "model": manifest["model"]})
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the server may run as another user
+        io.default_permissions(tmp)  # mkdtemp makes 0700; the server may run as another user
         swap_in(tmp, out)
     finally:
         with _signals_deferred():  # a Ctrl-C now must not leave the temp folder behind
@@ -257,16 +256,6 @@ def swap_in(tmp: Path, out: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover(out: Path) -> list[str]:
     """Clean up after a generation that was killed (SIGKILL, power loss): put back the previous
     repository if the kill fell between the two renames of a non-atomic swap, and remove temp
@@ -284,7 +273,7 @@ def recover(out: Path) -> list[str]:
     pattern = re.compile(rf"^\.{re.escape(out.name)}\.(\d+)\..*\.partial$")
     for p in out.parent.iterdir() if out.parent.is_dir() else ():
         m = pattern.match(p.name)
-        if m and p.is_dir() and not _pid_alive(int(m.group(1))):
+        if m and p.is_dir() and not host.pid_alive(int(m.group(1))):
             shutil.rmtree(p, ignore_errors=True)
             done.append(f"removed the unfinished {p.name}")
     for line in done:
@@ -294,7 +283,7 @@ def recover(out: Path) -> list[str]:
 
 def settings_of(serving: spec.Serving, device: str, gpus: list[int]) -> dict:
     """What the configs derive from besides the manifest, plus the generator's own code: a change means regenerate."""
-    code = [Path(__file__), MODELS_SRC / "tokenizer.py", MODELS_SRC / "runner.py", Path(spec.__file__)]
+    code = [Path(__file__), MODELS_SRC / "tokenizer.py", Path(spec.__file__), *(src for src, _ in RUNNER_FILES)]
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in code)).hexdigest()
     # through JSON, so it compares equal to what repository.json holds (tuples become lists)
     return json.loads(json.dumps({"device": device, "gpus": list(gpus), "serving": dataclasses.asdict(serving),
@@ -328,7 +317,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ensemble-hidden-state", action="store_true", help="ensembles also return last_hidden_state")
     ap.add_argument("--if-stale", action="store_true", help="do nothing when the repository matches the manifest, these settings and this code")
     a = ap.parse_args(argv)
-    gpus = [int(g) for g in a.gpus.split(",") if g] or (visible_gpus() if a.device == "gpu" else [])
+    gpus = [int(g) for g in a.gpus.split(",") if g] or (host.visible_gpus() if a.device == "gpu" else [])
     outputs = ("sentence_embedding", "last_hidden_state") if a.ensemble_hidden_state else spec.Serving.ensemble_outputs
     if a.instances == 1:
         print("warning: one instance per model: Triton 2.51's dynamic batcher can then hold a request for its "
@@ -354,13 +343,6 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
-
-
-def visible_gpus() -> list[int]:
-    try:
-        return [int(row[0]) for row in tools.query_gpus("index")]
-    except ValueError:
-        return []
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import export, io, spec
+from . import io, spec
+from .texts import read_texts
 from .io import StageError
 
 REJECTED = "Exceeds maximum queue size"  # Triton's message for a request over max_queue_size
@@ -207,7 +208,7 @@ def soak(model: str = spec.ensemble_name(spec.REFERENCE), seconds: float = 600.0
     from . import server
 
     logs = io.ensure_writable_dir(Path(logs))
-    texts = export.read_texts(texts_path)
+    texts = read_texts(texts_path)
     if not texts:
         raise StageError(f"{texts_path} has no texts")
     interval = sample_every or max(1.0, min(5.0, seconds / 30))
@@ -328,7 +329,7 @@ def overload(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, model: st
     from . import server
 
     logs = io.ensure_writable_dir(Path(logs))
-    texts = export.read_texts(texts_path)
+    texts = read_texts(texts_path)
     work = Path(tempfile.mkdtemp(prefix="enc2triton-overload-"))
     try:
         if repository is None:

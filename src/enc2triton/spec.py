@@ -1,12 +1,16 @@
-"""The one source of truth: names, shapes, batch limits, variants and quality floors.
+"""The one source of truth: names, shapes, batch limits, the registry of variants, and quality floors.
 
 Every config.pbtxt, engine profile, perf_analyzer input and client request derives from here
-(through the manifest, which records the values a run actually used).
+(through the manifest, which records the values a run actually used). A served model is a Variant:
+an engine family (ONNX Runtime, TensorRT, PyTorch) x a precision; its Triton model name, ensemble
+name, manifest entry, TensorRT flags, roofline peak and quality floor all come from that one entry.
+Adding a variant is one entry in VARIANTS plus its build function in the family's stage
+(quantize.BUILDERS for ONNX graphs, trt.py builds from the `trt` table, torch_build for PyTorch).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,19 +31,126 @@ OUTPUTS = ("last_hidden_state", "sentence_embedding")
 TEXT_INPUT = "TEXT"
 OPSET = 17
 
-# Precisions, in the order tables list them. fp8 only where the GPU has FP8 tensor cores (cc >= 8.9).
-PRECISIONS = ("fp32", "fp16", "int8", "best")
-OPTIONAL_PRECISIONS = ("fp8",)
-BACKENDS = ("onnx", "trt")
-REFERENCE = "onnx_fp32"
+
+# ------------------------------------------------------------------------------------------ precisions
+# Bytes per element of each GEMM path a GPU offers (the roofline's memory side); tf32 is fp32 storage.
+ROOF_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "int8": 1, "fp8": 1}
 
 
-def model_name(backend: str, precision: str) -> str:
-    return f"{backend}_{precision}"
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    roof: str  # the GPU peak (a ROOF_BYTES key) that bounds it
+    floor: dict  # sentence embeddings vs the FP32 reference: mean and min cosine over the evaluation texts
+
+    @property
+    def element_bytes(self) -> int:
+        return ROOF_BYTES[self.roof]
+
+
+_P = (
+    Precision("fp32", "fp32", {"mean_cos": 0.99999, "min_cos": 0.9999}),
+    Precision("fp16", "fp16", {"mean_cos": 0.9999, "min_cos": 0.999}),
+    Precision("int8", "int8", {"mean_cos": 0.99, "min_cos": 0.97}),
+    # INT8 Q/DQ with FP16 wherever no Q/DQ sits: its upper roof is INT8's
+    Precision("best", "int8", {"mean_cos": 0.99, "min_cos": 0.97}),
+    Precision("fp8", "fp8", {"mean_cos": 0.999, "min_cos": 0.995}),
+)
+PRECISIONS = {p.name: p for p in _P}
+FLOORS = {p.name: p.floor for p in _P}
+
+
+# ------------------------------------------------------------------------------------------ families
+@dataclass(frozen=True)
+class Family:
+    name: str  # the model-name prefix
+    runtime: str  # the Python-backend runner's `runtime` parameter
+    section: str  # manifest section holding its artifacts, keyed by precision
+    key: str  # the artifact's key in a section entry
+    file: str  # the artifact's file name in the Triton model's version folder
+    platform: str | None  # Triton's native platform for it (NVIDIA's containers); None: Python backend only
+    gpu_only: bool
+
+
+ONNX = Family("onnx", "onnxruntime", "variants", "onnx", "model.onnx", "onnxruntime_onnx", gpu_only=False)
+TRT = Family("trt", "tensorrt", "trt", "engine", "model.plan", "tensorrt_plan", gpu_only=True)
+FAMILIES = {f.name: f for f in (ONNX, TRT)}
+
+
+# ------------------------------------------------------------------------------------------ variants
+@dataclass(frozen=True)
+class Variant:
+    family: Family
+    precision: Precision
+    # TensorRT: major -> (the ONNX precision it builds from, trtexec precision flags). TensorRT 11 is strongly
+    # typed only (precision lives in the graph); 10 takes flags, and never --int8 on a graph without Q/DQ.
+    trt: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.family.name}_{self.precision.name}"
+
+    @property
+    def ensemble(self) -> str:
+        return ENSEMBLE_PREFIX + self.name
+
+    @property
+    def floor(self) -> dict:
+        return self.precision.floor
+
+
+def _trt(p: str, v10_source: str, v10_flags: tuple[str, ...]) -> dict:
+    return {10: (v10_source, v10_flags), 11: (p, ())}
+
+
+# Table order: precision-major, then family (the order every table and the repository lists them in).
+VARIANTS = (
+    Variant(ONNX, PRECISIONS["fp32"]), Variant(TRT, PRECISIONS["fp32"], _trt("fp32", "fp32", ())),
+    Variant(ONNX, PRECISIONS["fp16"]), Variant(TRT, PRECISIONS["fp16"], _trt("fp16", "fp32", ("--fp16",))),
+    Variant(ONNX, PRECISIONS["int8"]), Variant(TRT, PRECISIONS["int8"], _trt("int8", "int8", ("--int8",))),
+    Variant(ONNX, PRECISIONS["best"]), Variant(TRT, PRECISIONS["best"], _trt("best", "int8", ("--best",))),
+    # fp8 only where the GPU has FP8 tensor cores (cc >= 8.9); on 10 strongly typed, never with --int8/--best
+    Variant(ONNX, PRECISIONS["fp8"]), Variant(TRT, PRECISIONS["fp8"], _trt("fp8", "fp8", ("--stronglyTyped",))),
+)
+BY_NAME = {v.name: v for v in VARIANTS}
+REFERENCE = "onnx_fp32"  # the served FP32 model every variant is also compared with
+TOKENIZER = "tokenizer"
+ENSEMBLE_PREFIX = "ensemble_"
+
+
+def variants(family: str | None = None) -> list[Variant]:
+    return [v for v in VARIANTS if family is None or v.family.name == family]
+
+
+def family_precisions(family: str) -> tuple[str, ...]:
+    return tuple(v.precision.name for v in variants(family))
+
+
+def variant(family: str, precision: str) -> Variant:
+    return BY_NAME[f"{family}_{precision}"]
+
+
+def model_name(family: str, precision: str) -> str:
+    return variant(family, precision).name
 
 
 def ensemble_name(model: str) -> str:
-    return f"ensemble_{model}"
+    return ENSEMBLE_PREFIX + model
+
+
+def kind_of(name: str) -> str:
+    """'tokenizer', 'ensemble' or 'model' for a Triton model name of this project."""
+    return "tokenizer" if name == TOKENIZER else "ensemble" if name.startswith(ENSEMBLE_PREFIX) else "model"
+
+
+def raw_model(name: str) -> str:
+    """The model an ensemble runs (the name itself for a model)."""
+    return name.removeprefix(ENSEMBLE_PREFIX)
+
+
+def variant_of(name: str) -> Variant | None:
+    """The variant a model or ensemble name serves; None for the tokenizer or a name outside the registry."""
+    return BY_NAME.get(raw_model(name))
 
 
 @dataclass(frozen=True)
@@ -86,9 +197,6 @@ class Serving:
     # What ensembles return. last_hidden_state is batch x seq x hidden floats: copying it out of the
     # model and back to every client costs more than the embedding itself, so it is opt-in.
     ensemble_outputs: tuple[str, ...] = ("sentence_embedding",)
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
     host: str = "127.0.0.1"
 
     @classmethod
@@ -102,11 +210,3 @@ class Serving:
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
-# Quality floors, sentence embeddings vs the FP32 reference (mean and min cosine over the evaluation texts).
-FLOORS = {
-    "fp32": {"mean_cos": 0.99999, "min_cos": 0.9999},
-    "fp16": {"mean_cos": 0.9999, "min_cos": 0.999},
-    "int8": {"mean_cos": 0.99, "min_cos": 0.97},
-    "best": {"mean_cos": 0.99, "min_cos": 0.97},
-    "fp8": {"mean_cos": 0.99, "min_cos": 0.97},
-}

@@ -42,19 +42,6 @@ class Tool:
         return env
 
 
-def query_gpus(*fields: str) -> list[list[str]]:
-    """One row of stripped values per GPU from `nvidia-smi --query-gpu=...`; [] without a usable nvidia-smi."""
-    try:
-        r = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    if r.returncode != 0:
-        return []
-    rows = [[v.strip() for v in ln.split(",")] for ln in r.stdout.splitlines() if ln.strip()]
-    return [row for row in rows if len(row) == len(fields)]
-
-
 def backends(tool: Tool) -> set[str]:
     d = tool.backend_dir
     return {p.name for p in d.iterdir() if p.is_dir()} if d and d.is_dir() else set()
@@ -171,23 +158,3 @@ def link_libb64() -> str:
     if not link.exists():
         link.symlink_to(vendored[0])
     return f"linked {vendored[0].name}"
-
-
-def check() -> None:
-    """`make setup`'s last step: both tools really start."""
-    print(f"libb64: {link_libb64()}")
-    pa = find_perf_analyzer()
-    r = subprocess.run([str(pa.path), "--help"], env=pa.environ(), capture_output=True, text=True, timeout=60)
-    if "error while loading shared libraries" in r.stderr or "Usage" not in (r.stdout + r.stderr):
-        raise StageError(f"perf_analyzer ({pa.path}) does not start: {(r.stderr or r.stdout).strip()[:400]}")
-    print(f"perf_analyzer: ok ({pa.source}: {pa.path})")
-    from . import server  # a real start on an empty repository, then a clean stop
-    info = server.smoke_start()
-    print(f"tritonserver: ok ({info})")
-
-
-if __name__ == "__main__":
-    try:
-        check()
-    except StageError as e:
-        sys.exit(f"setup check failed: {e}")

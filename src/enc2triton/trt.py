@@ -1,7 +1,7 @@
 """ONNX variants -> TensorRT engines (trtexec, or the TensorRT Python builder), one per precision.
 
 TensorRT 10 and 11 differ in where precision comes from, so each (major, precision) maps to one ONNX
-variant and one set of trtexec flags (SOURCE / FLAGS below):
+variant and one set of trtexec flags (the `trt` table of each TensorRT variant in spec.VARIANTS):
 - TensorRT 11 is always strongly typed and removed --fp16/--int8/--bf16/--fp8/--int4/--best/--calib;
   precision lives in the graph (FP16 graph, Q/DQ graphs). `--stronglyTyped` "is no longer needed: it is
   always enabled", so we do not pass it.
@@ -33,10 +33,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from . import io, spec, tools
+from . import host, io, spec
 from .io import StageError
 
-ALL = spec.PRECISIONS + spec.OPTIONAL_PRECISIONS
+ALL = spec.family_precisions("trt")
 SUPPORTED_MAJORS = (10, 11)
 DEFAULT_WORKSPACE_MB = 4096
 FP8_MIN_CC = (8, 9)
@@ -44,18 +44,12 @@ QDQ_VARIANTS = ("int8", "best", "fp8")  # variants that must carry explicit Q/DQ
 TRTEXEC_CANDIDATES = ("/usr/src/tensorrt/bin/trtexec", "/opt/tensorrt/bin/trtexec")  # NVIDIA containers
 REBUILD = "./convert_to_trt.sh --precision {}"
 
-# ONNX variant each (major, precision) builds from. TensorRT 10 never builds int8/best from a graph
-# without Q/DQ: --int8 there would calibrate with dummy ranges. "best" on 11 is the Q/DQ graph with FP16
-# elsewhere (11 cannot pick FP16 for us any more).
-SOURCE = {
-    10: {"fp32": "fp32", "fp16": "fp32", "int8": "int8", "best": "int8", "fp8": "fp8"},
-    11: {p: p for p in ALL},
-}
-# trtexec precision flags; TensorRT 11 has none left.
-FLAGS: dict[int, dict[str, tuple[str, ...]]] = {
-    10: {"fp32": (), "fp16": ("--fp16",), "int8": ("--int8",), "best": ("--best",), "fp8": ("--stronglyTyped",)},
-    11: {p: () for p in ALL},
-}
+# ONNX variant each (major, precision) builds from, and its trtexec precision flags (TensorRT 11 has none left):
+# from the registry. TensorRT 10 never builds int8/best from a graph without Q/DQ: --int8 there would calibrate
+# with dummy ranges. "best" on 11 is the Q/DQ graph with FP16 elsewhere (11 cannot pick FP16 for us any more).
+SOURCE = {major: {p: spec.variant("trt", p).trt[major][0] for p in ALL} for major in SUPPORTED_MAJORS}
+FLAGS: dict[int, dict[str, tuple[str, ...]]] = {major: {p: spec.variant("trt", p).trt[major][1] for p in ALL}
+                                               for major in SUPPORTED_MAJORS}
 
 
 class Skip(StageError):
@@ -152,7 +146,7 @@ def detect() -> Toolchain:
 
 def gpu_info() -> tuple[str, str] | None:
     """(name, compute capability) of GPU 0 (the one trtexec builds on) from nvidia-smi, or None."""
-    rows = tools.query_gpus("name", "compute_cap")
+    rows = host.query_gpus("name", "compute_cap")
     if not rows:
         return None
     name, cc = rows[0]
@@ -244,13 +238,6 @@ def _plan(precision: str, manifest: dict, artifacts: Path, version: TrtVersion,
         raise Skip(f"no '{variant}' ONNX variant in the manifest (TensorRT {version.major}.x builds {precision} "
                    "from it): export it first")
     return variant, entry, io.resolve(entry["path"], artifacts)
-
-
-def _rel(path: Path, base: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(base.resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _run_logged(argv: list[str], log_path: Path, verbose: bool) -> int:
@@ -387,13 +374,13 @@ def _build_one(precision: str, manifest: dict, artifacts: Path, logs: Path, tc: 
             if tmp_layers.exists() and tmp_layers.stat().st_size:
                 os.replace(tmp_layers, layers)
             meta = {
-                "precision": precision, "engine": _rel(engine, artifacts), "tensorrt": str(version),
+                "precision": precision, "engine": io.rel(engine, artifacts), "tensorrt": str(version),
                 "builder": tc.kind, "gpu": {"name": gpu[0], "compute_capability": gpu[1]} if gpu else None,
                 "inputs": inputs, "shapes": shapes.as_dict(), "profile": shape_specs(inputs, shapes),
                 "flags": flags, "strongly_typed": version.major >= 11 or precision == "fp8",
                 "workspace_mb": workspace_mb, "argv": argv if ran else None, "argv_as_run": ran,
                 "source": {"variant": variant, "path": str(onnx_abs), "sha256": sha},
-                "layers": _rel(layers, artifacts) if layers.exists() else None,
+                "layers": io.rel(layers, artifacts) if layers.exists() else None,
                 "log": str(log_path), "build_seconds": seconds,
                 "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             }
@@ -409,7 +396,7 @@ def _build_one(precision: str, manifest: dict, artifacts: Path, logs: Path, tc: 
             tmp_layers.unlink(missing_ok=True)
     engine.chmod(0o644)  # mkstemp made it 0600; Triton may run as another user
     return {"status": "built", "engine": io.artifact_entry(engine, artifacts), "reason": None,
-            "meta": _rel(meta_path, artifacts), "reproduce": _rel(repro, artifacts), "variant": variant,
+            "meta": io.rel(meta_path, artifacts), "reproduce": io.rel(repro, artifacts), "variant": variant,
             "tensorrt": str(version), "gpu": meta["gpu"], "log": str(log_path), "build_seconds": seconds}
 
 

@@ -1,8 +1,10 @@
-"""Triton Python-backend runner for one precision variant: ONNX Runtime (CUDA EP on a GPU instance,
-CPU EP otherwise) or a TensorRT engine through the TensorRT Python runtime.
+"""Triton Python-backend runner for one variant: the engine named by the config's `runtime` parameter
+(ONNX Runtime with the CUDA EP on a GPU instance and the CPU EP otherwise, a TensorRT engine, or a
+PyTorch package), through the project's engine interface.
 
 Used where the server lacks the native `onnxruntime_onnx` / `tensorrt_plan` backends (the PyPI
-tritonserver has only the Python backend). Self-contained: copied as <model>/1/model.py.
+tritonserver has only the Python backend). Copied as <model>/1/model.py, with the engine module beside
+it as enc2triton_engines.py: the model folder is self-contained.
 """
 import json
 import os
@@ -11,84 +13,16 @@ import sys
 for _p in os.environ.get("ENC2TRITON_SYS_PATH", "").split(os.pathsep):
     if _p and _p not in sys.path:
         sys.path.append(_p)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
+
+import enc2triton_engines as engines
 
 try:
     import triton_python_backend_utils as pb_utils
 except ImportError:
     pb_utils = None
-
-
-class OrtRunner:
-    def __init__(self, path, use_gpu, device_id=0, threads=0):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.run_options = ort.RunOptions()
-        if not use_gpu:
-            # Every (batch, length bucket) the batcher forms is a new shape, and ORT's CPU arena keeps each new
-            # high-water mark: a long-running server's memory climbed in steps (+18% over a 10-minute soak).
-            # Shrinking the arena after every run returns it and keeps most of the arena's speed (no arena at
-            # all cost up to 28% on the INT8 graph, shrinking ~10%: scripts/arena_ab.py, results/cpu_arena/).
-            opts.enable_mem_pattern = False
-            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        providers = ["CPUExecutionProvider"]
-        if use_gpu:
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise RuntimeError("instance kind is GPU but this onnxruntime has no CUDAExecutionProvider "
-                                   "(install onnxruntime-gpu in the server's Python)")
-            providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
-        self.session = ort.InferenceSession(path, opts, providers=providers)
-        self.providers = self.session.get_providers()
-        if use_gpu and self.providers[0] != "CUDAExecutionProvider":
-            raise RuntimeError(f"CUDA EP requested but the session got {self.providers}")
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, feed, output_names):
-        return dict(zip(output_names, self.session.run(output_names, feed, self.run_options)))
-
-
-class TrtRunner:
-    """Deserializes a plan and runs it with torch CUDA tensors (torch ships in NVIDIA's containers)."""
-
-    def __init__(self, path, device_id=0):
-        import tensorrt as trt
-        import torch
-
-        self.torch, self.device = torch, torch.device("cuda", device_id)
-        logger = trt.Logger(trt.Logger.WARNING)
-        with open(path, "rb") as f:
-            self.engine = trt.Runtime(logger).deserialize_cuda_engine(f.read())
-        if self.engine is None:
-            raise RuntimeError(f"TensorRT could not deserialize {path}: built by another TensorRT version or for another GPU?")
-        self.context = self.engine.create_execution_context()
-        self.providers = [f"TensorRT {trt.__version__}"]
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.dtypes = {n: getattr(torch, np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))).name) for n in names}
-
-    def __call__(self, feed, output_names):
-        torch = self.torch
-        keep = []
-        for name in self.input_names:
-            t = torch.from_numpy(feed[name]).to(self.device, self.dtypes[name])
-            keep.append(t)
-            self.context.set_input_shape(name, tuple(t.shape))
-            self.context.set_tensor_address(name, t.data_ptr())
-        out = {}
-        for name in output_names:
-            t = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self.dtypes[name], device=self.device)
-            out[name] = t
-            self.context.set_tensor_address(name, t.data_ptr())
-        stream = torch.cuda.current_stream(self.device)
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed")
-        stream.synchronize()
-        return {n: t.float().cpu().numpy() for n, t in out.items()}
 
 
 class TritonPythonModel:
@@ -99,10 +33,8 @@ class TritonPythonModel:
         use_gpu = args.get("model_instance_kind") == "GPU"
         device_id = int(args.get("model_instance_device_id") or 0)
         artifact = os.path.join(here, params["artifact"])
-        if params.get("runtime") == "tensorrt":
-            self.runner = TrtRunner(artifact, device_id)
-        else:
-            self.runner = OrtRunner(artifact, use_gpu, device_id, int(params.get("intra_op_threads", "0")))
+        self.runner = engines.open_engine(params.get("runtime", "onnxruntime"), artifact, "gpu" if use_gpu else "cpu", device_id,
+                                          int(params.get("intra_op_threads", "0")) or None, serving=True)
         self.input_names = [i["name"] for i in config["input"]]
         self.vocab_size = int(params.get("vocab_size", "0")) or None
         self.max_length = int(params.get("max_length", "0")) or None
@@ -136,7 +68,7 @@ class TritonPythonModel:
 
     def _run(self, feeds, idx, names, responses):
         merged = {n: np.concatenate([feeds[i][n] for i in idx]) if len(idx) > 1 else feeds[idx[0]][n] for n in self.input_names}
-        out = self.runner(merged, list(names))
+        out = self.runner.run(merged, list(names))
         start = 0
         for i in idx:
             size = feeds[i][self.input_names[0]].shape[0]

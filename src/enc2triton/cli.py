@@ -1,0 +1,57 @@
+"""What every stage's command line shares: --artifacts/--logs with their defaults in the help, integer lists,
+and StageError -> one line on stderr and exit 1 (never a traceback for a problem the user can fix)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from . import spec
+from .io import StageError
+
+
+def parser(prog: str, description: str, artifacts: bool = True, logs: bool = True) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    if artifacts:
+        ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS,
+                        help="artifacts folder with manifest.json (default %(default)s)")
+    if logs:
+        ap.add_argument("--logs", type=Path, default=spec.LOGS, help="where logs are written (default %(default)s)")
+    return ap
+
+
+def run(ap: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | None], argv=None) -> int:
+    """Parse argv and call body(args); a StageError becomes `error: ...` and exit status 1."""
+    args = ap.parse_args(argv)
+    try:
+        return body(args) or 0
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def int_list(what: str, minimum: int = 1) -> Callable[[str], tuple[int, ...]]:
+    """argparse type: comma-separated integers, each >= minimum."""
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            vals = tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: expected comma-separated integers, got {text!r}") from None
+        if not vals or min(vals) < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {text!r}")
+        return vals
+    return parse
+
+
+def at_least(minimum: float, kind: type = int) -> Callable[[str], float]:
+    """argparse type: a number >= minimum (rejects -1 where a count or a length is meant)."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
+        return v
+    return parse
