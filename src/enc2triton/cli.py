@@ -22,13 +22,33 @@ def parser(prog: str, description: str, artifacts: bool = True, logs: bool = Tru
 
 
 def run(ap: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | None], argv=None) -> int:
-    """Parse argv and call body(args); a StageError becomes `error: ...` and exit status 1."""
+    """Parse argv and call body(args); a StageError becomes `error: ...` and exit status 1. Output folders
+    (--artifacts, --logs, --out) that did not exist before and are still empty after a failure are removed:
+    a failed run leaves nothing behind that looks like a result."""
     args = ap.parse_args(argv)
+    fresh = [Path(d) for k in ("artifacts", "logs", "out") if (d := getattr(args, k, None)) and not Path(d).exists()]
+    status = 1
     try:
-        return body(args) or 0
+        status = body(args) or 0
     except StageError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+    finally:
+        if status:
+            for d in fresh:
+                remove_if_empty(d)
+    return status
+
+
+def remove_if_empty(path: Path) -> None:
+    """Remove `path` when it holds nothing but empty folders."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(sub.iterdir()):
+            sub.rmdir()
+    if not any(path.iterdir()):
+        path.rmdir()
 
 
 def int_list(what: str, minimum: int = 1) -> Callable[[str], tuple[int, ...]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import io, models, spec
+from . import cli, io, models, spec
 from .engines import ort_session
 from .io import StageError
 from .texts import read_texts, tokenize
@@ -74,8 +74,8 @@ def verify(encoder: models.Encoder, tokenizer, onnx_path: Path, texts: list[str]
 def run(model: str = spec.DEFAULT_MODEL, artifacts: Path | None = None, texts_path: Path = spec.EVALUATION_TEXTS,
         shapes: spec.ShapeLimits | None = None, allow_fallback: bool | None = None, force: bool = True):
     """Export + verify + manifest. Returns (encoder, tokenizer, info, manifest) for later steps in-process."""
-    artifacts = io.ensure_writable_dir(Path(artifacts or spec.ARTIFACTS))
     encoder, tokenizer, info = models.load(model, allow_fallback)
+    artifacts = io.ensure_writable_dir(Path(artifacts or spec.ARTIFACTS))  # only once there is something to write
     shapes = shapes or spec.ShapeLimits(max_seq=min(spec.ShapeLimits().max_seq, info.max_length))
     if shapes.max_seq > info.max_length:
         raise StageError(f"max_seq {shapes.max_seq} exceeds the model's maximum length {info.max_length}")
@@ -128,33 +128,32 @@ def flops_report(encoder: models.Encoder, tokenizer, info: models.ModelInfo, log
 
 
 def main(argv=None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="torch2onnx.py", description=(
-        "Export a Hugging Face encoder to ONNX (dynamic batch and sequence), verify it against PyTorch, "
+    ap = cli.parser("torch2onnx.py", (
+        "Step 1: export a Hugging Face encoder to ONNX (dynamic batch and sequence), verify it against PyTorch, "
         "count FLOPs with fvcore and derive a roofline analysis. Writes artifacts/ and logs/flops.{json,md}."))
-    ap.add_argument("--model", default=spec.DEFAULT_MODEL, help="hub id or local folder (default %(default)s; "
+    ap.add_argument("--model", default=spec.DEFAULT_MODEL, help="hub id, local folder or random:<architecture> (default %(default)s; "
                     "offline, the default falls back to the bundled all-MiniLM-L6-v2, loudly)")
-    ap.add_argument("--no-fallback", action="store_true", help="fail instead of falling back to the bundled model")
-    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS)
-    ap.add_argument("--logs", type=Path, default=spec.LOGS)
-    ap.add_argument("--max-batch", type=int, default=spec.ShapeLimits.max_batch, help="largest batch served (Triton, TensorRT profile)")
-    ap.add_argument("--max-seq", type=int, default=spec.ShapeLimits.max_seq, help="longest sequence, capped at the model's maximum")
-    ap.add_argument("--flops-batch", type=int, default=1)
-    ap.add_argument("--flops-seq", type=int, default=128)
-    ap.add_argument("--skip-flops", action="store_true")
-    ap.add_argument("--force", action="store_true", help="redo the export even when a verified one matches the model")
-    a = ap.parse_args(argv)
-    try:
-        io.ensure_writable_dir(a.logs)
-        limits = spec.ShapeLimits(max_batch=a.max_batch, opt_batch=min(spec.ShapeLimits.opt_batch, a.max_batch),
-                                  max_seq=a.max_seq, opt_seq=min(spec.ShapeLimits.opt_seq, a.max_seq))
-        encoder, tokenizer, info, _ = run(a.model, a.artifacts, shapes=limits if a.max_seq != spec.ShapeLimits.max_seq or a.max_batch != spec.ShapeLimits.max_batch else None,
+    ap.add_argument("--no-fallback", action="store_true", help="fail instead of falling back to the bundled model (default: fall back)")
+    ap.add_argument("--max-batch", type=cli.at_least(1), default=spec.ShapeLimits.max_batch,
+                    help="largest batch served: Triton, TensorRT profile (default %(default)s)")
+    ap.add_argument("--max-seq", type=cli.at_least(1), default=spec.ShapeLimits.max_seq,
+                    help="longest sequence, capped at the model's maximum (default %(default)s)")
+    ap.add_argument("--flops-batch", type=cli.at_least(1), default=1, help="batch of the fvcore FLOP count (default %(default)s)")
+    ap.add_argument("--flops-seq", type=cli.at_least(1), default=128, help="sequence length of the FLOP count (default %(default)s)")
+    ap.add_argument("--skip-flops", action="store_true", help="no FLOP count or roofline (default: count)")
+    ap.add_argument("--force", action="store_true", help="redo the export even when a verified one matches the model (default: resume)")
+
+    def body(a) -> None:
+        custom = a.max_seq != spec.ShapeLimits.max_seq or a.max_batch != spec.ShapeLimits.max_batch
+        try:
+            limits = spec.ShapeLimits(max_batch=a.max_batch, opt_batch=min(spec.ShapeLimits.opt_batch, a.max_batch),
+                                      max_seq=a.max_seq, opt_seq=min(spec.ShapeLimits.opt_seq, a.max_seq))
+        except ValueError as e:
+            raise StageError(str(e)) from None
+        encoder, tokenizer, info, _ = run(a.model, a.artifacts, shapes=limits if custom else None,
                                           allow_fallback=False if a.no_fallback else None, force=a.force)
+        io.ensure_writable_dir(a.logs)
         io.write_json(a.logs / "model.json", info.as_dict())
         if not a.skip_flops:
             flops_report(encoder, tokenizer, info, a.logs, a.flops_batch, a.flops_seq)
-    except (StageError, ValueError) as e:
-        print(f"error: {e}", file=__import__("sys").stderr)
-        return 1
-    return 0
+    return cli.run(ap, body, argv)

@@ -103,6 +103,11 @@ def _loud(msg: str) -> None:
 RANDOM_PREFIX = "random:"  # e.g. random:distilbert-base-uncased: the real architecture, random weights
 
 
+def looks_like_path(name: str) -> bool:
+    """A filesystem path rather than a hub id ('org/name' has one slash and no leading ./ ~ or /)."""
+    return name.startswith(("/", "./", "../", "~", ".")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
 def resolve(name: str, allow_fallback: bool | None = None) -> tuple[str, str, str, bool]:
     """(path_or_id, used_name, source, fallback) for a hub id, a local folder or random:<arch>."""
     from transformers import AutoConfig
@@ -114,6 +119,9 @@ def resolve(name: str, allow_fallback: bool | None = None) -> tuple[str, str, st
         return str(path), name, "random weights (architecture from transformers' defaults)", False
     if Path(name).is_dir():
         return str(Path(name).resolve()), name, "local folder", False
+    if looks_like_path(name):
+        what = "is not a folder" if Path(name).exists() else "does not exist"
+        raise StageError(f"model folder {name} {what} (a local model is a folder with config.json and the weights)")
     tried = []
     try:  # the local hub cache first: no network needed
         AutoConfig.from_pretrained(name, local_files_only=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import io
+from . import cli, io
+from .io import StageError
 
 ATTENTION_MASK_FORMAT = 0  # MaskIndexEnd: right-padded masks become lengths, which the fused MHA kernels take
 
@@ -36,8 +37,11 @@ def fused_fp16(src: Path, dst: Path, num_heads: int, hidden_size: int, gelu_appr
 def run(artifacts: Path, gelu_approximation: bool = False, force: bool = False) -> dict:
     """Build artifacts/onnx/model_fp16_fused.onnx from the verified fp32 export; record it as the fp16 variant."""
     manifest = io.load_manifest(artifacts)
-    fp32 = manifest["variants"]["fp32"]["onnx"]
-    entry = (manifest["variants"].get("fp16") or {})
+    variants = manifest.get("variants") or {}
+    fp32 = (variants.get("fp32") or {}).get("onnx")
+    if not io.is_valid(fp32, artifacts):
+        raise StageError("the fp32 ONNX export is missing or changed since it was recorded: run `python torch2onnx.py` first")
+    entry = variants.get("fp16") or {}
     if not force and entry.get("source_sha256") == fp32["sha256"] and entry.get("fused") and io.is_valid(entry.get("onnx"), artifacts):
         print("fp16 (fused, GPU): up to date")
         return entry
@@ -46,32 +50,21 @@ def run(artifacts: Path, gelu_approximation: bool = False, force: bool = False) 
     info = fused_fp16(io.resolve(fp32["path"], artifacts), dst, m["num_heads"], m["hidden_size"], gelu_approximation)
     entry = {"onnx": io.artifact_entry(dst, artifacts), "method": info["tool"], "fused": True, "device": "gpu",
              "source_sha256": fp32["sha256"], **info}
-    manifest = io.load_manifest(artifacts)
-    manifest["variants"]["fp16"] = entry
-    io.write_json(io.manifest_path(artifacts), manifest)
+    io.update_manifest("variants", entry, artifacts, key="fp16")
     print(f"fp16 (fused, GPU): {dst} fused {info['fused_ops']}")
     return entry
 
 
 def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    from . import spec
-
-    ap = argparse.ArgumentParser(prog="python -m enc2triton.optimize", description=(
+    ap = cli.parser("python -m enc2triton.optimize", (
         "Build the fused FP16 graph for NVIDIA GPUs (ONNX Runtime transformer optimizer) and record it as the fp16 variant. "
-        "Its fused FP16 kernels exist on CUDA only; on CPU use `python -m enc2triton.quantize` (portable fp16)."))
-    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS)
-    ap.add_argument("--gelu-approximation", action="store_true", help="FastGelu (tanh) instead of exact Gelu")
-    ap.add_argument("--force", action="store_true")
-    a = ap.parse_args(argv)
-    try:
+        "Its fused FP16 kernels exist on CUDA only; on CPU use `python -m enc2triton.quantize` (portable fp16)."), logs=False)
+    ap.add_argument("--gelu-approximation", action="store_true", help="FastGelu (tanh) instead of exact Gelu (default: exact)")
+    ap.add_argument("--force", action="store_true", help="rebuild even when the fused graph matches the fp32 export (default: resume)")
+
+    def body(a) -> None:
         run(a.artifacts, a.gelu_approximation, a.force)
-    except io.StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return cli.run(ap, body, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ STABILITY (recorded in perf_summary.json too).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -404,55 +403,59 @@ def kept_entries(path: Path, summary: dict, names: list[str]) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="run_tests.sh", description=(
-        "Run the real perf_analyzer against every model of the Triton repository (raw variants, ensembles and the "
+    ap = cli.parser("run_tests.sh", (
+        "Step 7: run the real perf_analyzer against every model of the Triton repository (raw variants, ensembles and the "
         "tokenizer alone) over a concurrency range. Writes logs/perf_<model>.csv and logs/perf_summary.json. "
         "Starts the server when none runs for the repository (and stops it afterwards)."))
-    ap.add_argument("--repository", type=Path, default=spec.REPOSITORY)
-    ap.add_argument("--logs", type=Path, default=spec.LOGS, help="outputs and server state (default %(default)s)")
-    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS, help="manifest (tokenizer fallback)")
+    ap.add_argument("--repository", type=Path, default=spec.REPOSITORY, help="the model repository (default %(default)s)")
     ap.add_argument("--models", help="comma-separated subset (default: every model in the repository); "
                     "perf_summary.json keeps the other models' earlier results when they were measured the same way "
                     "(same repository, model, protocol, batch size and sequence length), so a failed model can be rerun alone")
-    ap.add_argument("--concurrency", type=cli.int_list("concurrency levels"), help=f"comma-separated levels (default {','.join(map(str, CONCURRENCY))})")
-    ap.add_argument("--full", action="store_true", help="concurrency 1..32 step 1")
-    ap.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
-    ap.add_argument("--batch-size", type=int, default=1, help="items per request (default 1: concurrency drives the dynamic batcher)")
-    ap.add_argument("--seq-len", type=int, default=128, help="token length of the raw models' inputs (default %(default)s)")
-    ap.add_argument("--texts", type=Path, default=spec.EVALUATION_TEXTS)
-    ap.add_argument("--window-requests", type=int, default=Settings.window_requests, help="count_windows: requests per window")
-    ap.add_argument("--window-ms", type=int, help="use time windows of this length instead of count windows")
-    ap.add_argument("--stability", type=float, default=Settings.stability, help="allowed %% spread of the last 3 windows")
-    ap.add_argument("--max-trials", type=int, default=Settings.max_trials)
-    ap.add_argument("--timeout", type=float, default=Settings.timeout, help="seconds per perf_analyzer run")
-    a = ap.parse_args(argv)
-    if a.full and a.concurrency:
-        ap.error("--full and --concurrency exclude each other")
-    levels = FULL if a.full else a.concurrency or CONCURRENCY
-    settings = Settings(a.window_requests, a.window_ms, a.stability, a.max_trials, a.timeout)
-    models = [m.strip() for m in a.models.split(",") if m.strip()] if a.models else None
-    def _interrupt(signum, frame):  # SIGTERM like Ctrl-C: mark partial results, stop the server we started
-        raise KeyboardInterrupt
+    ap.add_argument("--concurrency", type=cli.int_list("concurrency levels"),
+                    help=f"comma-separated levels (default {','.join(map(str, CONCURRENCY))})")
+    ap.add_argument("--full", action="store_true", help="concurrency 1..32 step 1 (default: the levels above)")
+    ap.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="(default %(default)s)")
+    ap.add_argument("--batch-size", type=cli.at_least(1), default=1,
+                    help="items per request (default %(default)s: concurrency drives the dynamic batcher)")
+    ap.add_argument("--seq-len", type=cli.at_least(1), default=128, help="token length of the raw models' inputs (default %(default)s)")
+    ap.add_argument("--texts", type=Path, default=spec.EVALUATION_TEXTS, help="one text per line (default %(default)s)")
+    ap.add_argument("--window-requests", type=cli.at_least(1), default=Settings.window_requests,
+                    help="count_windows: requests per window at least (default %(default)s)")
+    ap.add_argument("--window-ms", type=cli.at_least(1), help="use time windows of this length instead of count windows")
+    ap.add_argument("--stability", type=cli.at_least(0.1, float), default=Settings.stability,
+                    help="allowed %% spread of the last 3 windows (default %(default)s)")
+    ap.add_argument("--max-trials", type=cli.at_least(3), default=Settings.max_trials,
+                    help="windows per level at most before it counts as unstable (default %(default)s)")
+    ap.add_argument("--timeout", type=cli.at_least(1, float), default=Settings.timeout,
+                    help="seconds per perf_analyzer run (default %(default)s)")
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        s = run(a.repository, a.logs, a.artifacts, models, levels, a.protocol, a.batch_size, a.seq_len, a.texts, settings)
-    except KeyboardInterrupt:
-        print("interrupted: partial results marked incomplete in perf_summary.json", file=sys.stderr)
-        return 130
-    except StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"\n{'model':<24} {'best infer/s':>12} {'at c':>5} {'p99 ms':>8}  status")
-    for n, e in s["models"].items():
-        b = e.get("best") or {}
-        print(f"{n:<24} {b.get('throughput', float('nan')):>12.1f} {b.get('concurrency', '-'):>5} "
-              f"{b.get('p99_ms', float('nan')):>8.1f}  {e['status']}")
-    print(f"summary: {Path(a.logs) / 'perf_summary.json'}")
-    if s["status"] != "complete":
-        print("INCOMPLETE:\n  " + "\n  ".join(s["errors"]), file=sys.stderr)
-        return 1
-    return 0
+    def body(a) -> int:
+        if a.full and a.concurrency:
+            ap.error("--full and --concurrency exclude each other")
+        levels = FULL if a.full else a.concurrency or CONCURRENCY
+        settings = Settings(a.window_requests, a.window_ms, a.stability, a.max_trials, a.timeout)
+        models = [m.strip() for m in a.models.split(",") if m.strip()] if a.models else None
+
+        def _interrupt(signum, frame):  # SIGTERM like Ctrl-C: mark partial results, stop the server we started
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            s = run(a.repository, a.logs, a.artifacts, models, levels, a.protocol, a.batch_size, a.seq_len, a.texts, settings)
+        except KeyboardInterrupt:
+            print("interrupted: what was measured is kept in perf_summary.json, marked incomplete", file=sys.stderr)
+            return 130
+        print(f"\n{'model':<24} {'best infer/s':>12} {'at c':>5} {'p99 ms':>8}  status")
+        for n, e in s["models"].items():
+            b = e.get("best") or {}
+            print(f"{n:<24} {b.get('throughput', float('nan')):>12.1f} {b.get('concurrency', '-'):>5} "
+                  f"{b.get('p99_ms', float('nan')):>8.1f}  {e['status']}")
+        print(f"summary: {Path(a.logs) / 'perf_summary.json'}")
+        if s["status"] != "complete":
+            print("INCOMPLETE:\n  " + "\n  ".join(s["errors"]), file=sys.stderr)
+            return 1
+        return 0
+    return cli.run(ap, body, argv)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,12 @@ PyTorch FP32 (the model itself) and with onnx_fp32 as served. Floors come from s
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import io, metrics, spec
+from . import cli, io, metrics, spec
 from .texts import read_texts, tokenize
 from .io import StageError
 
@@ -85,6 +83,10 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
         raise StageError(f"{repository} has no repository.json: run `make repository`")
     ensembles = [m for m in io.read_json(repo_info)["models"] if spec.kind_of(m) == "ensemble"]
     if only:
+        unknown = [m for m in only if m not in ensembles and spec.ensemble_name(m) not in ensembles]
+        if unknown:
+            raise StageError(f"not served by {repository}: {', '.join(unknown)}; variants there: "
+                             + ", ".join(spec.raw_model(e) for e in ensembles))
         ensembles = [e for e in ensembles if e in only or spec.raw_model(e) in only]
     texts = read_texts(texts_path)
     print(f"reference: PyTorch FP32 on {len(texts)} texts ({manifest['model']['used']})")
@@ -128,20 +130,15 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="client.py", description=(
-        "Send the evaluation texts through every ensemble on the Triton server and measure each precision "
+    ap = cli.parser("client.py", (
+        "Step 6: send the evaluation texts through every ensemble on the Triton server and measure each precision "
         "against the FP32 references (PyTorch and onnx_fp32 as served). Writes logs/quality.{json,md}; "
-        "exits non-zero when a variant is under its floor. Starts a server if none is running."))
-    ap.add_argument("--protocol", choices=("http", "grpc"), default="grpc")
-    ap.add_argument("--models", default="", help="comma-separated variants or ensembles (default: all)")
-    ap.add_argument("--texts", type=Path, default=spec.EVALUATION_TEXTS)
-    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS)
-    ap.add_argument("--repository", type=Path, default=spec.REPOSITORY)
-    ap.add_argument("--logs", type=Path, default=spec.LOGS)
-    a = ap.parse_args(argv)
-    try:
-        run(a.artifacts, a.repository, a.logs, a.texts, a.protocol, [m for m in a.models.split(",") if m])
-    except StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        "exits non-zero when a variant is under its floor. Starts a server if none is running for the repository."))
+    ap.add_argument("--protocol", choices=("http", "grpc"), default="grpc", help="(default %(default)s)")
+    ap.add_argument("--models", default="", help="comma-separated variants or ensembles, e.g. onnx_int8 (default: all served)")
+    ap.add_argument("--texts", type=Path, default=spec.EVALUATION_TEXTS, help="one text per line (default %(default)s)")
+    ap.add_argument("--repository", type=Path, default=spec.REPOSITORY, help="the model repository (default %(default)s)")
+
+    def body(a) -> None:
+        run(a.artifacts, a.repository, a.logs, a.texts, a.protocol, [m.strip() for m in a.models.split(",") if m.strip()])
+    return cli.run(ap, body, argv)

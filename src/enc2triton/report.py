@@ -6,14 +6,14 @@ A missing log gives a section that says which make target produces it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 from pathlib import Path
 
-from . import io, markdown, spec
+from . import cli, io, markdown, spec
+from .io import StageError
 
 TARGET = 0.70  # ensemble throughput / raw engine throughput at the same effective batch
 PLOTS = {"throughput": "perf_throughput.png", "latency": "perf_latency.png", "bench": "bench_throughput.png"}
@@ -467,17 +467,16 @@ def render(logs_dir: Path = spec.LOGS, out: Path = spec.ROOT / "REPORT.md") -> s
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m enc2triton.report", description=(
-        "Write REPORT.md (and PNG plots in the logs folder) from the logs alone; deterministic."))
-    ap.add_argument("--logs", type=Path, default=spec.LOGS)
-    ap.add_argument("--out", type=Path, default=spec.ROOT / "REPORT.md")
-    a = ap.parse_args(argv)
-    if not a.logs.is_dir():
-        print(f"error: logs folder {a.logs} not found: run `make all` (or the stages you need) first", file=sys.stderr)
-        return 1
-    render(a.logs, a.out)
-    print(f"wrote {a.out}")
-    return 0
+    ap = cli.parser("python -m enc2triton.report", (
+        "Step 9: write REPORT.md (and PNG plots in the logs folder) from the logs alone; deterministic."), artifacts=False)
+    ap.add_argument("--out", type=Path, default=spec.ROOT / "REPORT.md", help="the report file (default %(default)s)")
+
+    def body(a) -> None:
+        if not a.logs.is_dir():
+            raise StageError(f"logs folder {a.logs} not found: run `make all` (or the stages you need) first")
+        render(a.logs, a.out)
+        print(f"wrote {a.out}")
+    return cli.run(ap, body, argv)
 
 
 if __name__ == "__main__":

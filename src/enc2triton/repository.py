@@ -4,7 +4,6 @@ they are valid by construction; names, shapes and batch limits all come from the
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import dataclasses
@@ -50,7 +49,7 @@ def _instances(kind: str, count: int, gpus: list[int]) -> list[mc.ModelInstanceG
 
 def _batching(serving: spec.Serving, max_batch: int) -> mc.ModelDynamicBatching:
     return mc.ModelDynamicBatching(
-        preferred_batch_size=[b for b in serving.preferred_batch_sizes if b <= max_batch],
+        preferred_batch_size=[b for b in serving.preferred_batch_sizes if b <= max_batch],  # the defaults fit any export
         max_queue_delay_microseconds=serving.max_queue_delay_us,
         # beyond the queue bound a request is rejected at once, not left to wait without limit
         default_queue_policy=mc.ModelQueuePolicy(max_queue_size=serving.max_queue_size, timeout_action=mc.ModelQueuePolicy.REJECT),
@@ -301,48 +300,49 @@ def is_stale(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, sett
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Generate the Triton model repository from artifacts/manifest.json.")
-    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS)
-    ap.add_argument("--out", type=Path, default=spec.REPOSITORY)
-    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="instance kind for the model variants")
-    ap.add_argument("--gpus", default="", help="comma-separated GPU ids (default: all visible)")
-    ap.add_argument("--instances", type=int, help=f"instances per model, per GPU with --device gpu (default cpu "
+    ap = cli.parser("python -m enc2triton.repository", "Step 4: generate the Triton model repository from artifacts/manifest.json.",
+                    logs=False)
+    ap.add_argument("--out", type=Path, default=spec.REPOSITORY, help="the repository folder (default %(default)s)")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="instance kind for the model variants (default %(default)s)")
+    ap.add_argument("--gpus", type=cli.int_list("GPU ids", minimum=0), help="comma-separated GPU ids (default: all visible)")
+    ap.add_argument("--instances", type=cli.at_least(1), help=f"instances per model, per GPU with --device gpu (default cpu "
                     f"{spec.Serving.model_instances}, gpu {spec.Serving.gpu_model_instances})")
-    ap.add_argument("--tokenizer-instances", type=int, help=f"CPU instances of the tokenizer (default cpu {spec.Serving.tokenizer_instances}, "
-                    f"gpu 3/4 of the cores up to {spec.Serving.gpu_tokenizer_instances_max})")
-    ap.add_argument("--preferred-batch-sizes", default=",".join(map(str, spec.Serving.preferred_batch_sizes)),
-                    help="dynamic batcher's preferred sizes, comma-separated (default %(default)s)")
-    ap.add_argument("--max-queue-delay-us", type=int, default=spec.Serving.max_queue_delay_us,
+    ap.add_argument("--tokenizer-instances", type=cli.at_least(1), help=f"CPU instances of the tokenizer (default cpu "
+                    f"{spec.Serving.tokenizer_instances}, gpu 3/4 of the cores up to {spec.Serving.gpu_tokenizer_instances_max})")
+    ap.add_argument("--preferred-batch-sizes", type=cli.int_list("preferred batch sizes"),
+                    help="dynamic batcher's preferred sizes, comma-separated, each <= the export's max batch (default "
+                    + ",".join(map(str, spec.Serving.preferred_batch_sizes)) + ")")
+    ap.add_argument("--max-queue-delay-us", type=cli.at_least(0), default=spec.Serving.max_queue_delay_us,
                     help="how long the dynamic batcher may hold a request to grow a batch (default %(default)s)")
-    ap.add_argument("--ensemble-hidden-state", action="store_true", help="ensembles also return last_hidden_state")
+    ap.add_argument("--ensemble-hidden-state", action="store_true", help="ensembles also return last_hidden_state (default: embedding only)")
     ap.add_argument("--if-stale", action="store_true", help="do nothing when the repository matches the manifest, these settings and this code")
-    a = ap.parse_args(argv)
-    gpus = [int(g) for g in a.gpus.split(",") if g] or (host.visible_gpus() if a.device == "gpu" else [])
-    outputs = ("sentence_embedding", "last_hidden_state") if a.ensemble_hidden_state else spec.Serving.ensemble_outputs
-    if a.instances == 1:
-        print("warning: one instance per model: Triton 2.51's dynamic batcher can then hold a request for its "
-              "500 ms idle wait (see spec.Serving)", file=sys.stderr)
-    try:
-        preferred = tuple(sorted({int(b) for b in a.preferred_batch_sizes.split(",") if b.strip()}))
-    except ValueError:
-        ap.error(f"--preferred-batch-sizes takes comma-separated integers, got {a.preferred_batch_sizes!r}")
-    counts = [c for c in (a.instances, a.tokenizer_instances) if c is not None]
-    if not preferred or preferred[0] < 1 or a.max_queue_delay_us < 0 or any(c < 1 for c in counts):
-        ap.error("batch sizes and instance counts must be >= 1, the queue delay >= 0")
-    serving = spec.Serving.for_device(a.device, model_instances=a.instances, tokenizer_instances=a.tokenizer_instances,
-                                      ensemble_outputs=outputs, preferred_batch_sizes=preferred,
-                                      max_queue_delay_us=a.max_queue_delay_us)
-    if a.if_stale and not is_stale(a.artifacts, a.out, settings_of(serving, a.device, gpus)):
-        print(f"model repository {a.out} is up to date")
-        return 0
-    # SIGTERM unwinds like Ctrl-C, so the unfinished temp folder is removed on the way out
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    try:
+
+    def body(a) -> None:
+        gpus = list(a.gpus or (host.visible_gpus() if a.device == "gpu" else []))
+        if a.device == "gpu" and not gpus:
+            raise StageError("--device gpu but nvidia-smi lists no GPU here: generate with --device cpu, or name the "
+                             "deployment's GPUs with --gpus 0[,1...] (the repository is then for another machine)")
+        if a.preferred_batch_sizes:
+            max_batch = io.load_manifest(a.artifacts)["shapes"]["max_batch"]
+            too_big = sorted(b for b in set(a.preferred_batch_sizes) if b > max_batch)
+            if too_big:
+                raise StageError(f"--preferred-batch-sizes {','.join(map(str, too_big))} exceed the export's max batch {max_batch} "
+                                 "(the largest batch the models accept): choose sizes <= it, or re-export with "
+                                 "`torch2onnx.py --max-batch N`")
+        outputs = ("sentence_embedding", "last_hidden_state") if a.ensemble_hidden_state else spec.Serving.ensemble_outputs
+        if a.instances == 1:
+            print("warning: one instance per model: Triton 2.51's dynamic batcher can then hold a request for its "
+                  "500 ms idle wait (see spec.Serving)", file=sys.stderr)
+        serving = spec.Serving.for_device(a.device, model_instances=a.instances, tokenizer_instances=a.tokenizer_instances,
+                                          ensemble_outputs=outputs, preferred_batch_sizes=tuple(sorted(set(a.preferred_batch_sizes))) if a.preferred_batch_sizes else None,
+                                          max_queue_delay_us=a.max_queue_delay_us)
+        if a.if_stale and not is_stale(a.artifacts, a.out, settings_of(serving, a.device, gpus)):
+            print(f"model repository {a.out} is up to date")
+            return
+        # SIGTERM unwinds like Ctrl-C, so the unfinished temp folder is removed on the way out
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         generate(a.artifacts, a.out, serving, a.device, gpus)
-    except StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return cli.run(ap, body, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ tests read). Binds 127.0.0.1 unless asked otherwise; no runtime model control un
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -21,7 +20,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import io, spec, tools
+from . import cli, io, spec, tools
 from .io import StageError
 
 
@@ -339,18 +338,18 @@ def smoke_start() -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="serve.sh", description="Start, stop or inspect the Triton server for the generated model repository.")
+    ap = cli.parser("serve.sh", "Step 5 (optional: client.py and run_tests.sh start and stop a server themselves): start, "
+                    "stop or inspect the Triton server for the generated model repository.", artifacts=False)
     ap.add_argument("action", choices=("start", "stop", "status", "restart"))
-    ap.add_argument("--repository", type=Path, default=spec.REPOSITORY)
-    ap.add_argument("--logs", type=Path, default=spec.LOGS)
-    ap.add_argument("--host", default=spec.Serving.host, help="bind address (default 127.0.0.1; others warn)")
-    ap.add_argument("--http-port", type=int, help="default: a free port")
-    ap.add_argument("--grpc-port", type=int)
-    ap.add_argument("--metrics-port", type=int)
-    ap.add_argument("--model-control", action="store_true", help="allow clients to load/unload models (off by default)")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every model")
-    a = ap.parse_args(argv)
-    try:
+    ap.add_argument("--repository", type=Path, default=spec.REPOSITORY, help="the model repository (default %(default)s)")
+    ap.add_argument("--host", default=spec.Serving.host, help="bind address (default %(default)s; others warn)")
+    ap.add_argument("--http-port", type=cli.at_least(1), help="default: a free port")
+    ap.add_argument("--grpc-port", type=cli.at_least(1), help="default: a free port")
+    ap.add_argument("--metrics-port", type=cli.at_least(1), help="default: a free port")
+    ap.add_argument("--model-control", action="store_true", help="allow clients to load/unload models (default: off)")
+    ap.add_argument("--timeout", type=cli.at_least(1, float), default=300.0, help="seconds to wait for every model (default %(default)s)")
+
+    def body(a) -> int:
         if a.action in ("stop", "restart"):
             stop(a.logs)
         if a.action in ("start", "restart"):
@@ -364,10 +363,8 @@ def main(argv=None) -> int:
             print(f"running: pid {info.pid}, HTTP {info.http}, gRPC {info.grpc}, ready={is_ready(info)}")
             for n, s in sorted(states.items()):
                 print(f"  {n}: {s.get('state')} {s.get('reason', '')}")
-    except StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+    return cli.run(ap, body, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ they talk to loopback only and stop by themselves.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io, spec
+from . import cli, io, spec
 from .texts import read_texts
 from .io import StageError
 
@@ -400,39 +399,38 @@ def overload(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, model: st
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m enc2triton.soak", description=(
+    ap = cli.parser("python -m enc2triton.soak", (
         "Load soak (default) or overload probe (--overload) against the real Triton server, loopback only. "
         "Soak: writes logs/soak.{json,md}; overload: logs/overload.json. Exits 1 when a target fails."))
-    ap.add_argument("--model", default=spec.ensemble_name(spec.REFERENCE), help="the ensemble to drive (TEXT in)")
-    ap.add_argument("--minutes", type=float, default=10.0, help="soak length (overload: see --seconds)")
-    ap.add_argument("--concurrency", type=int, help="requests in flight, retried at once when rejected (default 64)")
-    ap.add_argument("--batch", type=int, default=1, help="texts per request")
-    ap.add_argument("--warmup", type=float, default=0.2, help="fraction of the run excluded from the figures")
-    ap.add_argument("--sample-every", type=float, help="seconds between RSS samples (default: run/30, 1..5 s)")
-    ap.add_argument("--max-requests", type=int, default=10_000_000, help="stop after this many requests")
-    ap.add_argument("--timeout", type=float, default=30.0, help="seconds before one request counts as failed")
-    ap.add_argument("--max-growth", type=float, default=10.0, help="RSS growth limit after warm-up, %%")
-    ap.add_argument("--texts", type=Path, default=spec.EVALUATION_TEXTS)
+    ap.add_argument("--model", default=spec.ensemble_name(spec.REFERENCE), help="the ensemble to drive, TEXT in (default %(default)s)")
+    ap.add_argument("--minutes", type=cli.at_least(0.05, float), default=10.0, help="soak length (default %(default)s; overload: see --seconds)")
+    ap.add_argument("--concurrency", type=cli.at_least(1), help="requests in flight, retried at once when rejected (default 64)")
+    ap.add_argument("--batch", type=cli.at_least(1), default=1, help="texts per request (default %(default)s)")
+    ap.add_argument("--warmup", type=cli.at_least(0, float), default=0.2, help="fraction of the run excluded from the figures (default %(default)s)")
+    ap.add_argument("--sample-every", type=cli.at_least(0.1, float), help="seconds between RSS samples (default: run/30, 1..5 s)")
+    ap.add_argument("--max-requests", type=cli.at_least(1), default=10_000_000, help="stop after this many requests (default %(default)s)")
+    ap.add_argument("--timeout", type=cli.at_least(0.1, float), default=30.0, help="seconds before one request counts as failed (default %(default)s)")
+    ap.add_argument("--max-growth", type=cli.at_least(0, float), default=10.0, help="RSS growth limit after warm-up, %% (default %(default)s)")
+    ap.add_argument("--texts", type=Path, default=spec.EVALUATION_TEXTS, help="one text per line (default %(default)s)")
     ap.add_argument("--repository", type=Path, help="soak: the repository to serve (default model_repository/); "
                     "overload: an already generated small-queue repository (default: generate one from --artifacts)")
-    ap.add_argument("--logs", type=Path, default=spec.LOGS)
     ap.add_argument("--overload", action="store_true", help="overload probe instead of the soak")
-    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS, help="overload: where the repository is generated from")
-    ap.add_argument("--queue-size", type=int, default=4, help="overload: max_queue_size of the generated repository")
-    ap.add_argument("--queue-delay-us", type=int, default=spec.Serving.max_queue_delay_us, help="overload: max_queue_delay of the generated repository")
-    ap.add_argument("--seconds", type=float, default=15.0, help="overload: flood length")
-    a = ap.parse_args(argv)
-    try:
+    ap.add_argument("--queue-size", type=cli.at_least(1), default=4, help="overload: max_queue_size of the generated repository (default %(default)s)")
+    ap.add_argument("--queue-delay-us", type=cli.at_least(0), default=spec.Serving.max_queue_delay_us,
+                    help="overload: max_queue_delay of the generated repository (default %(default)s)")
+    ap.add_argument("--seconds", type=cli.at_least(1, float), default=15.0, help="overload: flood length (default %(default)s)")
+
+    def body(a) -> int:
+        if a.warmup >= 1:
+            raise StageError(f"--warmup is a fraction of the run, below 1; got {a.warmup}")
         if a.overload:
             r = overload(a.artifacts, a.logs, a.model, a.queue_size, a.queue_delay_us, a.seconds, a.concurrency or 64,
                          a.texts, a.repository, a.timeout, a.max_requests)
         else:
             r = soak(a.model, a.minutes * 60, a.concurrency or 64, a.repository or spec.REPOSITORY, a.logs, a.texts, a.batch,
                      a.warmup, a.sample_every, a.max_requests, a.timeout, a.max_growth)
-    except StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0 if r["pass"] else 1
+        return 0 if r["pass"] else 1
+    return cli.run(ap, body, argv)
 
 
 if __name__ == "__main__":
