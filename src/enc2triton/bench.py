@@ -114,6 +114,8 @@ def bench_engine(engine, tokenizer, texts, batches, seq, fps, gpu, precision, wa
         row = {"batch": b, "iters": len(t), "mean_ms": mean * 1e3, "p50_ms": float(np.percentile(t, 50)) * 1e3,
                "p99_ms": float(np.percentile(t, 99)) * 1e3, "seq_per_s": b / mean}
         row["gflops_per_s"] = fps * row["seq_per_s"] / 1e9
+        if gpu and gpu.get("fp16"):  # one yardstick for every engine: the FP16 tensor-core peak
+            row["mfu_fp16"] = fps * row["seq_per_s"] / (gpu["fp16"] * 1e12)
         r = roof(gpu, precision)
         if r:
             row["roof"], row["roof_fraction"] = r[0], fps * row["seq_per_s"] / r[1]
@@ -143,18 +145,45 @@ def plan_jobs(manifest: dict, artifacts: Path, device: str, cuda_graph: bool, wa
         if skip:
             skipped.append(f"{v.name}: skipped: {skip}")
             continue
-        jobs.append((v.name, v, entry, False))
+        jobs.append((v.name, v, entry, v.family is spec.TORCH))  # the PyTorch engines serve through CUDA graphs
         if cuda_graph and device == "gpu" and v.family is spec.ONNX:
             jobs.append((v.name + "+cudagraph", v, entry, True))
     return jobs, skipped
 
 
+def _measure(name: str, engine, result: dict, ctx: dict, precision: str, graph: bool, extra: dict) -> None:
+    """Benchmark one engine over the batches into result["engines"][name] (+ its kernel profile at the largest batch)."""
+    print(f"{name}: {engine.providers}", flush=True)
+    rows = bench_engine(engine, ctx["tok"], ctx["texts"], ctx["batches"], ctx["seq"], ctx["fps"], ctx["gpu"], precision,
+                        ctx["warmup"], ctx["budget"], ctx["min_iters"], graph)
+    ok = [r for r in rows if "error" not in r]
+    best = max(ok, key=lambda r: r["seq_per_s"]) if ok else None
+    entry = {"precision": precision, "providers": engine.providers, "rows": rows,
+             "best": {"batch": best["batch"], "seq_per_s": best["seq_per_s"]} if best else None, **extra}
+    if getattr(engine, "compile_seconds", None):
+        entry["compile_seconds_per_batch"] = engine.compile_seconds
+    if ctx["profile"] and ok:
+        from . import profiling
+
+        b = max(r["batch"] for r in ok)
+        try:  # the plain launch path (no CUDA graph): the profiler names every kernel
+            entry["profile"] = {"batch": b, **profiling.kernel_breakdown(engine.prepare(make_feed(
+                ctx["tok"], ctx["texts"], engine.inputs, b, ctx["seq"]), cuda_graph=False))}
+        except Exception as e:  # a profile is a report, never a reason to lose the measurement
+            entry["profile"] = {"batch": b, "error": f"{type(e).__name__}: {e}"[:300]}
+    result["engines"][name] = entry
+    io.write_json(ctx["out"], result)  # keep what is measured if a later engine crashes
+
+
 def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = "cpu", batches=None, seq: int = 128,
         variants: list[str] | None = None, warmup: int = 2, budget: float = 2.0, min_iters: int = 3,
-        threads: int | None = None, texts_path: Path = spec.EVALUATION_TEXTS, cuda_graph: bool = False) -> dict:
+        threads: int | None = None, texts_path: Path = spec.EVALUATION_TEXTS, cuda_graph: bool = False,
+        peers: bool = False, profile: bool = False) -> dict:
     import onnxruntime as ort
 
     artifacts, logs = Path(artifacts), io.ensure_writable_dir(Path(logs))
+    if (peers or profile) and device != "gpu":
+        raise StageError("--peers and --profile measure GPU engines: use them with --device gpu")
     manifest = io.load_manifest(artifacts)
     batches = tuple(batches or (GPU_BATCHES if device == "gpu" else CPU_BATCHES))
     tok = load_tokenizer(io.resolve(manifest["tokenizer_dir"], artifacts))
@@ -175,6 +204,8 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
               "texts": str(texts_path), "flops_per_sequence": fps, "flops_source": fsrc,
               "roofline": {"gpu": gpu_key, "note": roof_note}, "engines": {}, "skipped": [],
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    ctx = {"tok": tok, "texts": texts, "batches": batches, "seq": seq, "fps": fps, "gpu": gpu, "warmup": warmup,
+           "budget": budget, "min_iters": min_iters, "profile": profile, "out": logs / "bench_engine.json"}
     print(f"model {manifest['model']['used']}, seq {seq}, {fps / 1e9:.3f} GFLOP/seq ({fsrc}); {roof_note}")
     jobs, result["skipped"] = plan_jobs(manifest, artifacts, device, cuda_graph, variants)
     for line in result["skipped"]:
@@ -185,15 +216,16 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
             engine = engines.open_engine(v.family.runtime, path, device, threads=threads)
         except engines.EngineError as e:
             raise StageError(f"{name}: {e}") from None
-        print(f"{name}: {path.name} on {engine.providers}", flush=True)
-        rows = bench_engine(engine, tok, texts, batches, seq, fps, gpu, v.precision.name, warmup, budget, min_iters, graph)
-        ok = [r for r in rows if "error" not in r]
-        best = max(ok, key=lambda r: r["seq_per_s"]) if ok else None
-        result["engines"][name] = {"precision": v.precision.name, "backend": v.family.name + ("-graph" if graph else ""),
-                                   "path": str(path), "providers": engine.providers, "rows": rows,
-                                   "best": {"batch": best["batch"], "seq_per_s": best["seq_per_s"]} if best else None}
-        io.write_json(logs / "bench_engine.json", result)  # keep what is measured if a later variant crashes
+        _measure(name, engine, result, ctx, v.precision.name, graph,
+                 {"variant": v.name, "engine": v.family.runtime, "backend": v.family.name + ("-graph" if graph else ""),
+                  "path": str(path), "peer": False})
         del engine
+    if peers:
+        from .peers import PEERS, TorchPeer
+
+        for name, (mode, what) in PEERS.items():
+            _measure(name, TorchPeer(manifest["model"]["path"], list(manifest["inputs"]), mode), result, ctx, "fp16", False,
+                     {"variant": None, "engine": "torch", "backend": what, "peer": True})
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     io.write_json(logs / "bench_engine.json", result)
     return result
@@ -214,11 +246,15 @@ def main(argv=None) -> int:
     ap.add_argument("--min-iters", type=cli.at_least(1), default=3, help="timed runs per point at least, beats the budget (default %(default)s)")
     ap.add_argument("--threads", type=cli.at_least(1), help="ONNX Runtime intra-op threads (default: its own choice)")
     ap.add_argument("--cuda-graph", action="store_true", help="gpu: also time each ONNX variant replayed as a CUDA graph (one per shape)")
+    ap.add_argument("--peers", action="store_true", help="gpu: also measure what a user would run instead, in the same process: "
+                    "the Hugging Face model in FP16, eager and under torch.compile")
+    ap.add_argument("--profile", action="store_true", help="gpu: per-kernel time breakdown (torch.profiler) of every engine "
+                    "at the largest batch")
 
     def body(a) -> None:
         variants = [v.strip() for v in a.variants.split(",") if v.strip()] if a.variants else None
         run(a.artifacts, a.logs, a.device, a.batches, a.seq_len, variants, a.warmup, a.budget, a.min_iters, a.threads,
-            cuda_graph=a.cuda_graph)
+            cuda_graph=a.cuda_graph, peers=a.peers, profile=a.profile)
         print(f"wrote {Path(a.logs) / 'bench_engine.json'}")
     return cli.run(ap, body, argv)
 

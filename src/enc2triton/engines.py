@@ -138,12 +138,144 @@ class TrtEngine:
         self._execute()
         return {n: bufs[n].float().cpu().numpy() for n in outputs}
 
-    def prepare(self, feed: dict):
+    def prepare(self, feed: dict, cuda_graph: bool = False):
         bufs = self._bind(feed, self.outputs)
 
         def step():
             self._execute()
             return bufs
+        return step
+
+
+class TorchEngine:
+    """An AOTInductor package (torch_build.py): kernels compiled ahead of time, so loading takes a second, not a
+    compile. Serving shapes are padded up to buckets (batch buckets x sequence multiples of 16, as the tokenizer
+    pads) and each bucket is replayed as a CUDA graph: one launch per request batch instead of hundreds.
+
+    The sidecar JSON beside the package (model.json) says the inputs, the compiled shape range and the buckets."""
+
+    def __init__(self, path: Path, device: str = "gpu", device_id: int = 0, cuda_graphs: bool = True):
+        import json
+        import inspect
+
+        import torch
+        from torch._inductor import aoti_load_package
+
+        self.torch = torch
+        self.meta = json.loads(Path(path).with_suffix(".json").read_text())
+        if device == "gpu" and not torch.cuda.is_available():
+            raise EngineError(f"{path} is a CUDA package but torch {torch.__version__} sees no GPU")
+        if (self.meta.get("device") == "cuda") != (device == "gpu"):
+            raise EngineError(f"{path} was compiled for {self.meta.get('device')}, asked to run on {device}")
+        self.device = torch.device("cuda", device_id) if device == "gpu" else torch.device("cpu")
+        kw = {}
+        params = inspect.signature(aoti_load_package).parameters
+        if "run_single_threaded" in params and cuda_graphs and device == "gpu":
+            kw["run_single_threaded"] = True  # no thread-synchronisation logic: it would break graph capture
+        if "device_index" in params and device == "gpu":
+            kw["device_index"] = device_id
+        with torch.inference_mode():
+            self.model = aoti_load_package(str(path), **kw)
+        self.cuda_graphs = cuda_graphs and device == "gpu"
+        self.inputs = list(self.meta["inputs"])
+        self.outputs = ["last_hidden_state", "sentence_embedding"]
+        self.providers = [f"torch {torch.__version__} AOTInductor {self.meta['precision']} on {self.device}"
+                          + (" + CUDA graphs" if self.cuda_graphs else "")]
+        self.graphs: dict = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+
+    # ---- shapes
+    def bucket(self, batch: int, seq: int) -> tuple[int, int]:
+        """The compiled shape a request runs at: the smallest batch bucket that holds it (or the batch itself past
+        the largest), and the sequence rounded up to the multiple the package was compiled for."""
+        m = self.meta
+        b = next((x for x in m["batch_buckets"] if x >= batch), batch)
+        s = -(-seq // m["seq_multiple"]) * m["seq_multiple"]
+        return max(b, m["min_batch"]), max(s, m["min_seq"])
+
+    def _padded(self, feed: dict, b: int, s: int) -> dict:
+        out = {}
+        for n in self.inputs:
+            a = np.zeros((b, s), np.int64)  # padding rows/tokens: id 0 ([PAD]), mask 0
+            x = feed[n]
+            a[:x.shape[0], :x.shape[1]] = x
+            out[n] = self.torch.from_numpy(a).to(self.device)
+        return out
+
+    # ---- running
+    def _graph(self, b: int, s: int):
+        """(replay, static inputs, static outputs) for one shape, captured on first use."""
+        if (b, s) in self.graphs:
+            return self.graphs[(b, s)]
+        torch = self.torch
+        static = self._padded({n: np.zeros((b, s), np.int64) for n in self.inputs}, b, s)
+        static["attention_mask"].fill_(1)
+        with torch.inference_mode():
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm up outside the capture (allocator, cuBLAS workspaces)
+                    self.model(*[static[n] for n in self.inputs])
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                outs = self.model(*[static[n] for n in self.inputs])
+        self.graphs[(b, s)] = (graph, static, outs)
+        return self.graphs[(b, s)]
+
+    def warmup(self) -> int:
+        """Capture every serving bucket up front (at model load, not on the first unlucky request); how many."""
+        if self.cuda_graphs:
+            for b in self.meta["batch_buckets"]:
+                for s in self.meta["seq_buckets"]:
+                    self._graph(*self.bucket(b, s))
+        return len(self.graphs)
+
+    def _forward(self, feed: dict):
+        torch = self.torch
+        b, s = feed[self.inputs[0]].shape
+        pb, ps = self.bucket(b, s)
+        with torch.inference_mode():
+            if not self.cuda_graphs:
+                outs = self.model(*[v for v in self._padded(feed, pb, ps).values()])
+            else:
+                graph, static, outs = self._graph(pb, ps)
+                for n in self.inputs:
+                    static[n].zero_()
+                    static[n][:b, :s].copy_(torch.from_numpy(np.ascontiguousarray(feed[n])))
+                graph.replay()
+        return dict(zip(self.outputs, outs)), b, s
+
+    def run(self, feed: dict, outputs) -> dict:
+        res, b, s = self._forward({n: feed[n] for n in self.inputs})
+        got = {}
+        for n in outputs:
+            t = res[n][:b, :s] if n == "last_hidden_state" else res[n][:b]
+            got[n] = t.float().cpu().numpy()
+        return got
+
+    def prepare(self, feed: dict, cuda_graph: bool = True):
+        """Timing: the inputs stay on the device; with CUDA graphs one replay per step (captured at this exact shape)."""
+        torch = self.torch
+        b, s = feed[self.inputs[0]].shape
+        if self.cuda_graphs and cuda_graph:
+            graph, static, outs = self._graph(b, s)
+            for n in self.inputs:
+                static[n].copy_(torch.from_numpy(feed[n]))
+
+            def step():
+                graph.replay()
+                torch.cuda.synchronize(self.device)
+                return outs
+            return step
+        dev = {n: torch.from_numpy(feed[n]).to(self.device) for n in self.inputs}
+
+        def step():
+            with torch.inference_mode():
+                out = self.model(*[dev[n] for n in self.inputs])
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return out
         return step
 
 
@@ -156,4 +288,6 @@ def open_engine(runtime: str, path: Path, device: str = "cpu", device_id: int = 
         if device != "gpu":
             raise EngineError("TensorRT engines need a GPU")
         return TrtEngine(path, device_id)
+    if runtime == "torch":
+        return TorchEngine(path, device, device_id)
     raise EngineError(f"unknown runtime {runtime!r}")

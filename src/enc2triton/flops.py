@@ -72,6 +72,8 @@ GPUS = {
     # NVIDIA H100 Tensor Core GPU datasheet (sparse figures halved) / Hopper whitepaper: FP32 67, TF32 989/2,
     # FP16 1979/2, FP8 and INT8 3958/2, HBM3 3.35 TB/s.
     "H100-SXM": GPU("H100 SXM", 67.0, 494.5, 989.5, 1979.0, 1979.0, 3350.0, "NVIDIA H100 datasheet (SXM5)"),
+    # NVIDIA H200 datasheet (SXM): the H100's tensor-core rates (FP16 1979/2, FP8 and INT8 3958/2), HBM3e 4.8 TB/s.
+    "H200": GPU("H200", 67.0, 494.5, 989.5, 1979.0, 1979.0, 4800.0, "NVIDIA H200 datasheet (SXM)"),
     # Same datasheet, PCIe column: FP32 51, TF32 756/2, FP16 1513/2, FP8/INT8 3026/2, HBM2e 2 TB/s.
     "H100-PCIe": GPU("H100 PCIe", 51.0, 378.0, 756.5, 1513.0, 1513.0, 2000.0, "NVIDIA H100 datasheet (PCIe)"),
     # NVIDIA A100 Tensor Core GPU datasheet: FP32 19.5, TF32 156, FP16 312, INT8 624 dense; 80GB SXM 2,039 GB/s.

@@ -350,7 +350,7 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
     try:
         with server.running(repo, logs) as info:
             summary["server"] = {"version": server_version(info), "binary": info.binary, "url": info.url(protocol),
-                                 "pid": info.pid}
+                                 "pid": info.pid, "ready_seconds": info.ready_seconds}
             states = server.model_states(info) or {}
             for n in names:
                 st = states.get(n, {})

@@ -98,6 +98,7 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
     try:
         with server.running(repository, logs) as info:
             result["server"] = info.url(protocol)
+            result["server_ready_seconds"] = info.ready_seconds
             mod, client = client_for(info, protocol)
             served = {}
             for ens in sorted(ensembles, key=lambda e: (e != spec.ensemble_name(spec.REFERENCE), e)):

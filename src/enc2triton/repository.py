@@ -28,8 +28,6 @@ from .io import StageError
 MODELS_SRC = Path(__file__).parent / "triton_models"
 # What a Python-backend model folder holds besides its artifact: the runner and the engine module it imports.
 RUNNER_FILES = ((MODELS_SRC / "runner.py", "model.py"), (Path(__file__).parent / "engines.py", "enc2triton_engines.py"))
-# Sequence-length buckets the tokenizer pads to (see triton_models/tokenizer.py for why).
-BUCKETS = (16, 32, 64, 128, 256, 512)
 
 
 def _tensor(cls, name: str, dtype, dims):
@@ -64,7 +62,7 @@ def tokenizer_config(manifest: dict, serving: spec.Serving) -> mc.ModelConfig:
         cfg.output.append(_tensor(mc.ModelOutput, name, mc.TYPE_INT64, [-1]))
     cfg.dynamic_batching.CopyFrom(_batching(serving, shapes["max_batch"]))
     cfg.instance_group.extend(_instances("cpu", serving.tokenizer_instances, []))
-    _params(cfg, max_length=shapes["max_seq"], buckets=",".join(str(b) for b in BUCKETS if b <= shapes["max_seq"]),
+    _params(cfg, max_length=shapes["max_seq"], buckets=",".join(str(b) for b in spec.SEQ_BUCKETS if b <= shapes["max_seq"]),
             tokenizer_dir="tokenizer")
     return cfg
 
@@ -133,30 +131,40 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def plan(manifest: dict, artifacts: Path) -> tuple[list[dict], list[str]]:
-    """(models to write, skip messages): every registered variant whose artifact the manifest records and still matches."""
+def plan(manifest: dict, artifacts: Path, device: str = "cpu", only: list[str] | None = None) -> tuple[list[dict], list[str]]:
+    """(models to write, skip messages): every registered variant (of `only`, when given) whose artifact the manifest
+    records, still matches, and runs on `device`."""
     models, skipped = [], []
     for v in spec.VARIANTS:
+        if only and v.name not in only:
+            continue
         entry = (manifest.get(v.family.section) or {}).get(v.precision.name) or {}
-        art = entry.get(v.family.key)
-        if art and io.is_valid(art, artifacts):
-            models.append({"name": v.name, "variant": v, "src": io.resolve(art["path"], artifacts)})
-        elif v.family is spec.ONNX:
-            skipped.append(f"{v.name}: skipped: {entry.get('reason') or 'no valid ONNX artifact (rerun quantization)'}")
-        elif v.family is spec.TRT:
-            skipped.append(f"{v.name}: skipped: {entry.get('reason') or 'no engine built'}")
+        art, side = entry.get(v.family.key), entry.get("sidecar")
+        why = None
+        if not (art and io.is_valid(art, artifacts)) or (v.family.sidecar and not io.is_valid(side, artifacts)):
+            why = entry.get("reason") or v.family.missing
+        elif v.unserved:
+            why = f"not served: {v.unserved}"
+        elif v.family is spec.TORCH and entry.get("device") != ("cuda" if device == "gpu" else "cpu"):
+            why = f"compiled for {entry.get('device')}, this repository is for {device} (torch_build --device)"
+        if why:
+            skipped.append(f"{v.name}: skipped: {why}")
+            continue
+        models.append({"name": v.name, "variant": v, "src": io.resolve(art["path"], artifacts),
+                       "sidecar": io.resolve(side["path"], artifacts) if v.family.sidecar else None})
     return models, skipped
 
 
 def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serving: spec.Serving | None = None,
-             device: str = "cpu", gpus: list[int] | None = None, native: bool | None = None) -> Path:
+             device: str = "cpu", gpus: list[int] | None = None, native: bool | None = None,
+             only: list[str] | None = None) -> Path:
     """Write the repository into a temp folder, then swap it in: an interrupted run leaves the old one."""
     serving = serving or spec.Serving.for_device(device)
     artifacts, out = Path(artifacts), Path(out)
     manifest = io.load_manifest(artifacts)
-    models, skipped = plan(manifest, artifacts)
+    models, skipped = plan(manifest, artifacts, device, only)
     if not models:
-        raise StageError("no model variant to serve: run `python torch2onnx.py` first")
+        raise StageError("no model variant to serve: " + ("; ".join(skipped) or "run `python torch2onnx.py` first"))
     have = tools.backends(tools.find_tritonserver()) if native is None else ({"onnxruntime", "tensorrt"} if native else set())
     io.ensure_writable_dir(out.parent)
     recover(out)
@@ -175,6 +183,8 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
             mdir = tmp / v.name
             write_config(mdir, cfg)
             _place(m["src"], mdir / "1" / v.family.file)
+            if m["sidecar"]:
+                _place(m["sidecar"], mdir / "1" / v.family.sidecar)
             if not is_native:
                 for src, dst in RUNNER_FILES:
                     shutil.copy2(src, mdir / "1" / dst)
@@ -186,7 +196,7 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
             print(f"  {line}")
         io.write_json(tmp / "repository.json", {"models": written, "skipped": skipped, "device": device,
                                                  "manifest_sha256": io.sha256_file(io.manifest_path(artifacts)),
-                                                 "settings": settings_of(serving, device, gpus or []),
+                                                 "settings": settings_of(serving, device, gpus or [], only),
                                                  "model": manifest["model"]})
         io.default_permissions(tmp)  # mkdtemp makes 0700; the server may run as another user
         swap_in(tmp, out)
@@ -280,13 +290,13 @@ def recover(out: Path) -> list[str]:
     return done
 
 
-def settings_of(serving: spec.Serving, device: str, gpus: list[int]) -> dict:
+def settings_of(serving: spec.Serving, device: str, gpus: list[int], only: list[str] | None = None) -> dict:
     """What the configs derive from besides the manifest, plus the generator's own code: a change means regenerate."""
     code = [Path(__file__), MODELS_SRC / "tokenizer.py", Path(spec.__file__), *(src for src, _ in RUNNER_FILES)]
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in code)).hexdigest()
     # through JSON, so it compares equal to what repository.json holds (tuples become lists)
     return json.loads(json.dumps({"device": device, "gpus": list(gpus), "serving": dataclasses.asdict(serving),
-                                  "code_sha256": digest}))
+                                  "variants": sorted(only or []), "code_sha256": digest}))
 
 
 def is_stale(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, settings: dict | None = None) -> bool:
@@ -315,6 +325,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-queue-delay-us", type=cli.at_least(0), default=spec.Serving.max_queue_delay_us,
                     help="how long the dynamic batcher may hold a request to grow a batch (default %(default)s)")
     ap.add_argument("--ensemble-hidden-state", action="store_true", help="ensembles also return last_hidden_state (default: embedding only)")
+    ap.add_argument("--variants", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                    help="comma-separated variants to serve, e.g. onnx_fp32,onnx_fp16,torch_fp16 (default: every one built)")
     ap.add_argument("--if-stale", action="store_true", help="do nothing when the repository matches the manifest, these settings and this code")
 
     def body(a) -> None:
@@ -336,12 +348,15 @@ def main(argv=None) -> int:
         serving = spec.Serving.for_device(a.device, model_instances=a.instances, tokenizer_instances=a.tokenizer_instances,
                                           ensemble_outputs=outputs, preferred_batch_sizes=tuple(sorted(set(a.preferred_batch_sizes))) if a.preferred_batch_sizes else None,
                                           max_queue_delay_us=a.max_queue_delay_us)
-        if a.if_stale and not is_stale(a.artifacts, a.out, settings_of(serving, a.device, gpus)):
+        unknown = [v for v in a.variants or [] if v not in spec.BY_NAME]
+        if unknown:
+            raise StageError(f"unknown variant(s) {', '.join(unknown)}: known are {', '.join(spec.BY_NAME)}")
+        if a.if_stale and not is_stale(a.artifacts, a.out, settings_of(serving, a.device, gpus, a.variants)):
             print(f"model repository {a.out} is up to date")
             return
         # SIGTERM unwinds like Ctrl-C, so the unfinished temp folder is removed on the way out
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-        generate(a.artifacts, a.out, serving, a.device, gpus)
+        generate(a.artifacts, a.out, serving, a.device, gpus, only=a.variants)
     return cli.run(ap, body, argv)
 
 

@@ -36,6 +36,7 @@ class ServerInfo:
     binary: str
     started: float = field(default_factory=time.time)
     models: dict = field(default_factory=dict)
+    ready_seconds: float | None = None  # from launch until every model was ready (or had failed)
 
     @property
     def http(self) -> str:
@@ -265,11 +266,12 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
         pid_file.unlink(missing_ok=True)
         raise
     info.models = {n: s.get("state") for n, s in done.items()}
+    info.ready_seconds = round(time.time() - info.started, 1)
     failed = {n: s.get("reason", "") for n, s in done.items() if s.get("state") != "READY"}
     io.write_json(json_file, asdict(info))
     if not quiet:
         print(f"tritonserver pid {info.pid} ({tool.source}) ready: HTTP {info.http}  gRPC {info.grpc}  metrics {host}:{info.metrics_port}")
-        print(f"  {len(done) - len(failed)}/{len(done)} models ready; log {log_file}")
+        print(f"  {len(done) - len(failed)}/{len(done)} models ready in {info.ready_seconds} s; log {log_file}")
     for name, reason in failed.items():  # the reason's first line; its traceback is in the log
         lines = (reason or "no reason given").strip().splitlines()
         more = f" (traceback in {log_file})" if len(lines) > 1 else ""

@@ -30,6 +30,16 @@ TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUTS = ("last_hidden_state", "sentence_embedding")
 TEXT_INPUT = "TEXT"
 OPSET = 17
+# Sequence lengths the tokenizer pads a request to (so the dynamic batcher can merge requests of similar length),
+# and the shapes the PyTorch engines capture as CUDA graphs.
+SEQ_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+def batch_buckets(max_batch: int) -> tuple[int, ...]:
+    """Batch sizes a PyTorch engine captures as CUDA graphs (a batch runs at the next one up): powers of two and the
+    midpoints above 8, so padding wastes at most a third of the work, up to the served maximum."""
+    cands = sorted({1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, max_batch})
+    return tuple(b for b in cands if b <= max_batch)
 
 
 # ------------------------------------------------------------------------------------------ precisions
@@ -70,11 +80,17 @@ class Family:
     file: str  # the artifact's file name in the Triton model's version folder
     platform: str | None  # Triton's native platform for it (NVIDIA's containers); None: Python backend only
     gpu_only: bool
+    missing: str  # why a variant has no artifact when the manifest gives no reason
+    sidecar: str | None = None  # metadata file the engine reads beside the artifact (manifest key "sidecar")
 
 
-ONNX = Family("onnx", "onnxruntime", "variants", "onnx", "model.onnx", "onnxruntime_onnx", gpu_only=False)
-TRT = Family("trt", "tensorrt", "trt", "engine", "model.plan", "tensorrt_plan", gpu_only=True)
-FAMILIES = {f.name: f for f in (ONNX, TRT)}
+ONNX = Family("onnx", "onnxruntime", "variants", "onnx", "model.onnx", "onnxruntime_onnx", gpu_only=False,
+              missing="no valid ONNX artifact (rerun quantization)")
+TRT = Family("trt", "tensorrt", "trt", "engine", "model.plan", "tensorrt_plan", gpu_only=True, missing="no engine built")
+# AOTInductor packages (kernels compiled ahead of time + weights): no compilation at server start
+TORCH = Family("torch", "torch", "torch", "package", "model.pt2", None, gpu_only=True, sidecar="model.json",
+               missing="GPU only: not built (`make variants DEVICE=gpu` on a machine with an NVIDIA GPU)")
+FAMILIES = {f.name: f for f in (ONNX, TRT, TORCH)}
 
 
 # ------------------------------------------------------------------------------------------ variants
@@ -85,6 +101,7 @@ class Variant:
     # TensorRT: major -> (the ONNX precision it builds from, trtexec precision flags). TensorRT 11 is strongly
     # typed only (precision lives in the graph); 10 takes flags, and never --int8 on a graph without Q/DQ.
     trt: dict = field(default_factory=dict)
+    unserved: str | None = None  # why the repository leaves it out (a build input for another engine)
 
     @property
     def name(self) -> str:
@@ -110,7 +127,12 @@ VARIANTS = (
     Variant(ONNX, PRECISIONS["int8"]), Variant(TRT, PRECISIONS["int8"], _trt("int8", "int8", ("--int8",))),
     Variant(ONNX, PRECISIONS["best"]), Variant(TRT, PRECISIONS["best"], _trt("best", "int8", ("--best",))),
     # fp8 only where the GPU has FP8 tensor cores (cc >= 8.9); on 10 strongly typed, never with --int8/--best
-    Variant(ONNX, PRECISIONS["fp8"]), Variant(TRT, PRECISIONS["fp8"], _trt("fp8", "fp8", ("--stronglyTyped",))),
+    Variant(ONNX, PRECISIONS["fp8"], unserved="ONNX Runtime has no FP8 GEMM kernels (it would emulate the Q/DQ in FP32): "
+            "this graph is TensorRT's fp8 source (convert_to_trt.sh)"),
+    Variant(TRT, PRECISIONS["fp8"], _trt("fp8", "fp8", ("--stronglyTyped",))),
+    # GPU engines without TensorRT (torch_build.py): no torch_best, since torch_int8 already keeps its excluded layers,
+    # attention and LayerNorm in FP16, which is what "best" means
+    Variant(TORCH, PRECISIONS["fp16"]), Variant(TORCH, PRECISIONS["fp8"]), Variant(TORCH, PRECISIONS["int8"]),
 )
 BY_NAME = {v.name: v for v in VARIANTS}
 REFERENCE = "onnx_fp32"  # the served FP32 model every variant is also compared with

@@ -9,6 +9,7 @@ it as enc2triton_engines.py: the model folder is self-contained.
 import json
 import os
 import sys
+import time
 
 for _p in os.environ.get("ENC2TRITON_SYS_PATH", "").split(os.pathsep):
     if _p and _p not in sys.path:
@@ -42,6 +43,10 @@ class TritonPythonModel:
         self.output_dtypes = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}
         # The model log shows which provider really runs (a CPU fallback is otherwise silent).
         print(f"[{args['model_name']}] {params.get('runtime', 'onnxruntime')} providers: {self.runner.providers}", flush=True)
+        if hasattr(self.runner, "warmup"):  # CUDA graphs for every serving shape, before the first request
+            t0 = time.perf_counter()
+            n = self.runner.warmup()
+            print(f"[{args['model_name']}] warm-up: {n} CUDA graphs in {time.perf_counter() - t0:.1f} s", flush=True)
 
     def _wanted(self, request):
         """Only the outputs the caller asked for: last_hidden_state is large and often unwanted."""

@@ -1,0 +1,354 @@
+"""Step 2b (GPU): the PyTorch engine family, GPU engines without TensorRT: torch_fp16, torch_fp8, torch_int8.
+
+From the checkpoint the export used (the manifest records it; its config hash is checked):
+1. our encoder (torch_model.py) in FP32 is verified against the Hugging Face model, like the ONNX export;
+2. each precision is built from it: fp16 as is; fp8 with activation scales calibrated on data/calibration.txt
+   (|max| over real tokens per linear layer input, E4M3) and per-channel weights; int8 with the SmoothQuant factors,
+   activation clips and quantized layers the ONNX INT8 search chose (quantize.py), so both INT8 graphs quantize
+   the same way;
+3. each is measured against the FP32 reference on the evaluation texts (floors from spec);
+4. torch.export + AOTInductor compile it once, with dynamic batch and sequence, into artifacts/torch/model_<p>.pt2
+   (kernels and weights in one file): the server loads it in a second and captures CUDA graphs per serving shape,
+   so no compilation is paid at server start. The package is checked against the eager module it came from.
+Writes the manifest's `torch` section and logs/torch_build.{json,md}.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import cli, host, io, markdown, metrics, spec
+from .io import StageError
+from .texts import length_batches, load_tokenizer, read_texts
+
+PRECISIONS = spec.family_precisions("torch")
+PACKAGES = "torch"  # folder under artifacts/
+VERIFY_ATOL = 1e-4
+PACKAGE_ATOL = {"fp16": 2e-2, "fp8": 5e-2, "int8": 5e-2}  # compiled vs eager: fusion changes rounding in 16 bits
+GPU_ONLY = ("GPU only: the PyTorch engines are compiled for an NVIDIA GPU (`make variants DEVICE=gpu` there; "
+            "`python -m enc2triton.torch_build --device cpu` builds CPU packages for tests)")
+
+
+class NotBuilt(StageError):
+    """This precision cannot be built from what is here; recorded with the reason, not an error."""
+
+
+# ------------------------------------------------------------------------------------------ the reference
+def load_reference(manifest: dict, device: str):
+    """(Hugging Face model, our FP32 encoder) from the checkpoint the export recorded, on `device`."""
+    import torch
+
+    from . import models, torch_model
+
+    m = manifest["model"]
+    hf, _, info = models.load(m["path"], allow_fallback=False)
+    if info.config_sha256 != m["config_sha256"]:
+        raise StageError("the checkpoint on disk differs from the exported one (config hash): rerun `python torch2onnx.py`")
+    try:
+        enc = torch_model.from_hf(hf.model)
+    except ValueError as e:
+        raise NotBuilt(str(e)) from None
+    return hf.to(device), enc.to(device), torch
+
+
+def embed(module, feeds, order, device: str) -> np.ndarray:
+    """sentence_embedding of every text (FP32 numpy, in the texts' order)."""
+    import torch
+
+    from .texts import in_order
+
+    out = []
+    with torch.inference_mode():
+        for f in feeds:
+            out.append(module(**{k: torch.as_tensor(v, device=device) for k, v in f.items()})[1].float().cpu().numpy())
+    return in_order(out, order)
+
+
+def verify_against_hf(hf, enc, tokenizer, names, texts: list[str], max_length: int, device: str) -> dict:
+    """Our FP32 forward vs the Hugging Face model (mean pooling as in the export) on real texts at natural lengths."""
+    import torch
+
+    order, feeds = length_batches(tokenizer, texts[:64], names, max_length, 16)
+    worst = {"last_hidden_state": 0.0, "sentence_embedding": 0.0}
+    with torch.inference_mode():
+        for f in feeds:
+            t = {k: torch.as_tensor(v, device=device) for k, v in f.items()}
+            for name, a, b in zip(spec.OUTPUTS, hf(**t), enc(**t)):
+                mask = t["attention_mask"].bool()
+                diff = (a - b)[mask] if name == "last_hidden_state" else a - b
+                worst[name] = max(worst[name], float(diff.abs().max()))
+    if max(worst.values()) > VERIFY_ATOL:
+        raise StageError(f"our PyTorch encoder disagrees with the Hugging Face model: max abs diff {worst} > {VERIFY_ATOL:g}")
+    return {"max_abs_diff": worst, "atol": VERIFY_ATOL, "texts": len(texts[:64])}
+
+
+# ------------------------------------------------------------------------------------------ precisions
+def build_fp16(enc, ctx: dict) -> tuple[object, dict]:
+    return enc.half(), {"method": "FP16 weights and activations; SDPA attention, LayerNorm with FP32 statistics; FP32 outputs"}
+
+
+def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
+    from . import torch_model
+
+    t0 = time.perf_counter()
+    amax = torch_model.input_amax(enc, ctx["calib_feeds"], ctx["device"])
+    info = {"method": "E4M3 activations (one static scale per linear layer input: calibrated |max| / 448) and E4M3 weights "
+                      "(per output channel), torch._scaled_mm with row-wise scales, BF16 elsewhere",
+            "calibration": {**ctx["calibration"], "seconds": round(time.perf_counter() - t0, 1)},
+            "activation_amax": {f"layers.{i}.{n}": round(v, 6) for (i, n), v in amax.items()}}
+    return torch_model.to_fp8(enc, amax), info
+
+
+def build_int8(enc, ctx: dict) -> tuple[object, dict]:
+    from . import torch_model
+
+    plan, info = int8_plan(ctx["manifest"], ctx["artifacts"], enc.cfg)
+    return torch_model.to_int8(enc, plan), info
+
+
+BUILDERS = {"fp16": build_fp16, "fp8": build_fp8, "int8": build_int8}
+
+
+def int8_plan(manifest: dict, artifacts: Path, cfg) -> tuple[dict, dict]:
+    """Per linear layer the ONNX INT8 search's decision: quantized or not, its activation clip and SmoothQuant factors.
+    Q, K and V are one GEMM here: quantized only when the search quantized all three."""
+    import onnx
+    import torch
+
+    from . import torch_model
+
+    i8 = (manifest.get("variants") or {}).get("int8") or {}
+    if not i8.get("onnx") or not i8.get("search_cache"):
+        raise NotBuilt("torch_int8 reuses the ONNX INT8 search (SmoothQuant factors, ranges, excluded layers): "
+                       "run `python -m enc2triton.quantize` first")
+    # recorded relative to the artifacts folder (older runs: to the project root)
+    cache = next((c for c in (io.resolve(i8["search_cache"], artifacts), spec.ROOT / i8["search_cache"]) if c.exists()),
+                 io.resolve(i8["search_cache"], artifacts))
+    if not cache.exists():
+        raise NotBuilt(f"the ONNX INT8 search record {cache} is gone: rerun `python -m enc2triton.quantize --force`")
+    search = io.read_json(cache)
+    fp32 = io.resolve(manifest["variants"]["fp32"]["onnx"]["path"], artifacts)
+    inputs = {n.name: n.input[0] for n in onnx.load(str(fp32), load_external_data=False).graph.node if n.op_type == "MatMul"}
+    # the exporter names a linear layer's MatMul after its module: /model/<module path with / for .>/MatMul
+    by_path = {n.removeprefix("/model/").removesuffix("/MatMul").replace("/", "."): n for n in inputs}
+    factors, clips, quantized = search["smoothquant"].get("factors") or {}, search["clip"], set(search["quantized"])
+
+    def node(i: int, role: str) -> str:
+        path = torch_model.hf_linear_path(cfg.arch, i, role)
+        if path not in by_path:
+            raise StageError(f"the ONNX graph has no MatMul for {path}: the INT8 search does not match this model")
+        return by_path[path]
+
+    plan, kept = {}, []
+    for i in range(cfg.layers):
+        for ours, roles in (("qkv", ("q", "k", "v")), ("o", ("o",)), ("ffn1", ("ffn1",)), ("ffn2", ("ffn2",))):
+            names = [node(i, r) for r in roles]
+            if not all(n in quantized for n in names):
+                plan[(i, ours)] = None
+                kept.append(f"layers.{i}.{ours}")
+                continue
+            t = inputs[names[0]]
+            smooth = torch.tensor(factors[t]) if t in factors else None
+            plan[(i, ours)] = {"clip": clips[f"{t}_smoothquant" if t in factors else t], "smooth": smooth}
+    info = {"method": "W8A8 symmetric: activations per tensor with the ONNX search's clip, weights per output channel, "
+                      "torch._int_mm (int32 accumulate); SmoothQuant factors from the same search; attention, LayerNorm and "
+                      "the layers the search kept FP32 in FP16",
+            "search": io.rel(cache), "smoothquant_alpha": search["smoothquant"].get("alpha"),
+            "linear_layers_quantized": sum(p is not None for p in plan.values()), "linear_layers": len(plan),
+            "kept_fp16": kept,
+            "onnx_excluded_nodes": search.get("excluded")}
+    return plan, info
+
+
+# ------------------------------------------------------------------------------------------ compile
+def compile_package(module, names: list[str], out: Path, device: str, max_seq: int) -> dict:
+    """torch.export with dynamic batch and sequence, then AOTInductor into one .pt2 file (written atomically)."""
+    import torch
+
+    dev = torch.device(device)
+    example = tuple(torch.ones(4, 32, dtype=torch.int64, device=dev) for _ in names)  # positional, in forward()'s order
+    batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("seq", min=1, max=max_seq)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        ep = torch.export.export(module, example, dynamic_shapes=tuple({0: batch, 1: seq} for _ in names))
+    t1 = time.perf_counter()
+    with io.atomic_path(out) as tmp:
+        pt2 = tmp.with_suffix(".pt2")  # AOTInductor insists on the suffix
+        try:
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(pt2))
+            pt2.replace(tmp)
+        finally:
+            pt2.unlink(missing_ok=True)
+    return {"export_seconds": round(t1 - t0, 1), "compile_seconds": round(time.perf_counter() - t1, 1),
+            "dynamic_shapes": {"batch": [1, 1024], "seq": [1, max_seq]}}
+
+
+def check_package(path: Path, module, names: list[str], device: str, atol: float) -> dict:
+    """The compiled package against the eager module at a few shapes (tiny to the longest)."""
+    import torch
+
+    from .engines import TorchEngine
+
+    eng = TorchEngine(path, "gpu" if device == "cuda" else "cpu", cuda_graphs=device == "cuda")
+    worst = 0.0
+    rng = np.random.default_rng(0)
+    for b, s in ((1, 5), (3, 40), (8, 128)):
+        feed = {n: np.ones((b, s), np.int64) for n in names}
+        feed["input_ids"] = rng.integers(1000, 20000, (b, s))
+        feed["attention_mask"][:, s - s // 3:] = 0 if b > 1 else 1
+        got = eng.run(feed, ["sentence_embedding"])["sentence_embedding"]
+        with torch.inference_mode():
+            ref = module(**{k: torch.as_tensor(v, device=device) for k, v in feed.items()})[1].float().cpu().numpy()
+        worst = max(worst, float(np.abs(got - ref).max()))
+    if worst > atol:
+        raise StageError(f"{path.name}: the compiled package differs from its eager module by {worst:.3g} > {atol}")
+    return {"max_abs_diff_vs_eager": worst, "atol": atol, "engine": eng.providers[0]}
+
+
+# ------------------------------------------------------------------------------------------ stage
+def _context(manifest: dict, artifacts: Path, device: str, calibration: Path, evaluation: Path) -> dict:
+    tok = load_tokenizer(io.resolve(manifest["tokenizer_dir"], artifacts))
+    names, max_seq = list(manifest["inputs"]), int(manifest["shapes"]["max_seq"])
+    calib = read_texts(calibration)
+    if Path(calibration).resolve() == Path(evaluation).resolve():
+        raise StageError("refusing to calibrate on the evaluation texts")
+    evals = read_texts(evaluation)
+    _, calib_feeds = length_batches(tok, calib, names, max_seq, 16)
+    order, eval_feeds = length_batches(tok, evals, names, max_seq, 16)
+    return {"manifest": manifest, "artifacts": artifacts, "device": device, "tokenizer": tok, "names": names, "max_seq": max_seq,
+            "calib_feeds": calib_feeds, "eval_feeds": eval_feeds, "eval_order": order, "eval_texts": evals,
+            "calibration": {"data": io.rel(calibration), "texts": len(calib), "batching": "length-sorted batches of 16, natural lengths",
+                            "statistic": "|max| over real tokens (padding excluded)"},
+            "evaluation": {"data": io.rel(evaluation), "texts": len(evals)}}
+
+
+def sidecar(precision: str, manifest: dict, names: list[str], device: str, compiled: dict) -> dict:
+    import torch
+
+    shapes = manifest["shapes"]
+    return {"precision": precision, "inputs": names, "outputs": list(spec.OUTPUTS), "device": device,
+            "hidden_size": manifest["model"]["hidden_size"], "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+            "batch_buckets": list(spec.batch_buckets(shapes["max_batch"])),
+            "seq_buckets": [b for b in spec.SEQ_BUCKETS if b <= shapes["max_seq"]],
+            "seq_multiple": spec.SEQ_BUCKETS[0], "min_batch": 1, "min_seq": 1, **compiled}
+
+
+def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
+    """Build, measure, compile and check one precision; the manifest entry."""
+    art, device = ctx["artifacts"], ctx["device"]
+    t0 = time.perf_counter()
+    module, info = BUILDERS[p](copy.deepcopy(enc32), ctx)
+    module.eval()
+    got = embed(module, ctx["eval_feeds"], ctx["eval_order"], device)
+    q = metrics.compare(ref, got)
+    floor = spec.PRECISIONS[p].floor
+    out = io.ensure_writable_dir(art / PACKAGES) / f"model_{p}.pt2"
+    compiled = compile_package(module, ctx["names"], out, device, ctx["max_seq"])
+    meta = sidecar(p, ctx["manifest"], ctx["names"], device, compiled)
+    io.write_json(out.with_suffix(".json"), meta)
+    check = check_package(out, module, ctx["names"], device, PACKAGE_ATOL[p])
+    return {"package": io.artifact_entry(out, art), "sidecar": io.artifact_entry(out.with_suffix(".json"), art),
+            "device": device, **info, "quality": {**q, **ctx["evaluation"], "reference": "our FP32 encoder (= Hugging Face FP32)",
+                                                  "floor": floor, "pass": metrics.passes(q, floor)},
+            "compiled": {**compiled, **check}, "source_config_sha256": ctx["manifest"]["model"]["config_sha256"],
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRECISIONS, device: str = "cuda",
+        calibration: Path = spec.CALIBRATION_TEXTS, evaluation: Path = spec.EVALUATION_TEXTS, force: bool = False) -> dict:
+    import torch
+
+    artifacts, logs = Path(artifacts), Path(logs)
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise StageError(f"unknown precision(s) {unknown}: choose from {', '.join(PRECISIONS)}")
+    manifest = io.load_manifest(artifacts)
+    if device == "cuda" and not torch.cuda.is_available():
+        for p in precisions:
+            io.update_manifest("torch", {"package": None, "reason": GPU_ONLY}, artifacts, key=p)
+        print(f"torch_*: not built: {GPU_ONLY}")
+        return {"built": {}, "skipped": {p: GPU_ONLY for p in precisions}}
+    ctx = _context(manifest, artifacts, device, calibration, evaluation)
+    hf, enc32, _ = load_reference(manifest, device)
+    result = {"model": manifest["model"], "device": device, "host": host.describe(), "torch": torch.__version__,
+              "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+              "verification": verify_against_hf(hf, enc32, ctx["tokenizer"], ctx["names"], ctx["eval_texts"], ctx["max_seq"], device),
+              "built": {}, "skipped": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(f"torch: our FP32 encoder matches Hugging Face (max abs diff {result['verification']['max_abs_diff']})")
+    del hf
+    ref = embed(enc32, ctx["eval_feeds"], ctx["eval_order"], device)
+    for p in precisions:
+        entry = (manifest.get("torch") or {}).get(p) or {}
+        if not force and _up_to_date(entry, artifacts, device, manifest):
+            print(f"torch_{p}: up to date")
+            result["built"][p] = entry
+            continue
+        try:
+            entry = build_one(p, enc32, ref, ctx)
+        except NotBuilt as e:
+            io.update_manifest("torch", {"package": None, "reason": str(e)}, artifacts, key=p)
+            result["skipped"][p] = str(e)
+            print(f"torch_{p}: not built: {e}")
+            continue
+        io.update_manifest("torch", entry, artifacts, key=p)
+        result["built"][p] = entry
+        q = entry["quality"]
+        print(f"torch_{p}: {entry['package']['path']} ({entry['package']['bytes'] / 1e6:.1f} MB), mean/min cos "
+              f"{q['mean_cos']:.6f}/{q['min_cos']:.6f} ({'meets' if q['pass'] else 'UNDER'} the floor), compiled in "
+              f"{entry['compiled']['compile_seconds']} s", flush=True)
+    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_logs(result, logs)
+    return result
+
+
+def _up_to_date(entry: dict, artifacts: Path, device: str, manifest: dict) -> bool:
+    return (bool(entry.get("package")) and entry.get("device") == device and io.is_valid(entry["package"], artifacts)
+            and io.is_valid(entry.get("sidecar"), artifacts)
+            and entry.get("source_config_sha256") == manifest["model"]["config_sha256"])
+
+
+def write_logs(result: dict, logs: Path) -> None:
+    io.ensure_writable_dir(logs)
+    io.write_json(logs / "torch_build.json", result)
+    rows = []
+    for p, e in result["built"].items():
+        q, c = e["quality"], e["compiled"]
+        rows.append([f"torch_{p}", f"{q['mean_cos']:.6f}", f"{q['min_cos']:.6f}", f"{q['top10']:.3f}",
+                     f"{q['floor']['mean_cos']}/{q['floor']['min_cos']}", "yes" if q["pass"] else "NO",
+                     f"{e['package']['bytes'] / 1e6:.1f}", c["compile_seconds"], f"{c['max_abs_diff_vs_eager']:.2g}"])
+    lines = [f"# PyTorch engines (torch_build.py): {result['model']['used']}", "",
+             f"{result['host']}; torch {result['torch']}, device {result['device']}"
+             + (f" ({result['gpu']})" if result.get("gpu") else "") + f"; {result['started']} to {result.get('finished')}.", "",
+             f"Our FP32 encoder vs Hugging Face: max abs diff {json.dumps(result['verification']['max_abs_diff'])}.", ""]
+    lines += markdown.table(["variant", "mean cos", "min cos", "top-10", "floor", "pass", "MB", "compile s", "vs eager"], rows)
+    lines += [""] + [f"- torch_{p}: not built: {why}" for p, why in result["skipped"].items()] + [""]
+    for p, e in result["built"].items():
+        lines.append(f"- torch_{p}: {e['method']}" + (f"; kept FP16: {', '.join(e['kept_fp16']) or 'none'}" if "kept_fp16" in e else ""))
+    io.write_text(logs / "torch_build.md", "\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = cli.parser("python -m enc2triton.torch_build", (
+        "Step 2b (GPU): build the PyTorch engines (torch_fp16, torch_fp8, torch_int8) from the checkpoint the export used, "
+        "measure them against FP32, compile each ahead of time (AOTInductor) into artifacts/torch/, record them in the "
+        "manifest. torch_int8 needs the ONNX INT8 search (python -m enc2triton.quantize) first."))
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated subset (default %(default)s)")
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                    help="cuda (default): the GPU engines; cpu: CPU packages, for tests of the same code path")
+    ap.add_argument("--calibration", type=Path, default=spec.CALIBRATION_TEXTS, help="calibration texts (default %(default)s)")
+    ap.add_argument("--evaluation", type=Path, default=spec.EVALUATION_TEXTS, help="texts for the quality numbers (default %(default)s)")
+    ap.add_argument("--force", action="store_true", help="rebuild even when a package matches the checkpoint (default: resume)")
+
+    def body(a) -> None:
+        run(a.artifacts, a.logs, tuple(p.strip() for p in a.precisions.split(",") if p.strip()), a.device,
+            a.calibration, a.evaluation, a.force)
+    return cli.run(ap, body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

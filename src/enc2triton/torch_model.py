@@ -1,0 +1,234 @@
+"""The PyTorch engine family's model: the checkpoint's weights in a lean BERT/DistilBERT forward for GPU serving.
+
+Why our own forward and not the Hugging Face module: Q, K and V are one GEMM (their input is read once, one launch
+instead of three), the mask is built once per batch, and the linear layers can be swapped for calibrated FP8 or
+INT8 GEMMs (`Fp8Linear`, `Int8Linear`) before the whole graph is exported and compiled ahead of time. It is checked
+against the Hugging Face model in FP32 at build time (torch_build.verify_against_hf), like the ONNX export.
+
+Numerics of the quantized layers (static scales from calibration, as TensorRT's explicit Q/DQ):
+- Fp8Linear: activations E4M3 with one per-tensor scale (calibrated |max| / 448), weights E4M3 per output channel,
+  `torch._scaled_mm` with row-wise scales and a BF16 epilogue (bias fused). The quantization is plain torch ops,
+  so the compiler fuses it into the LayerNorm/GELU/residual kernel that produces the activation.
+- Int8Linear: symmetric W8A8, activations per tensor (the clip the ONNX INT8 search chose), weights per output
+  channel, `torch._int_mm` (int32 accumulate) with the dequantization and bias in the epilogue; SmoothQuant factors
+  from the ONNX search fold into the activation multiplier (x / s) and the weights (W * s).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+INT8_MAX = 127.0
+ROLES = ("q", "k", "v", "o", "ffn1", "ffn2")
+# Hugging Face module path (below the model) of each linear layer, per architecture; {i} is the layer index.
+HF_LINEARS = {
+    "distilbert": ("transformer.layer.{i}.", {"q": "attention.q_lin", "k": "attention.k_lin", "v": "attention.v_lin",
+                                             "o": "attention.out_lin", "ffn1": "ffn.lin1", "ffn2": "ffn.lin2"}),
+    "bert": ("encoder.layer.{i}.", {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+                                   "o": "attention.output.dense", "ffn1": "intermediate.dense", "ffn2": "output.dense"}),
+}
+HF_NORMS = {"distilbert": ("sa_layer_norm", "output_layer_norm"), "bert": ("attention.output.LayerNorm", "output.LayerNorm")}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    arch: str  # "bert" | "distilbert"
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    vocab: int
+    max_positions: int
+    type_vocab: int  # 0: no token_type_ids (DistilBERT)
+    eps: float
+
+    @classmethod
+    def from_hf(cls, config) -> EncoderConfig:
+        arch = config.model_type
+        if arch not in HF_LINEARS:
+            raise ValueError(f"the PyTorch engine family supports {', '.join(HF_LINEARS)}, not {arch!r}")
+        act = getattr(config, "activation", None) or getattr(config, "hidden_act", None)
+        if act != "gelu":
+            raise ValueError(f"{arch} with activation {act!r}: only exact GELU is implemented")
+        if arch == "distilbert":
+            if getattr(config, "sinusoidal_pos_embds", False):
+                raise ValueError("distilbert with sinusoidal position embeddings is not supported")
+            return cls(arch, config.dim, config.n_layers, config.n_heads, config.hidden_dim, config.vocab_size,
+                       config.max_position_embeddings, 0, 1e-12)
+        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            raise ValueError("bert with relative position embeddings is not supported")
+        return cls(arch, config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size,
+                   config.vocab_size, config.max_position_embeddings, config.type_vocab_size, config.layer_norm_eps)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Fp8Linear(nn.Module):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, amax: float):
+        super().__init__()
+        w = weight.detach().float()
+        ws = w.abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX
+        self.register_buffer("weight", (w / ws[:, None]).to(torch.float8_e4m3fn))
+        self.register_buffer("w_scale", ws[None, :].contiguous())  # [1, out]: row-wise scale of the weight
+        self.register_buffer("x_scale", torch.tensor(max(float(amax), 1e-12) / FP8_MAX))
+        self.register_buffer("bias", bias.detach().to(torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])
+        q = (x2.float() / self.x_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        scale_a = self.x_scale.expand(x2.shape[0], 1).contiguous()  # row-wise scaling wants both scales as vectors
+        y = torch._scaled_mm(q, self.weight.t(), scale_a=scale_a, scale_b=self.w_scale, bias=self.bias, out_dtype=torch.bfloat16)
+        return y.reshape(*x.shape[:-1], -1)
+
+
+class Int8Linear(nn.Module):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, clip: float, smooth: torch.Tensor | None = None):
+        super().__init__()
+        w = weight.detach().float()
+        s = smooth.float() if smooth is not None else torch.ones(w.shape[1])
+        w = w * s[None, :]  # SmoothQuant: the weight carries the activation's outlier channels
+        ws = w.abs().amax(dim=1).clamp(min=1e-12) / INT8_MAX
+        self.register_buffer("weight", torch.round(w / ws[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8).t().contiguous())
+        x_scale = max(float(clip), 1e-12) / INT8_MAX
+        self.register_buffer("x_mult", (1.0 / (s * x_scale)).float())  # x / s / x_scale in one multiply
+        self.register_buffer("out_scale", (x_scale * ws).float())
+        self.register_buffer("bias", bias.detach().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])
+        m = x2.shape[0]
+        q = torch.round(x2.float() * self.x_mult).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+        q = F.pad(q, (0, 0, 0, (-m) % 32))  # cuBLASLt's int8 GEMM wants more than 16 rows: round up to 32s
+        y = (torch._int_mm(q, self.weight)[:m].float() * self.out_scale + self.bias).to(x.dtype)
+        return y.reshape(*x.shape[:-1], -1)
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        h = cfg.hidden
+        self.heads = cfg.heads
+        self.qkv, self.o = nn.Linear(h, 3 * h), nn.Linear(h, h)
+        self.ffn1, self.ffn2 = nn.Linear(h, cfg.ffn), nn.Linear(cfg.ffn, h)
+        self.norm1, self.norm2 = nn.LayerNorm(h, eps=cfg.eps), nn.LayerNorm(h, eps=cfg.eps)
+
+    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
+        b, s, h = x.shape
+        qkv = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask_bias)
+        x = self.norm1(x + self.o(ctx.transpose(1, 2).reshape(b, s, h)).to(x.dtype))
+        return self.norm2(x + self.ffn2(F.gelu(self.ffn1(x))).to(x.dtype))
+
+
+class Encoder(nn.Module):
+    """(last_hidden_state, sentence_embedding) in FP32, computed in `dtype`; the pooling as in the ONNX graph."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.word = nn.Embedding(cfg.vocab, cfg.hidden)
+        self.position = nn.Embedding(cfg.max_positions, cfg.hidden)
+        self.token_type = nn.Embedding(cfg.type_vocab, cfg.hidden) if cfg.type_vocab else None
+        self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.eps)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.layers))
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return ("input_ids", "attention_mask", "token_type_ids") if self.token_type is not None else ("input_ids", "attention_mask")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None):
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word(input_ids) + self.position(pos)[None]
+        if self.token_type is not None:
+            x = x + self.token_type(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        x = self.norm(x)
+        # additive mask as Hugging Face builds it: a fully padded row attends uniformly instead of giving NaN
+        mask_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        for layer in self.layers:
+            x = layer(x, mask_bias)
+        hidden = x.float()
+        m = attention_mask[..., None].float()
+        return hidden, (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+def from_hf(hf_model) -> Encoder:
+    """An FP32 Encoder with the Hugging Face model's weights (Q, K, V concatenated into one layer)."""
+    cfg = EncoderConfig.from_hf(hf_model.config)
+    sd = hf_model.state_dict()
+    enc = Encoder(cfg)
+    emb = "embeddings."
+    state = {"word.weight": sd[emb + "word_embeddings.weight"], "position.weight": sd[emb + "position_embeddings.weight"],
+             "norm.weight": sd[emb + "LayerNorm.weight"], "norm.bias": sd[emb + "LayerNorm.bias"]}
+    if cfg.type_vocab:
+        state["token_type.weight"] = sd[emb + "token_type_embeddings.weight"]
+    prefix, names = HF_LINEARS[cfg.arch]
+    for i in range(cfg.layers):
+        p = prefix.format(i=i)
+        for part in ("weight", "bias"):
+            state[f"layers.{i}.qkv.{part}"] = torch.cat([sd[f"{p}{names[r]}.{part}"] for r in ("q", "k", "v")])
+            for ours in ("o", "ffn1", "ffn2"):
+                state[f"layers.{i}.{ours}.{part}"] = sd[f"{p}{names[ours]}.{part}"]
+            for ours, theirs in zip(("norm1", "norm2"), HF_NORMS[cfg.arch]):
+                state[f"layers.{i}.{ours}.{part}"] = sd[f"{p}{theirs}.{part}"]
+    enc.load_state_dict(state)
+    return enc.eval()
+
+
+def hf_linear_path(arch: str, layer: int, role: str) -> str:
+    """The Hugging Face module path of one linear layer (what the ONNX export names its MatMul after)."""
+    prefix, names = HF_LINEARS[arch]
+    return prefix.format(i=layer) + names[role]
+
+
+def linears(enc: Encoder):
+    """(layer index, our name, module) of every linear layer, in graph order."""
+    for i, layer in enumerate(enc.layers):
+        for name in ("qkv", "o", "ffn1", "ffn2"):
+            yield i, name, getattr(layer, name)
+
+
+@torch.no_grad()
+def input_amax(enc: Encoder, feeds, device: str = "cpu") -> dict[tuple[int, str], float]:
+    """|max| of every linear layer's input over the calibration feeds, padding tokens excluded."""
+    amax: dict[tuple[int, str], float] = {}
+    current: list[torch.Tensor] = []
+
+    def hook(key):
+        def fn(_module, args):
+            x = args[0][current[0]] if current else args[0]
+            amax[key] = max(amax.get(key, 0.0), float(x.abs().max()) if x.numel() else 0.0)
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook((i, n))) for i, n, m in linears(enc)]
+    try:
+        for feed in feeds:
+            t = {k: torch.as_tensor(v, device=device) for k, v in feed.items()}
+            current[:] = [t["attention_mask"].bool()]
+            enc(**t)
+    finally:
+        for h in handles:
+            h.remove()
+    return amax
+
+
+def to_fp8(enc: Encoder, amax: dict[tuple[int, str], float]) -> Encoder:
+    """BF16 encoder whose linear layers are Fp8Linear (row-wise scaled FP8 GEMMs need a BF16 epilogue)."""
+    out = enc.to(torch.bfloat16)
+    for i, name, lin in list(linears(out)):
+        setattr(out.layers[i], name, Fp8Linear(lin.weight, lin.bias, amax[(i, name)]))
+    return out
+
+
+def to_int8(enc: Encoder, plan: dict[tuple[int, str], dict | None]) -> Encoder:
+    """FP16 encoder whose linear layers in `plan` are Int8Linear ({"clip": c, "smooth": tensor | None}); None keeps FP16."""
+    out = enc.half()
+    for i, name, lin in list(linears(out)):
+        p = plan.get((i, name))
+        if p is not None:
+            setattr(out.layers[i], name, Int8Linear(lin.weight, lin.bias, p["clip"], p.get("smooth")))
+    return out
