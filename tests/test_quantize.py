@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from enc2triton import export, io, metrics, quantize, spec
+from enc2triton import export, int8_search, io, metrics, quantize, spec
 from enc2triton.texts import read_texts, tokenize
 from enc2triton.engines import ort_session
 
@@ -139,7 +139,7 @@ def test_interrupted_build_leaves_nothing(tiny_q, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(quantize, "dedicate_qdq", boom)  # dies after quantize_static wrote the temp file
+    monkeypatch.setattr(int8_search, "dedicate_qdq", boom)  # dies after quantize_static wrote the temp file
     with pytest.raises(KeyboardInterrupt):
         _run(work, tmp_path / "logs", precisions=("int8",))
     assert not (work / "onnx" / "model_int8.onnx").exists()
