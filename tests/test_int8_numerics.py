@@ -1,0 +1,118 @@
+"""The int8 numeric core on its own: range methods on known distributions (calibration.py), the SmoothQuant rewrite
+(smoothquant.py) and the switchable fake-quant graph the search evaluates (int8_search.switch_model). Fast, no server."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from enc2triton import calibration, io, spec
+from enc2triton.calibration import QMAX, calibrate, clip_value, log_histogram, quant_points
+from enc2triton.engines import ort_session
+from enc2triton.int8_search import switch_model
+from enc2triton.smoothquant import smooth_groups, smooth_model, smoothing_factors
+from enc2triton.texts import length_batches, load_tokenizer, read_texts
+
+BIN = 10 ** ((calibration.LOG_HI - calibration.LOG_LO) / calibration.NBINS) - 1  # relative width of a histogram bin (~0.73%)
+
+
+def _sample(kind: str) -> np.ndarray:
+    """|x| of a known distribution: uniform on [0, 1), or a standard Gaussian with five huge outliers (|x| ~ 1000)."""
+    rng = np.random.default_rng(0)
+    if kind == "uniform":
+        return rng.uniform(0.0, 1.0, 1_000_000)
+    return np.abs(np.concatenate([rng.standard_normal(1_000_000), [1000.0, -900.0, 800.0, 950.0, -1000.0]]))
+
+
+@pytest.mark.parametrize("kind", ["uniform", "gaussian_outliers"])
+def test_range_methods_on_known_distributions(kind):
+    a = _sample(kind)
+    h, amax = log_histogram(a), float(a.max())
+    assert h.sum() == a.size
+    assert clip_value("max", h, amax) == amax
+    for p in (99.0, 99.9, 99.99):  # the histogram's percentile is the sample's, up to one bin
+        got, want = clip_value(f"p{p}", h, amax), float(np.percentile(a, p))
+        assert abs(got / want - 1) <= BIN, (p, got, want)
+        assert got <= amax
+    for m in ("mse", "entropy"):
+        c = clip_value(m, h, amax)
+        assert 0 < c <= amax, (m, c)
+        if kind == "gaussian_outliers":  # five values in a million should not set the range
+            assert c < amax, (m, c)
+    if kind == "gaussian_outliers":
+        assert clip_value("p99.99", h, amax) < 5.0  # the outliers are far beyond the 99.99th percentile (~3.9)
+
+
+def test_range_methods_edge_cases():
+    zeros = np.zeros(1000)
+    h = log_histogram(zeros)
+    for m in calibration.RANGE_METHODS:
+        assert clip_value(m, h, 0.0) == 1.0, m  # an all-zero tensor gets scale 1/QMAX, not 0
+    with pytest.raises(ValueError, match="unknown range method"):
+        clip_value("median", log_histogram(_sample("uniform")), 1.0)
+
+
+# ------------------------------------------------------------------------------------------ graph rewrites
+@pytest.fixture(scope="module")
+def tiny_fp32(tiny_artifacts):
+    """(fp32 model, a few feeds of calibration texts at natural lengths) of the tiny DistilBERT."""
+    m = io.load_manifest(tiny_artifacts)
+    model = onnx.load(str(io.resolve(m["variants"]["fp32"]["onnx"]["path"], tiny_artifacts)))
+    tok = load_tokenizer(tiny_artifacts / m.get("tokenizer_dir", "tokenizer"))
+    texts = read_texts(spec.CALIBRATION_TEXTS)[:24]
+    _, feeds = length_batches(tok, texts, m["inputs"], 128, batch_size=8)
+    return model, feeds
+
+
+def _outputs(model, feeds, **extra) -> list[list[np.ndarray]]:
+    """[last_hidden_state, sentence_embedding] per feed."""
+    sess = ort_session(model)
+    return [sess.run(["last_hidden_state", "sentence_embedding"], {**f, **extra}) for f in feeds]
+
+
+def _max_diff(a, b) -> float:
+    return max(float(np.abs(x - y).max()) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+
+
+def test_smooth_model_is_exact_in_fp32(tiny_fp32):
+    model, feeds = tiny_fp32
+    groups = smooth_groups(model)
+    _, acts, _ = quant_points(model)
+    cal = calibrate(model, acts, feeds, progress=False, channel_tensors=set(groups))
+    factors = smoothing_factors(model, cal["chmax"], 0.8)
+    assert set(factors) == set(groups) and all(np.abs(f - 1).max() > 0.1 for f in factors.values())  # real rescaling
+    before = model.SerializeToString()
+    sm = smooth_model(model, factors)
+    assert model.SerializeToString() == before  # the input graph is left alone
+    onnx.checker.check_model(sm)
+    assert sum(n.name.endswith("/SmoothQuant/Mul") for n in sm.graph.node) == len(factors)
+    assert _max_diff(_outputs(model, feeds), _outputs(sm, feeds)) < 1e-5
+
+
+def test_switch_model_gates(tiny_fp32):
+    model, feeds = tiny_fp32
+    nodes, acts, points = quant_points(model)
+    cal = calibrate(model, acts, feeds, progress=False)
+    scales = np.array([cal["absmax"][t] for t in acts], np.float32) / QMAX
+    sw = switch_model(model, acts, points)
+    ref = _outputs(model, feeds)
+
+    def run(gated, qscale=scales):
+        gate = np.zeros(len(points), np.float32)
+        gate[list(gated)] = 1.0
+        return _outputs(sw, feeds, qgate=gate, qscale=qscale.astype(np.float32))
+
+    assert _max_diff(run([]), ref) <= 1e-6  # all gates 0: the fp32 graph
+    assert _max_diff(run([], scales * 1e-3), ref) <= 1e-6  # ... whatever the activation scales
+    ffn = next(n for n in nodes if "ffn" in n)
+    mine = [p for p, pt in enumerate(points) if pt[0] == ffn]
+    assert len(mine) == 2  # its activation input and its weight
+    one = run(mine)
+    assert _max_diff(one, ref) > 1e-5  # gated: this MatMul is fake-quantized
+    act = next(p for p in mine if points[p][2] == "act")
+    others = scales.copy()
+    others[[i for i, t in enumerate(acts) if t != points[act][3]]] *= 1e-3  # other activations' scales: ignored while ungated
+    assert _max_diff(run(mine, others), one) <= 1e-6
+    coarse = scales.copy()
+    coarse[acts.index(points[act][3])] *= 8  # its own scale matters once gated
+    assert _max_diff(run(mine, coarse), one) > 1e-5
