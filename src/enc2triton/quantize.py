@@ -10,7 +10,9 @@
   with calibration.py (ranges) and smoothquant.py (outlier channels moved into the weights).
 - best: the int8 graph with FP16 wherever no Q/DQ sits (TensorRT 10 `--best`; the strongly typed graph
   TensorRT 11 needs). Q/DQ scales stay FP32; the same sensitive ops stay FP32.
-- fp8: not buildable here (needs ModelOpt and a GPU with compute capability >= 8.9); recorded with the reason.
+- fp8: explicit FP8 (E4M3) Q/DQ on the linear layers' MatMuls, per-tensor activation scales calibrated on
+  data/calibration.txt, per-channel weights (fp8_qdq.py): TensorRT's fp8 source. ONNX Runtime has no FP8 kernels,
+  so it is measured with graph optimizations off and not served (spec: onnx_fp8 is unserved).
 
 This module is the stage: one builder per precision (BUILDERS; adding a precision = its entry in spec plus a
 builder here), the manifest records, and logs/quantize.{json,md}. Every variant is measured against the fp32
@@ -38,10 +40,7 @@ from .variant_quality import cache_reference, latency_ms, quality, texts_sha256
 
 __all__ = ["BUILDERS", "NOT_BUILT", "VARIANTS", "Int8Settings", "quality", "run", "main"]
 
-FP8_REASON = ("FP8 (E4M3) Q/DQ needs NVIDIA ModelOpt calibration and a GPU with FP8 tensor cores (compute capability "
-              ">= 8.9: Ada, Hopper or newer) to build and run; this CPU-only machine has neither. Build it on the GPU "
-              "machine (modelopt.onnx.quantization --quantize_mode fp8), then TensorRT builds it from the Q/DQ graph.")
-NOT_BUILT = {"fp8": FP8_REASON}  # ONNX precisions of spec recorded with the reason they are not built here
+NOT_BUILT: dict[str, str] = {}  # ONNX precisions of spec recorded with the reason they are not built here
 
 
 # ------------------------------------------------------------------------------------------ what builders share
@@ -92,17 +91,18 @@ class Stage:
         """The manifest's entry for `precision` as on disk now (another stage may have written meanwhile)."""
         return (io.load_manifest(self.artifacts).get("variants") or {}).get(precision)
 
-    def measure(self, entry: dict, path: Path, exact: bool = False) -> None:
+    def measure(self, entry: dict, path: Path, exact: bool = False, optimized: bool = True) -> None:
         """entry["quality"] (ORT CPU, default optimizations) vs fp32 on the evaluation texts; with `exact` also the
-        graph's own arithmetic, without ORT's x86 int8 kernel fusions (entry["quality_graph_exact"])."""
+        graph's own arithmetic, without ORT's x86 int8 kernel fusions (entry["quality_graph_exact"]). optimized=False:
+        a graph ORT's fusions cannot run (FP8 Q/DQ) is measured as written only."""
         if not self.eval_texts:
             return
         args = (self.eval_texts, self.tokenizer, self.inputs, self.max_length)
         cache_reference(self.fp32_path, *args)
-        q = quality(self.fp32_path, path, *args)
+        q = quality(self.fp32_path, path, *args, graph_optimizations=optimized)
         entry["quality"] = {**q, "texts": io.rel(self.evaluation), "reference": "onnx fp32",
-                            "runtime": "onnxruntime CPU, default optimizations"}
-        if exact:
+                            "runtime": "onnxruntime CPU, " + ("default optimizations" if optimized else "graph optimizations disabled")}
+        if exact and optimized:
             qe = quality(self.fp32_path, path, *args, graph_optimizations=False)
             entry["quality_graph_exact"] = {**qe, "runtime": "onnxruntime CPU, graph optimizations disabled"}
 
@@ -194,7 +194,7 @@ def _int8_entry(st: Stage, search: dict, info: dict, key: str, calib_texts: list
         "quantized_nodes": search["quantized"], "excluded_nodes": search["excluded"],
         "quantized_count": len(search["quantized"]), "candidate_count": len(search["quantized"]) + len(search["excluded"]),
         "held_out_quality": search["held_out"], "target_held_out": search["target"],
-        "search_cache": io.rel(cache_path), "search_cached": cached,
+        "search_cache": io.rel(cache_path, st.artifacts), "search_cached": cached,
         "seconds": seconds,
         **{k: v for k, v in info.items() if k != "extra_options"}, "extra_options": info["extra_options"],
     }
@@ -254,8 +254,42 @@ def build_best(st: Stage) -> dict:
     return entry
 
 
+def build_fp8(st: Stage) -> dict:
+    from . import fp8_qdq
+    from .calibration import calibrate
+    from .texts import length_batches
+
+    entry, path = st.recorded("fp8"), st.paths["fp8"]
+    calib_texts = _calibration_texts(st)
+    if not st.force and _up_to_date(entry, st.artifacts, source_sha256=st.fp32_sha, calibration_sha256=texts_sha256(calib_texts)):
+        print("fp8: up to date")
+        return entry
+    t0 = time.perf_counter()
+    model = st.fp32_model()
+    acts = list(dict.fromkeys(a for _, a, _ in fp8_qdq.weight_matmuls(model)))
+    calib, _ = split_calibration(calib_texts, st.settings)  # the texts int8 calibrates on
+    _, feeds = length_batches(st.tokenizer, calib, st.inputs, st.max_length, st.settings.batch_size)
+    cal = calibrate(model, acts, feeds, st.progress, desc="fp8 calibration")
+    q, info = fp8_qdq.build(model, cal["absmax"])
+    save_checked(q, path)
+    entry = {"onnx": io.artifact_entry(path, st.artifacts),
+             "method": "FP8 E4M3 Q/DQ on the linear layers' MatMuls: activations per tensor (calibrated |max| / 448), weights "
+                       "per output channel (DequantizeLinear axis 1); attention, LayerNorm, Softmax and pooling FP32; opset 19 "
+                       "(TensorRT 10 --stronglyTyped, TensorRT 11 as is)",
+             "source_sha256": st.fp32_sha, "calibration_sha256": texts_sha256(calib_texts),
+             "calibration": {"data": io.rel(st.calibration), "samples": len(calib), "tokens": cal["tokens"],
+                             "statistic": "|max| over real tokens (padding excluded)"},
+             **info, "seconds": round(time.perf_counter() - t0, 1)}
+    st.measure(entry, path, optimized=False)
+    _record(st.artifacts, "fp8", entry)
+    st.built["fp8"] = entry
+    print(f"fp8: wrote {path} ({_mb(path)} MB), {info['quantized_matmuls']} MatMuls in FP8")
+    return entry
+
+
 # precision -> its builder, in build order; REQUIRES: what a precision is built from (brought up to date first)
-BUILDERS: dict[str, Callable[[Stage], dict]] = {"fp16": build_fp16, "int8": build_int8_variant, "best": build_best}
+BUILDERS: dict[str, Callable[[Stage], dict]] = {"fp16": build_fp16, "int8": build_int8_variant, "best": build_best,
+                                                "fp8": build_fp8}
 REQUIRES = {"best": ("int8",)}
 VARIANTS = tuple(BUILDERS)
 
@@ -313,11 +347,13 @@ def _variants_table(st: Stage, result: dict, old_table: dict, measure_latency: b
         row["pass"] = metrics.passes(row, fl) if fl and row["mean_cos"] is not None else None
         if e.get("fused"):
             row["note"] = "fused GPU graph (enc2triton.optimize): not measured on CPU"
+        elif p == "fp8":
+            row["note"] = "TensorRT's fp8 source: ONNX Runtime has no FP8 kernels, so no CPU latency; quality as written"
         elif p in table and not measure_latency:
             row["cpu_ms_b8_s128"] = table[p].get("cpu_ms_b8_s128")
             row["cpu_ms_b8_s128_min"] = table[p].get("cpu_ms_b8_s128_min")
         table[p] = row
-    timed = [p for p, r in rows.items() if not r.get("entry", {}).get("fused")]
+    timed = [p for p, r in rows.items() if not r.get("entry", {}).get("fused") and p != "fp8"]
     if measure_latency and timed:
         lat = latency_ms({p: rows[p]["path"] for p in timed}, st.tokenizer, st.inputs, st.eval_texts or ["latency sample sentence"])
         for p in timed:
@@ -346,9 +382,9 @@ def _write_logs(logs: Path, st: Stage, result: dict, measure_latency: bool) -> N
     int8 = result["variants"].get("int8") or (old.get("int8") or {})
     search = st.search
     if search is None and int8.get("search_cache"):
-        cp = Path(int8["search_cache"])
-        cp = cp if cp.is_absolute() else spec.ROOT / cp
-        search = io.read_json(cp) if cp.exists() else None
+        # recorded relative to the artifacts folder (runs before 2026-11-30: to the project root)
+        cp = next((c for c in (io.resolve(int8["search_cache"], st.artifacts), spec.ROOT / int8["search_cache"]) if c.exists()), None)
+        search = io.read_json(cp) if cp else None
     out = {
         "model": result["model"], "evaluation_texts": result["evaluation_texts"],
         "note": "quality = sentence embeddings vs the fp32 ONNX export on the evaluation texts (never used to choose anything); "

@@ -1,0 +1,68 @@
+"""FP8 (E4M3) explicit Q/DQ graph: TensorRT's fp8 source (convert_to_trt.sh: `--stronglyTyped` on 10, as is on 11).
+
+The same scheme as the PyTorch engine's torch_fp8 (torch_model.Fp8Linear): every linear layer's MatMul (a 2-D
+weight initializer) gets its activation quantized with one static per-tensor scale (calibrated |max| / 448) and its
+weight stored in FP8 with one scale per output channel (DequantizeLinear axis=1). Attention's activation x
+activation MatMuls, LayerNorm, Softmax and the pooling stay FP32. FP8 Q/DQ needs opset 19: the graph is converted
+with onnx.version_converter first. ONNX Runtime has no FP8 GEMM kernels (and its graph fusions refuse FP8 Q/DQ), so
+the graph is measured with graph optimizations off: the arithmetic as written, which TensorRT implements.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from .onnx_graph import toposort
+
+E4M3_MAX = 448.0
+OPSET = 19
+
+
+def weight_matmuls(model) -> list[tuple[str, str, str]]:
+    """(node name, activation input, weight initializer) of every MatMul whose right input is a 2-D weight."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return [(n.name, n.input[0], n.input[1]) for n in model.graph.node
+            if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2 and n.input[0] not in inits]
+
+
+def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(E4M3 weight, FP32 scale per output channel) of a [K, N] MatMul weight."""
+    import ml_dtypes
+
+    scale = (np.maximum(np.abs(w).max(axis=0), 1e-12) / E4M3_MAX).astype(np.float32)
+    return (w / scale).astype(ml_dtypes.float8_e4m3fn), scale
+
+
+def build(model, amax: dict[str, float]):
+    """The FP8 Q/DQ copy of an FP32 graph; `amax`: calibrated |max| of each quantized MatMul's activation input."""
+    import ml_dtypes
+    from onnx import helper, numpy_helper, version_converter
+
+    m = version_converter.convert_version(copy.deepcopy(model), OPSET)
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    byname = {n.name: n for n in g.node}
+    zero = np.array(0, dtype=ml_dtypes.float8_e4m3fn)
+    new, done = [], {}
+    for node, act, weight in weight_matmuls(m):
+        if act not in done:  # one Q/DQ pair per activation, shared by its readers (Q, K and V read one tensor)
+            base = f"{act}_fp8"
+            g.initializer.extend([numpy_helper.from_array(np.array(max(amax[act], 1e-12) / E4M3_MAX, np.float32), f"{base}_scale"),
+                                  numpy_helper.from_array(zero, f"{base}_zero")])
+            new += [helper.make_node("QuantizeLinear", [act, f"{base}_scale", f"{base}_zero"], [f"{base}_q"], name=f"{base}/QuantizeLinear"),
+                    helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_scale", f"{base}_zero"], [f"{base}_dq"],
+                                     name=f"{base}/DequantizeLinear")]
+            done[act] = f"{base}_dq"
+        w8, scale = quantize_weight(numpy_helper.to_array(inits[weight]).astype(np.float32))
+        base = f"{weight}_fp8"
+        g.initializer.extend([numpy_helper.from_array(w8, base), numpy_helper.from_array(scale, f"{base}_scale")])
+        new.append(helper.make_node("DequantizeLinear", [base, f"{base}_scale"], [f"{base}_dq"], name=f"{base}/DequantizeLinear", axis=1))
+        byname[node].input[0], byname[node].input[1] = done[act], f"{base}_dq"
+    g.node.extend(new)
+    used = {x for n in g.node for x in n.input}
+    keep = [i for i in g.initializer if i.name in used]  # the FP32 weights are no longer read
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    toposort(g)
+    return m, {"quantized_matmuls": len(weight_matmuls(model)), "activation_qdq": len(done), "opset": OPSET}
