@@ -1,0 +1,190 @@
+"""The PyTorch engine family on the CPU: our encoder vs Hugging Face, the FP8/INT8 linear layers' arithmetic, the INT8
+plan taken from the ONNX search, AOTInductor packages (CPU builds of the same code path) through TorchEngine and
+through the real Triton server. The GPU-only parts (CUDA graphs, FP8 tensor cores) run on the GPU machine."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from enc2triton import engines, export, io, quantize, repository, server, spec, torch_build, torch_model
+from enc2triton.texts import tokenize
+
+TEXTS = ["short one", "a somewhat longer sentence about the weather in spring", "Where is the station?"]
+FAST = quantize.Int8Settings(held_out=32, sweep_texts=16, max_calib_texts=96, alphas=(None, 0.8))
+
+
+def _hf(path: Path):
+    from transformers import AutoModel, AutoTokenizer
+
+    return AutoModel.from_pretrained(str(path), attn_implementation="eager").eval(), AutoTokenizer.from_pretrained(str(path))
+
+
+@pytest.mark.parametrize("arch", ["tiny_distilbert", "tiny_bert"])
+def test_encoder_matches_hugging_face_fp32(arch, request):
+    hf, tok = _hf(request.getfixturevalue(arch))
+    enc = torch_model.from_hf(hf)
+    names = [n for n in enc.input_names if n in tok.model_input_names]
+    feed = {k: torch.from_numpy(v) for k, v in tokenize(tok, TEXTS, names, 64).items()}  # padded batch
+    with torch.inference_mode():
+        ref = hf(**feed).last_hidden_state
+        hidden, pooled = enc(**feed)
+    mask = feed["attention_mask"].bool()
+    assert (hidden - ref)[mask].abs().max() < 1e-5
+    m = mask[..., None].float()
+    assert (pooled - (ref * m).sum(1) / m.sum(1)).abs().max() < 1e-5
+
+
+def test_unsupported_architecture_is_a_clear_error():
+    from transformers import BertConfig
+
+    with pytest.raises(ValueError, match="activation 'relu'"):
+        torch_model.EncoderConfig.from_hf(BertConfig(hidden_act="relu"))
+
+
+def test_int8_linear_is_exact_w8a8_with_smoothing():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 8)
+    x = torch.randn(5, 16) * 3
+    s = torch.rand(16) + 0.5
+    clip = 4.0
+    q = torch_model.Int8Linear(lin.weight, lin.bias, clip, s)
+    # by hand: x / s quantized per tensor at clip/127, W * s per output channel, int32 accumulate
+    xs = clip / 127
+    xq = torch.round(x / s / xs).clamp(-127, 127)
+    w = lin.weight.detach() * s
+    ws = w.abs().amax(1) / 127
+    wq = torch.round(w / ws[:, None]).clamp(-127, 127)
+    expect = (xq @ wq.t()) * xs * ws + lin.bias.detach()
+    assert torch.allclose(q(x), expect, atol=1e-5)
+    assert q(x[:1]).shape == (1, 8)  # one row: padded to 32 rows for the int8 GEMM, sliced back
+
+
+def test_fp8_linear_is_e4m3_with_per_channel_weights():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 16)
+    x = torch.randn(7, 32)
+    amax = float(x.abs().max())
+    f = torch_model.Fp8Linear(lin.weight, lin.bias, amax)
+    xs = amax / 448
+    xq = (x / xs).to(torch.float8_e4m3fn).float() * xs
+    w = lin.weight.detach()
+    ws = w.abs().amax(1) / 448
+    wq = (w / ws[:, None]).to(torch.float8_e4m3fn).float() * ws[:, None]
+    expect = xq @ wq.t() + lin.bias.detach()
+    assert torch.allclose(f(x).float(), expect, atol=3e-2, rtol=1e-2)  # BF16 epilogue
+    assert f.weight.dtype == torch.float8_e4m3fn and f.w_scale.shape == (1, 16)
+
+
+@pytest.fixture(scope="module")
+def torch_art(tmp_path_factory, tiny_distilbert):
+    """The tiny DistilBERT exported, its ONNX variants (the INT8 search) and the CPU packages of every torch variant."""
+    art = tmp_path_factory.mktemp("torch_art")
+    export.run(model=str(tiny_distilbert), artifacts=art, shapes=spec.ShapeLimits(max_batch=8, opt_batch=4, max_seq=128, opt_seq=64))
+    logs = tmp_path_factory.mktemp("torch_logs")
+    quantize.run(art, logs, ("int8",), measure_latency=False, progress=False, settings=FAST)
+    res = torch_build.run(art, logs, device="cpu")
+    return art, logs, res
+
+
+def test_int8_plan_follows_the_onnx_search(torch_art, tmp_path):
+    art, _, _ = torch_art
+    m = io.load_manifest(art)
+    enc = torch_model.from_hf(_hf(Path(m["model"]["path"]))[0])
+    plan, info = torch_build.int8_plan(m, art, enc.cfg)
+    assert info["linear_layers"] == 8 and info["linear_layers_quantized"] == 8 and not info["kept_fp16"]
+    # the search keeping one of Q/K/V in FP32 keeps the fused QKV GEMM in FP16; another layer stays quantized
+    search_path = torch_build.io.resolve(m["variants"]["int8"]["search_cache"], art)
+    search = io.read_json(search_path)
+    q_node = next(n for n in search["quantized"] if "layer.1/attention/q_lin" in n)
+    search["quantized"].remove(q_node)
+    io.write_json(search_path, search)
+    try:
+        plan, info = torch_build.int8_plan(m, art, enc.cfg)
+    finally:
+        search["quantized"].append(q_node)
+        io.write_json(search_path, search)
+    assert plan[(1, "qkv")] is None and plan[(1, "o")] is not None and info["kept_fp16"] == ["layers.1.qkv"]
+
+
+def test_cpu_packages_built_checked_and_recorded(torch_art):
+    art, logs, res = torch_art
+    m = io.load_manifest(art)
+    for p in torch_build.PRECISIONS:
+        e = m["torch"][p]
+        assert io.is_valid(e["package"], art) and io.is_valid(e["sidecar"], art) and e["device"] == "cpu"
+        assert e["quality"]["pass"], (p, e["quality"])  # tiny random weights: near-exact, but the floor is checked
+        assert e["compiled"]["max_abs_diff_vs_eager"] <= torch_build.PACKAGE_ATOL[p]
+    assert res["verification"]["max_abs_diff"]["sentence_embedding"] < 1e-5
+    md = (logs / "torch_build.md").read_text()
+    assert "| torch_fp8 |" in md and "kept FP16: none" in md
+
+
+def test_torch_engine_pads_to_buckets_and_slices_back(torch_art):
+    art, _, _ = torch_art
+    m = io.load_manifest(art)
+    path = io.resolve(m["torch"]["fp16"]["package"]["path"], art)
+    eng = engines.open_engine("torch", path, "cpu")
+    assert eng.bucket(3, 7) == (4, 16) and eng.bucket(9, 100) == (9, 112)  # past the largest batch bucket: as is
+    hf, tok = _hf(Path(m["model"]["path"]))
+    ref = torch_model.from_hf(hf).half()
+    feed = tokenize(tok, TEXTS, eng.inputs, 128)
+    out = eng.run(feed, ["last_hidden_state", "sentence_embedding"])
+    assert out["last_hidden_state"].shape == (3, feed["input_ids"].shape[1], 32) and out["sentence_embedding"].shape == (3, 32)
+    with torch.inference_mode():
+        expect = ref(**{k: torch.from_numpy(v) for k, v in feed.items()})[1].float().numpy()
+    assert np.abs(out["sentence_embedding"] - expect).max() < 2e-2
+    step = eng.prepare({k: v[:2] for k, v in feed.items()})
+    assert step()[1].shape == (2, 32)
+
+
+def test_gpu_only_without_a_gpu(torch_art, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    art = tmp_path / "art"
+    shutil.copytree(torch_art[0], art)
+    res = torch_build.run(art, tmp_path / "logs", device="cuda")
+    assert res["built"] == {} and set(res["skipped"]) == set(torch_build.PRECISIONS)
+    assert io.load_manifest(art)["torch"]["fp8"] == {"package": None, "reason": torch_build.GPU_ONLY}
+    models, skipped = repository.plan(io.load_manifest(art), art, "gpu")
+    assert f"torch_fp16: skipped: {torch_build.GPU_ONLY}" in skipped
+    assert "GPU only" in capsys.readouterr().out
+
+
+def test_repository_refuses_a_package_for_another_device(torch_art):
+    art, _, _ = torch_art
+    models, skipped = repository.plan(io.load_manifest(art), art, "gpu")
+    assert "torch_fp16: skipped: compiled for cpu, this repository is for gpu (torch_build --device)" in skipped
+    names = [m["name"] for m in repository.plan(io.load_manifest(art), art, "cpu", only=["onnx_fp32", "torch_fp8"])[0]]
+    assert names == ["onnx_fp32", "torch_fp8"]
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_torch_variant_served_by_the_runner(torch_art, tmp_path):
+    """The Python-backend runner loads the package through TorchEngine in the real server; its ensemble agrees with
+    onnx_fp32 as served."""
+    import tritonclient.grpc as grpcclient
+
+    from triton_helpers import embed
+
+    art, _, _ = torch_art
+    repo, logs = tmp_path / "repo", tmp_path / "logs"
+    repository.generate(art, repo, device="cpu", only=["onnx_fp32", "torch_fp16", "torch_int8"])
+    cfg = repository.read_config(repo / "torch_int8" / "config.pbtxt")
+    assert cfg.backend == "python" and cfg.parameters["runtime"].string_value == "torch"
+    assert (repo / "torch_int8" / "1" / "model.json").exists() and (repo / "torch_int8" / "1" / "enc2triton_engines.py").exists()
+    with server.running(repo, logs) as info:
+        assert info.models["ensemble_torch_fp16"] == "READY" and info.ready_seconds is not None
+        client = grpcclient.InferenceServerClient(info.grpc)
+        texts = [t.encode() for t in TEXTS]
+        ref = embed(client, grpcclient, texts)
+        for v in ("torch_fp16", "torch_int8"):
+            got = embed(client, grpcclient, texts, spec.ensemble_name(v))
+            cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+            assert cos.min() > 0.999, (v, cos)
+    log = (logs / "tritonserver.log").read_text()
+    assert "AOTInductor fp16 on cpu" in log
