@@ -107,6 +107,8 @@ def test_serving_defaults_per_device():
     assert (gpu16.model_instances, gpu16.tokenizer_instances) == (4, 12)  # what results/h100/tuning measured best
     assert spec.Serving.for_device("gpu", cpus=2).tokenizer_instances == 2 and spec.Serving.for_device("gpu", cpus=64).tokenizer_instances == 12
     assert spec.Serving.for_device("gpu", cpus=16, model_instances=None, tokenizer_instances=3).tokenizer_instances == 3
+    # two GPUs on the 32-core machine: the tokenizer gets 12 instances per GPU, within 3/4 of the cores
+    assert spec.Serving.for_device("gpu", cpus=32, gpus=2).tokenizer_instances == 24 and spec.Serving.for_device("gpu", cpus=32).tokenizer_instances == 12
 
 
 def test_native_backends_when_present(tiny_artifacts, tmp_path):

@@ -86,7 +86,7 @@ def torch_art(tmp_path_factory, tiny_distilbert):
     export.run(model=str(tiny_distilbert), artifacts=art, shapes=spec.ShapeLimits(max_batch=8, opt_batch=4, max_seq=128, opt_seq=64))
     logs = tmp_path_factory.mktemp("torch_logs")
     quantize.run(art, logs, ("int8",), measure_latency=False, progress=False, settings=FAST)
-    res = torch_build.run(art, logs, device="cpu")
+    res = torch_build.run(art, logs, device="cpu", compile_cache=False)  # eager: torch.compile on 2 CPU cores is slow
     return art, logs, res
 
 
@@ -115,7 +115,8 @@ def test_cpu_packages_built_checked_and_recorded(torch_art):
     m = io.load_manifest(art)
     for p in torch_build.PRECISIONS:
         e = m["torch"][p]
-        assert io.is_valid(e["package"], art) and io.is_valid(e["sidecar"], art) and e["device"] == "cpu"
+        assert io.is_valid(e["package"], art) and e["device"] == "cpu"
+        assert set(e["extras"]) == {"model.json"} and io.is_valid(e["extras"]["model.json"], art)  # no compile cache asked
         assert e["quality"]["pass"], (p, e["quality"])  # tiny random weights: near-exact, but the floor is checked
         assert e["compiled"]["max_abs_diff_vs_eager"] <= torch_build.PACKAGE_ATOL[p]
     assert res["verification"]["max_abs_diff"]["sentence_embedding"] < 1e-5
@@ -176,7 +177,8 @@ def test_torch_variant_served_by_the_runner(torch_art, tmp_path):
     repository.generate(art, repo, device="cpu", only=["onnx_fp32", "torch_fp16", "torch_int8"])
     cfg = repository.read_config(repo / "torch_int8" / "config.pbtxt")
     assert cfg.backend == "python" and cfg.parameters["runtime"].string_value == "torch"
-    assert (repo / "torch_int8" / "1" / "model.json").exists() and (repo / "torch_int8" / "1" / "enc2triton_engines.py").exists()
+    files = {p.name for p in (repo / "torch_int8" / "1").iterdir()}
+    assert {"model.pt", "model.json", "model.py", "enc2triton_engines.py", "enc2triton_torch_model.py"} <= files
     with server.running(repo, logs) as info:
         assert info.models["ensemble_torch_fp16"] == "READY" and info.ready_seconds is not None
         client = grpcclient.InferenceServerClient(info.grpc)
@@ -187,4 +189,24 @@ def test_torch_variant_served_by_the_runner(torch_art, tmp_path):
             cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
             assert cos.min() > 0.999, (v, cos)
     log = (logs / "tritonserver.log").read_text()
-    assert "AOTInductor fp16 on cpu" in log
+    assert "torch_fp16" in log and "fp16 on cpu eager" in log
+
+
+@pytest.mark.slow
+def test_compile_cache_round_trip(torch_art, tmp_path):
+    """torch.compile once at build time, its portable cache saved; a fresh engine loads the cache and compiles from it."""
+    import subprocess
+    import sys
+
+    art = tmp_path / "art"
+    shutil.copytree(torch_art[0], art)
+    torch_build.run(art, tmp_path / "logs", ("fp16",), device="cpu", force=True)
+    e = io.load_manifest(art)["torch"]["fp16"]
+    assert set(e["extras"]) == {"model.json", "model.cache"} and e["compiled"]["cache_bytes"] > 0
+    path = io.resolve(e["package"]["path"], art)
+    code = ("import numpy as np; from enc2triton import engines; "
+            f"e = engines.open_engine('torch', r'{path}', 'cpu'); print(e.providers[0]); "
+            "print(e.run({n: np.ones((2, 16), np.int64) for n in e.inputs}, ['sentence_embedding'])['sentence_embedding'].shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torch.compile" in out.stdout and "no compile cache" not in out.stdout and "(2, 32)" in out.stdout

@@ -148,41 +148,49 @@ class TrtEngine:
 
 
 class TorchEngine:
-    """An AOTInductor package (torch_build.py): kernels compiled ahead of time, so loading takes a second, not a
-    compile. Serving shapes are padded up to buckets (batch buckets x sequence multiples of 16, as the tokenizer
-    pads) and each bucket is replayed as a CUDA graph: one launch per request batch instead of hundreds.
+    """A PyTorch engine of torch_build.py: the saved weights rebuilt into our encoder (torch_model.py, copied beside
+    this file as enc2triton_torch_model.py), compiled with torch.compile after loading the portable compile cache the
+    build saved (so a start pays a trace and cache hits, not a compilation). Serving shapes are padded up to buckets
+    (batch buckets x sequence multiples of 16, as the tokenizer pads) and each bucket is replayed as a CUDA graph: one
+    launch per request batch instead of hundreds.
 
-    The sidecar JSON beside the package (model.json) says the inputs, the compiled shape range and the buckets."""
+    model.json beside the weights says the architecture, dtype, quantized layers, inputs and buckets."""
 
     def __init__(self, path: Path, device: str = "gpu", device_id: int = 0, cuda_graphs: bool = True):
         import json
-        import inspect
+        import time
 
         import torch
-        from torch._inductor import aoti_load_package
 
-        self.torch = torch
-        self.meta = json.loads(Path(path).with_suffix(".json").read_text())
+        t0 = time.perf_counter()
+        self.torch, path = torch, Path(path)
+        self.meta = json.loads(path.with_suffix(".json").read_text())
         if device == "gpu" and not torch.cuda.is_available():
-            raise EngineError(f"{path} is a CUDA package but torch {torch.__version__} sees no GPU")
+            raise EngineError(f"{path} is a GPU engine but torch {torch.__version__} sees no GPU")
         if (self.meta.get("device") == "cuda") != (device == "gpu"):
-            raise EngineError(f"{path} was compiled for {self.meta.get('device')}, asked to run on {device}")
+            raise EngineError(f"{path} was built for {self.meta.get('device')}, asked to run on {device}")
         self.device = torch.device("cuda", device_id) if device == "gpu" else torch.device("cpu")
-        kw = {}
-        params = inspect.signature(aoti_load_package).parameters
-        if "run_single_threaded" in params and cuda_graphs and device == "gpu":
-            kw["run_single_threaded"] = True  # no thread-synchronisation logic: it would break graph capture
-        if "device_index" in params and device == "gpu":
-            kw["device_index"] = device_id
-        with torch.inference_mode():
-            self.model = aoti_load_package(str(path), **kw)
+        try:
+            import enc2triton_torch_model as torch_model  # in a Triton model folder
+        except ImportError:
+            from enc2triton import torch_model
+        state = torch.load(path, map_location=self.device, weights_only=True)["state_dict"]
+        module = torch_model.restore(self.meta["config"], self.meta["dtype"], self.meta["layout"], state).to(self.device)
+        self.model, compiled = module, False
+        cache = path.with_suffix(".cache")
+        if self.meta.get("compile"):
+            if cache.exists():
+                torch.compiler.load_cache_artifacts(cache.read_bytes())
+            self.model, compiled = torch.compile(module, dynamic=True), True
         self.cuda_graphs = cuda_graphs and device == "gpu"
         self.inputs = list(self.meta["inputs"])
         self.outputs = ["last_hidden_state", "sentence_embedding"]
-        self.providers = [f"torch {torch.__version__} AOTInductor {self.meta['precision']} on {self.device}"
+        self.providers = [f"torch {torch.__version__} {self.meta['precision']} on {self.device}"
+                          + (" torch.compile" + ("" if cache.exists() else " (no compile cache: compiles here)") if compiled else " eager")
                           + (" + CUDA graphs" if self.cuda_graphs else "")]
         self.graphs: dict = {}
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+        self.load_seconds = round(time.perf_counter() - t0, 2)
 
     # ---- shapes
     def bucket(self, batch: int, seq: int) -> tuple[int, int]:
@@ -224,11 +232,14 @@ class TorchEngine:
         return self.graphs[(b, s)]
 
     def warmup(self) -> int:
-        """Capture every serving bucket up front (at model load, not on the first unlucky request); how many."""
-        if self.cuda_graphs:
-            for b in self.meta["batch_buckets"]:
-                for s in self.meta["seq_buckets"]:
-                    self._graph(*self.bucket(b, s))
+        """Compile (from the cache) and capture every serving bucket up front, at model load, not on the first unlucky
+        request; how many CUDA graphs."""
+        shapes = {self.bucket(b, s) for b in self.meta["batch_buckets"] for s in self.meta["seq_buckets"]}
+        for b, s in sorted(shapes):
+            if self.cuda_graphs:
+                self._graph(b, s)
+            else:
+                self._forward({n: np.ones((b, s), np.int64) for n in self.inputs})
         return len(self.graphs)
 
     def _forward(self, feed: dict):

@@ -65,3 +65,43 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class GpuSampler:
+    """Per-GPU utilisation and memory, sampled from nvidia-smi in a background thread while a measurement runs:
+    `with GpuSampler() as s: ...` then s.summary() -> {"gpus": n, "util_mean": [...], "util_max": [...], "mem_max_mib": [...]}
+    ({} without a GPU). Tells whether every GPU was busy, or the host side was the bottleneck."""
+
+    def __init__(self, interval: float = 0.5):
+        import threading
+
+        self.interval, self.samples, self._stop = interval, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rows = query_gpus("index", "utilization.gpu", "memory.used")
+            if not rows:
+                return
+            try:
+                self.samples.append([(int(i), float(u), float(m)) for i, u, m in rows])
+            except ValueError:
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "GpuSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {}
+        n = len(self.samples[0])
+        util = [[s[g][1] for s in self.samples if len(s) == n] for g in range(n)]
+        mem = [[s[g][2] for s in self.samples if len(s) == n] for g in range(n)]
+        return {"gpus": n, "samples": len(self.samples), "util_mean": [round(sum(u) / len(u), 1) for u in util],
+                "util_max": [max(u) for u in util], "mem_max_mib": [max(m) for m in mem]}

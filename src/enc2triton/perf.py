@@ -267,8 +267,11 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
             print(f"[{step[0]}/{total}] {model}  concurrency {c} ...", flush=True)
             t0 = time.perf_counter()
             try:
-                row, text = run_level(tool, lambda s, p: pa_command(tool, model, url, protocol, c, batch, data, p, s, cycle),
-                                      settings, log, entry["commands"])
+                with host.GpuSampler() as gpu:
+                    row, text = run_level(tool, lambda s, p: pa_command(tool, model, url, protocol, c, batch, data, p, s, cycle),
+                                          settings, log, entry["commands"])
+                if gpu.summary():
+                    row["gpu"] = gpu.summary()
             except LevelError as e:
                 alive = server.alive(info.pid) and server.is_ready(info)
                 entry["failed"].append({"concurrency": c, "error": str(e) + ("" if alive else "; the server is gone")})
@@ -286,8 +289,9 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
             if csv_lines[0] != header:
                 raise StageError(f"{model}: perf_analyzer CSV header changed between levels")
             lines += csv_lines[1:]
+            util = (row.get("gpu") or {}).get("util_mean")
             print(f"      {row['throughput']:.1f} infer/s  p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  "
-                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+                  + (f"GPU util {util} %  " if util else "") + f"({time.perf_counter() - t0:.0f}s)", flush=True)
         else:
             entry["status"] = "incomplete" if entry["failed"] else "complete"
     finally:

@@ -7,11 +7,14 @@ from __future__ import annotations
 import re
 
 # first match wins; names as cuBLAS/CUTLASS/PyTorch/Triton/ONNX Runtime give them
+# (seen on the H200: cuBLAS's nvjet_* GEMMs, cuDNN's fused SDPA, Inductor's triton_per/red/poi kernels)
 GROUPS = (
-    ("GEMM", re.compile(r"gemm|cutlass|xmma|cublas|scaled_mm|matmul|wgmma|igemm|f8f8|s8s8|int_mm|_mm_", re.I)),
+    ("LayerNorm / reductions (compiled)", re.compile(r"^triton_(per|red)_", re.I)),
+    ("fused pointwise (compiled: GELU, residual, quantize, casts)", re.compile(r"^triton_poi_", re.I)),
     ("attention", re.compile(r"fmha|flash|attention|efficient|sdpa|softmax", re.I)),
-    ("LayerNorm / reductions", re.compile(r"layer_?norm|layernorm|triton_per_|triton_red_|reduce", re.I)),
-    ("fused pointwise (GELU, residual, quantize, casts)", re.compile(r"triton_poi_|gelu|elementwise|vectorized|unrolled|add|cast|mul", re.I)),
+    ("GEMM", re.compile(r"nvjet|gemm|cutlass|xmma|cublas|scaled_mm|matmul|wgmma|igemm|f8f8|s8s8|int_mm|_mm_", re.I)),
+    ("LayerNorm / reductions", re.compile(r"layer_?norm|layernorm|reduce", re.I)),
+    ("pointwise (GELU, residual, casts, gather)", re.compile(r"gelu|elementwise|vectorized|unrolled|gather|index|add|cast|mul", re.I)),
     ("copies / memset", re.compile(r"memcpy|memset|copy", re.I)),
 )
 

@@ -26,8 +26,9 @@ from . import cli, host, io, spec, tools
 from .io import StageError
 
 MODELS_SRC = Path(__file__).parent / "triton_models"
-# What a Python-backend model folder holds besides its artifact: the runner and the engine module it imports.
-RUNNER_FILES = ((MODELS_SRC / "runner.py", "model.py"), (Path(__file__).parent / "engines.py", "enc2triton_engines.py"))
+# What a Python-backend model folder holds besides its artifact: the runner and the engine modules it imports.
+RUNNER_FILES = ((MODELS_SRC / "runner.py", "model.py"), (Path(__file__).parent / "engines.py", "enc2triton_engines.py"),
+                (Path(__file__).parent / "torch_model.py", "enc2triton_torch_model.py"))
 
 
 def _tensor(cls, name: str, dtype, dims):
@@ -139,9 +140,9 @@ def plan(manifest: dict, artifacts: Path, device: str = "cpu", only: list[str] |
         if only and v.name not in only:
             continue
         entry = (manifest.get(v.family.section) or {}).get(v.precision.name) or {}
-        art, side = entry.get(v.family.key), entry.get("sidecar")
+        art, extras = entry.get(v.family.key), entry.get("extras") or {}
         why = None
-        if not (art and io.is_valid(art, artifacts)) or (v.family.sidecar and not io.is_valid(side, artifacts)):
+        if not (art and io.is_valid(art, artifacts)) or not all(io.is_valid(e, artifacts) for e in extras.values()):
             why = entry.get("reason") or v.family.missing
         elif v.unserved:
             why = f"not served: {v.unserved}"
@@ -151,7 +152,7 @@ def plan(manifest: dict, artifacts: Path, device: str = "cpu", only: list[str] |
             skipped.append(f"{v.name}: skipped: {why}")
             continue
         models.append({"name": v.name, "variant": v, "src": io.resolve(art["path"], artifacts),
-                       "sidecar": io.resolve(side["path"], artifacts) if v.family.sidecar else None})
+                       "extras": {name: io.resolve(e["path"], artifacts) for name, e in extras.items()}})
     return models, skipped
 
 
@@ -159,7 +160,7 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
              device: str = "cpu", gpus: list[int] | None = None, native: bool | None = None,
              only: list[str] | None = None) -> Path:
     """Write the repository into a temp folder, then swap it in: an interrupted run leaves the old one."""
-    serving = serving or spec.Serving.for_device(device)
+    serving = serving or spec.Serving.for_device(device, gpus=len(gpus or [0]))
     artifacts, out = Path(artifacts), Path(out)
     manifest = io.load_manifest(artifacts)
     models, skipped = plan(manifest, artifacts, device, only)
@@ -183,8 +184,8 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
             mdir = tmp / v.name
             write_config(mdir, cfg)
             _place(m["src"], mdir / "1" / v.family.file)
-            if m["sidecar"]:
-                _place(m["sidecar"], mdir / "1" / v.family.sidecar)
+            for name, src in m["extras"].items():
+                _place(src, mdir / "1" / name)
             if not is_native:
                 for src, dst in RUNNER_FILES:
                     shutil.copy2(src, mdir / "1" / dst)
@@ -318,7 +319,7 @@ def main(argv=None) -> int:
     ap.add_argument("--instances", type=cli.at_least(1), help=f"instances per model, per GPU with --device gpu (default cpu "
                     f"{spec.Serving.model_instances}, gpu {spec.Serving.gpu_model_instances})")
     ap.add_argument("--tokenizer-instances", type=cli.at_least(1), help=f"CPU instances of the tokenizer (default cpu "
-                    f"{spec.Serving.tokenizer_instances}, gpu 3/4 of the cores up to {spec.Serving.gpu_tokenizer_instances_max})")
+                    f"{spec.Serving.tokenizer_instances}, gpu 3/4 of the cores up to {spec.Serving.gpu_tokenizer_instances_max} per GPU)")
     ap.add_argument("--preferred-batch-sizes", type=cli.int_list("preferred batch sizes"),
                     help="dynamic batcher's preferred sizes, comma-separated, each <= the export's max batch (default "
                     + ",".join(map(str, spec.Serving.preferred_batch_sizes)) + ")")
@@ -345,7 +346,7 @@ def main(argv=None) -> int:
         if a.instances == 1:
             print("warning: one instance per model: Triton 2.51's dynamic batcher can then hold a request for its "
                   "500 ms idle wait (see spec.Serving)", file=sys.stderr)
-        serving = spec.Serving.for_device(a.device, model_instances=a.instances, tokenizer_instances=a.tokenizer_instances,
+        serving = spec.Serving.for_device(a.device, gpus=len(gpus), model_instances=a.instances, tokenizer_instances=a.tokenizer_instances,
                                           ensemble_outputs=outputs, preferred_batch_sizes=tuple(sorted(set(a.preferred_batch_sizes))) if a.preferred_batch_sizes else None,
                                           max_queue_delay_us=a.max_queue_delay_us)
         unknown = [v for v in a.variants or [] if v not in spec.BY_NAME]

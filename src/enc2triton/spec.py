@@ -81,14 +81,14 @@ class Family:
     platform: str | None  # Triton's native platform for it (NVIDIA's containers); None: Python backend only
     gpu_only: bool
     missing: str  # why a variant has no artifact when the manifest gives no reason
-    sidecar: str | None = None  # metadata file the engine reads beside the artifact (manifest key "sidecar")
+    extras: tuple[str, ...] = ()  # files the engine reads beside the artifact (manifest entry "extras", by file name)
 
 
 ONNX = Family("onnx", "onnxruntime", "variants", "onnx", "model.onnx", "onnxruntime_onnx", gpu_only=False,
               missing="no valid ONNX artifact (rerun quantization)")
 TRT = Family("trt", "tensorrt", "trt", "engine", "model.plan", "tensorrt_plan", gpu_only=True, missing="no engine built")
-# AOTInductor packages (kernels compiled ahead of time + weights): no compilation at server start
-TORCH = Family("torch", "torch", "torch", "package", "model.pt2", None, gpu_only=True, sidecar="model.json",
+# weights + what the module is (model.json) + torch.compile's portable cache (model.cache, absent without compile)
+TORCH = Family("torch", "torch", "torch", "package", "model.pt", None, gpu_only=True, extras=("model.json", "model.cache"),
                missing="GPU only: not built (`make variants DEVICE=gpu` on a machine with an NVIDIA GPU)")
 FAMILIES = {f.name: f for f in (ONNX, TRT, TORCH)}
 
@@ -222,13 +222,15 @@ class Serving:
     host: str = "127.0.0.1"
 
     @classmethod
-    def for_device(cls, device: str, cpus: int | None = None, **overrides) -> "Serving":
-        """Defaults for `device` ('cpu' | 'gpu'); explicit overrides (None = default) win."""
+    def for_device(cls, device: str, cpus: int | None = None, gpus: int = 1, **overrides) -> "Serving":
+        """Defaults for `device` ('cpu' | 'gpu') and the number of GPUs served; explicit overrides (None = default) win.
+        The tokenizer (CPU) feeds every GPU: up to 12 instances per GPU, within 3/4 of the cores."""
         base = {}
         if device == "gpu":
             cpus = cpus or os.cpu_count() or 1
+            cap = cls.gpu_tokenizer_instances_max * max(1, gpus)
             base = {"model_instances": cls.gpu_model_instances,
-                    "tokenizer_instances": max(cls.tokenizer_instances, min(cls.gpu_tokenizer_instances_max, cpus * 3 // 4))}
+                    "tokenizer_instances": max(cls.tokenizer_instances, min(cap, cpus * 3 // 4))}
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 

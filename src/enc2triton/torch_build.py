@@ -7,9 +7,11 @@ From the checkpoint the export used (the manifest records it; its config hash is
    activation clips and quantized layers the ONNX INT8 search chose (quantize.py), so both INT8 graphs quantize
    the same way;
 3. each is measured against the FP32 reference on the evaluation texts (floors from spec);
-4. torch.export + AOTInductor compile it once, with dynamic batch and sequence, into artifacts/torch/model_<p>.pt2
-   (kernels and weights in one file): the server loads it in a second and captures CUDA graphs per serving shape,
-   so no compilation is paid at server start. The package is checked against the eager module it came from.
+4. its weights are saved (artifacts/torch/model_<p>.pt, with model_<p>.json saying the architecture, dtype and which
+   layers are quantized), and torch.compile (dynamic batch and sequence) compiles it once here: the compiled kernels are
+   saved as torch.compiler's portable cache (model_<p>.cache), which the server loads before compiling, so a server
+   start pays a trace and cache hits, not a compilation. The engine captures CUDA graphs per serving shape. The
+   package is checked through the engine against the eager module it came from.
 Writes the manifest's `torch` section and logs/torch_build.{json,md}.
 """
 from __future__ import annotations
@@ -106,7 +108,16 @@ def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
 def build_int8(enc, ctx: dict) -> tuple[object, dict]:
     from . import torch_model
 
-    plan, info = int8_plan(ctx["manifest"], ctx["artifacts"], enc.cfg)
+    if ctx.get("int8_ranges") == "max":
+        t0 = time.perf_counter()
+        amax = torch_model.input_amax(enc, ctx["calib_feeds"], ctx["device"])
+        plan = {k: {"clip": v} for k, v in amax.items()}
+        info = {"method": "W8A8 symmetric, every linear layer, activation clip = calibrated |max| per tensor, no SmoothQuant: "
+                          "the same kernels as the searched plan, for speed measurements on random weights (--int8-ranges max)",
+                "calibration": {**ctx["calibration"], "seconds": round(time.perf_counter() - t0, 1)},
+                "linear_layers_quantized": len(plan), "linear_layers": len(plan), "kept_fp16": []}
+    else:
+        plan, info = int8_plan(ctx["manifest"], ctx["artifacts"], enc.cfg)
     return torch_model.to_int8(enc, plan), info
 
 
@@ -164,27 +175,36 @@ def int8_plan(manifest: dict, artifacts: Path, cfg) -> tuple[dict, dict]:
     return plan, info
 
 
-# ------------------------------------------------------------------------------------------ compile
-def compile_package(module, names: list[str], out: Path, device: str, max_seq: int) -> dict:
-    """torch.export with dynamic batch and sequence, then AOTInductor into one .pt2 file (written atomically)."""
+# ------------------------------------------------------------------------------------------ package and compile cache
+def warm_shapes(manifest: dict) -> list[tuple[int, int]]:
+    """Shapes that make torch.compile build every graph serving needs: dynamic batch and sequence, plus the batch-1
+    specialisation (the compiler treats a size-1 dimension apart)."""
+    return [(1, 16), (2, 16), (min(64, manifest["shapes"]["max_batch"]), min(128, manifest["shapes"]["max_seq"]))]
+
+
+def save_package(module, names: list[str], out: Path, device: str, compile_cache: bool, shapes) -> dict:
+    """The weights (state dict, loadable with weights_only) and, with `compile_cache`, torch.compile's portable cache
+    (torch.compiler.save_cache_artifacts: Inductor's compiled kernels), warmed on `shapes`; written atomically."""
     import torch
 
-    dev = torch.device(device)
-    example = tuple(torch.ones(4, 32, dtype=torch.int64, device=dev) for _ in names)  # positional, in forward()'s order
-    batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("seq", min=1, max=max_seq)
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        ep = torch.export.export(module, example, dynamic_shapes=tuple({0: batch, 1: seq} for _ in names))
-    t1 = time.perf_counter()
     with io.atomic_path(out) as tmp:
-        pt2 = tmp.with_suffix(".pt2")  # AOTInductor insists on the suffix
-        try:
-            torch._inductor.aoti_compile_and_package(ep, package_path=str(pt2))
-            pt2.replace(tmp)
-        finally:
-            pt2.unlink(missing_ok=True)
-    return {"export_seconds": round(t1 - t0, 1), "compile_seconds": round(time.perf_counter() - t1, 1),
-            "dynamic_shapes": {"batch": [1, 1024], "seq": [1, max_seq]}}
+        torch.save({"state_dict": module.state_dict()}, tmp)
+    info = {"compile": compile_cache}
+    if compile_cache:
+        torch._dynamo.reset()
+        fn = torch.compile(module, dynamic=True)
+        with torch.inference_mode():
+            for b, s in shapes:
+                fn(*[torch.ones(b, s, dtype=torch.int64, device=device) for _ in names])
+        blob = torch.compiler.save_cache_artifacts()
+        if blob is None:
+            raise StageError("torch.compile produced no cache artifacts (is the FX graph cache disabled?)")
+        with io.atomic_path(out.with_suffix(".cache")) as tmp:
+            tmp.write_bytes(blob[0])
+        info.update({"compile_seconds": round(time.perf_counter() - t0, 1), "warm_shapes": [list(x) for x in shapes],
+                     "cache_bytes": len(blob[0])})
+    return info
 
 
 def check_package(path: Path, module, names: list[str], device: str, atol: float) -> dict:
@@ -194,6 +214,7 @@ def check_package(path: Path, module, names: list[str], device: str, atol: float
     from .engines import TorchEngine
 
     eng = TorchEngine(path, "gpu" if device == "cuda" else "cpu", cuda_graphs=device == "cuda")
+    load_seconds = eng.load_seconds
     worst = 0.0
     rng = np.random.default_rng(0)
     for b, s in ((1, 5), (3, 40), (8, 128)):
@@ -206,7 +227,7 @@ def check_package(path: Path, module, names: list[str], device: str, atol: float
         worst = max(worst, float(np.abs(got - ref).max()))
     if worst > atol:
         raise StageError(f"{path.name}: the compiled package differs from its eager module by {worst:.3g} > {atol}")
-    return {"max_abs_diff_vs_eager": worst, "atol": atol, "engine": eng.providers[0]}
+    return {"max_abs_diff_vs_eager": worst, "atol": atol, "engine": eng.providers[0], "load_seconds": load_seconds}
 
 
 # ------------------------------------------------------------------------------------------ stage
@@ -226,11 +247,15 @@ def _context(manifest: dict, artifacts: Path, device: str, calibration: Path, ev
             "evaluation": {"data": io.rel(evaluation), "texts": len(evals)}}
 
 
-def sidecar(precision: str, manifest: dict, names: list[str], device: str, compiled: dict) -> dict:
+def sidecar(precision: str, manifest: dict, names: list[str], device: str, module, compiled: dict) -> dict:
     import torch
+
+    from . import torch_model
 
     shapes = manifest["shapes"]
     return {"precision": precision, "inputs": names, "outputs": list(spec.OUTPUTS), "device": device,
+            "config": module.cfg.as_dict(), "dtype": str(next(module.norm.parameters()).dtype).removeprefix("torch."),
+            "layout": torch_model.layout(module),
             "hidden_size": manifest["model"]["hidden_size"], "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
             "batch_buckets": list(spec.batch_buckets(shapes["max_batch"])),
@@ -247,20 +272,24 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
     got = embed(module, ctx["eval_feeds"], ctx["eval_order"], device)
     q = metrics.compare(ref, got)
     floor = spec.PRECISIONS[p].floor
-    out = io.ensure_writable_dir(art / PACKAGES) / f"model_{p}.pt2"
-    compiled = compile_package(module, ctx["names"], out, device, ctx["max_seq"])
-    meta = sidecar(p, ctx["manifest"], ctx["names"], device, compiled)
+    out = io.ensure_writable_dir(art / PACKAGES) / f"model_{p}.pt"
+    compiled = save_package(module, ctx["names"], out, device, ctx["compile"], warm_shapes(ctx["manifest"]))
+    meta = sidecar(p, ctx["manifest"], ctx["names"], device, module, compiled)
     io.write_json(out.with_suffix(".json"), meta)
     check = check_package(out, module, ctx["names"], device, PACKAGE_ATOL[p])
-    return {"package": io.artifact_entry(out, art), "sidecar": io.artifact_entry(out.with_suffix(".json"), art),
-            "device": device, **info, "quality": {**q, **ctx["evaluation"], "reference": "our FP32 encoder (= Hugging Face FP32)",
+    extras = {spec.TORCH.extras[0]: io.artifact_entry(out.with_suffix(".json"), art)}
+    if compiled["compile"]:
+        extras[spec.TORCH.extras[1]] = io.artifact_entry(out.with_suffix(".cache"), art)
+    return {"package": io.artifact_entry(out, art), "extras": extras,
+            "device": device, "torch": meta["torch"], "gpu": meta["gpu"], **info, "quality": {**q, **ctx["evaluation"], "reference": "our FP32 encoder (= Hugging Face FP32)",
                                                   "floor": floor, "pass": metrics.passes(q, floor)},
             "compiled": {**compiled, **check}, "source_config_sha256": ctx["manifest"]["model"]["config_sha256"],
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRECISIONS, device: str = "cuda",
-        calibration: Path = spec.CALIBRATION_TEXTS, evaluation: Path = spec.EVALUATION_TEXTS, force: bool = False) -> dict:
+        calibration: Path = spec.CALIBRATION_TEXTS, evaluation: Path = spec.EVALUATION_TEXTS, force: bool = False,
+        int8_ranges: str = "search", compile_cache: bool = True) -> dict:
     import torch
 
     artifacts, logs = Path(artifacts), Path(logs)
@@ -274,6 +303,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
         print(f"torch_*: not built: {GPU_ONLY}")
         return {"built": {}, "skipped": {p: GPU_ONLY for p in precisions}}
     ctx = _context(manifest, artifacts, device, calibration, evaluation)
+    ctx["int8_ranges"], ctx["compile"] = int8_ranges, compile_cache
     hf, enc32, _ = load_reference(manifest, device)
     result = {"model": manifest["model"], "device": device, "host": host.describe(), "torch": torch.__version__,
               "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
@@ -298,9 +328,10 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
         io.update_manifest("torch", entry, artifacts, key=p)
         result["built"][p] = entry
         q = entry["quality"]
+        c = entry["compiled"]
         print(f"torch_{p}: {entry['package']['path']} ({entry['package']['bytes'] / 1e6:.1f} MB), mean/min cos "
-              f"{q['mean_cos']:.6f}/{q['min_cos']:.6f} ({'meets' if q['pass'] else 'UNDER'} the floor), compiled in "
-              f"{entry['compiled']['compile_seconds']} s", flush=True)
+              f"{q['mean_cos']:.6f}/{q['min_cos']:.6f} ({'meets' if q['pass'] else 'UNDER'} the floor); compiled in "
+              f"{c.get('compile_seconds', '- (no compile cache)')} s, loads in {c['load_seconds']} s", flush=True)
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_logs(result, logs)
     return result
@@ -308,7 +339,8 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
 
 def _up_to_date(entry: dict, artifacts: Path, device: str, manifest: dict) -> bool:
     return (bool(entry.get("package")) and entry.get("device") == device and io.is_valid(entry["package"], artifacts)
-            and io.is_valid(entry.get("sidecar"), artifacts)
+            and entry.get("torch") == __import__("torch").__version__
+            and all(io.is_valid(e, artifacts) for e in (entry.get("extras") or {}).values())
             and entry.get("source_config_sha256") == manifest["model"]["config_sha256"])
 
 
@@ -320,12 +352,13 @@ def write_logs(result: dict, logs: Path) -> None:
         q, c = e["quality"], e["compiled"]
         rows.append([f"torch_{p}", f"{q['mean_cos']:.6f}", f"{q['min_cos']:.6f}", f"{q['top10']:.3f}",
                      f"{q['floor']['mean_cos']}/{q['floor']['min_cos']}", "yes" if q["pass"] else "NO",
-                     f"{e['package']['bytes'] / 1e6:.1f}", c["compile_seconds"], f"{c['max_abs_diff_vs_eager']:.2g}"])
+                     f"{e['package']['bytes'] / 1e6:.1f}", c.get("compile_seconds", "-"), c.get("load_seconds"),
+                     f"{c['max_abs_diff_vs_eager']:.2g}"])
     lines = [f"# PyTorch engines (torch_build.py): {result['model']['used']}", "",
              f"{result['host']}; torch {result['torch']}, device {result['device']}"
              + (f" ({result['gpu']})" if result.get("gpu") else "") + f"; {result['started']} to {result.get('finished')}.", "",
              f"Our FP32 encoder vs Hugging Face: max abs diff {json.dumps(result['verification']['max_abs_diff'])}.", ""]
-    lines += markdown.table(["variant", "mean cos", "min cos", "top-10", "floor", "pass", "MB", "compile s", "vs eager"], rows)
+    lines += markdown.table(["variant", "mean cos", "min cos", "top-10", "floor", "pass", "MB", "compile s", "load s", "vs eager"], rows)
     lines += [""] + [f"- torch_{p}: not built: {why}" for p, why in result["skipped"].items()] + [""]
     for p, e in result["built"].items():
         lines.append(f"- torch_{p}: {e['method']}" + (f"; kept FP16: {', '.join(e['kept_fp16']) or 'none'}" if "kept_fp16" in e else ""))
@@ -343,10 +376,15 @@ def main(argv=None) -> int:
     ap.add_argument("--calibration", type=Path, default=spec.CALIBRATION_TEXTS, help="calibration texts (default %(default)s)")
     ap.add_argument("--evaluation", type=Path, default=spec.EVALUATION_TEXTS, help="texts for the quality numbers (default %(default)s)")
     ap.add_argument("--force", action="store_true", help="rebuild even when a package matches the checkpoint (default: resume)")
+    ap.add_argument("--no-compile-cache", action="store_true", help="save the weights only: the engine then runs eager "
+                    "(default: torch.compile once here and save its cache, so the server loads compiled kernels)")
+    ap.add_argument("--int8-ranges", choices=("search", "max"), default="search",
+                    help="search (default): the ONNX INT8 search's plan; max: every layer at its calibrated |max|, no search "
+                    "(the same kernels, for speed runs on random weights)")
 
     def body(a) -> None:
         run(a.artifacts, a.logs, tuple(p.strip() for p in a.precisions.split(",") if p.strip()), a.device,
-            a.calibration, a.evaluation, a.force)
+            a.calibration, a.evaluation, a.force, a.int8_ranges, not a.no_compile_cache)
     return cli.run(ap, body, argv)
 
 

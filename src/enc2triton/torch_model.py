@@ -216,6 +216,25 @@ def input_amax(enc: Encoder, feeds, device: str = "cpu") -> dict[tuple[int, str]
     return amax
 
 
+def layout(enc: Encoder) -> dict[str, str]:
+    """Which linear layers are quantized, and how: {"layers.0.qkv": "fp8" | "int8" | "dense"} (saved beside the weights)."""
+    kinds = {Fp8Linear: "fp8", Int8Linear: "int8"}
+    return {f"layers.{i}.{n}": kinds.get(type(m), "dense") for i, n, m in linears(enc)}
+
+
+def restore(config: dict, dtype: str, kinds: dict[str, str], state: dict) -> Encoder:
+    """The module a build saved: the architecture, its dtype, the quantized layers' places, then the saved tensors."""
+    enc = Encoder(EncoderConfig(**config)).to(getattr(torch, dtype))
+    for i, name, lin in list(linears(enc)):
+        kind = kinds[f"layers.{i}.{name}"]
+        if kind == "fp8":  # placeholders of the right shapes; load_state_dict fills them
+            setattr(enc.layers[i], name, Fp8Linear(lin.weight, lin.bias, 1.0))
+        elif kind == "int8":
+            setattr(enc.layers[i], name, Int8Linear(lin.weight, lin.bias, 1.0))
+    enc.load_state_dict(state)
+    return enc.eval()
+
+
 def to_fp8(enc: Encoder, amax: dict[tuple[int, str], float]) -> Encoder:
     """BF16 encoder whose linear layers are Fp8Linear (row-wise scaled FP8 GEMMs need a BF16 epilogue)."""
     out = enc.to(torch.bfloat16)
