@@ -42,6 +42,7 @@ serve-run() {
     local PERF="--window-ms 1500 --max-trials 6"
     export CUDA_VISIBLE_DEVICES=0,1
     step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants onnx_fp16,torch_fp16,torch_fp8,torch_int8
+    ENS=$(python3 -c "import json; print(','.join(m for m in json.load(open('$R/repository.json'))['models'] if m.startswith('ensemble_')))")
     step ./serve.sh start --repository "$R" --logs "$L"
     step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models $ENS --concurrency 16,64,128 $PERF
     mkdir -p "$L/batch16" && cp "$L/server.json" "$L/batch16/"  # the same server: its state file says one is running

@@ -189,7 +189,9 @@ class TorchEngine:
                           + (" torch.compile" + ("" if cache.exists() else " (no compile cache: compiles here)") if compiled else " eager")
                           + (" + CUDA graphs" if self.cuda_graphs else "")]
         self.graphs: dict = {}
-        self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+        if self.cuda_graphs:
+            with torch.cuda.device(self.device):
+                self.pool = torch.cuda.graph_pool_handle()
         self.load_seconds = round(time.perf_counter() - t0, 2)
 
     # ---- shapes
@@ -218,7 +220,7 @@ class TorchEngine:
         torch = self.torch
         static = self._padded({n: np.zeros((b, s), np.int64) for n in self.inputs}, b, s)
         static["attention_mask"].fill_(1)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.cuda.device(self.device):  # capture on this engine's GPU, not GPU 0
             stream = torch.cuda.Stream(self.device)
             stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):

@@ -16,10 +16,11 @@ def command_output(cmd: list[str], **kw) -> str:
         return ""
 
 
-def query_gpus(*fields: str) -> list[list[str]]:
-    """One row of stripped values per GPU from `nvidia-smi --query-gpu=...`; [] without a usable nvidia-smi."""
+def query_gpus(*fields: str, units: bool = True) -> list[list[str]]:
+    """One row of stripped values per GPU from `nvidia-smi --query-gpu=...`; [] without a usable nvidia-smi.
+    units=False: bare numbers ("45", not "45 %")."""
     try:
-        r = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
+        r = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader" + ("" if units else ",nounits")],
                            capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return []
@@ -80,7 +81,7 @@ class GpuSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rows = query_gpus("index", "utilization.gpu", "memory.used")
+            rows = query_gpus("index", "utilization.gpu", "memory.used", units=False)
             if not rows:
                 return
             try:

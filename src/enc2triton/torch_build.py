@@ -30,7 +30,7 @@ from .texts import length_batches, load_tokenizer, read_texts
 PRECISIONS = spec.family_precisions("torch")
 PACKAGES = "torch"  # folder under artifacts/
 VERIFY_ATOL = 1e-4
-PACKAGE_ATOL = {"fp16": 2e-2, "fp8": 5e-2, "int8": 5e-2}  # compiled vs eager: fusion changes rounding in 16 bits
+GROSS = 0.99  # engine vs eager module below this cosine: a wrong engine, not rounding (see check_engine)
 GPU_ONLY = ("GPU only: the PyTorch engines are compiled for an NVIDIA GPU (`make variants DEVICE=gpu` there; "
             "`python -m enc2triton.torch_build --device cpu` builds CPU packages for tests)")
 
@@ -207,27 +207,25 @@ def save_package(module, names: list[str], out: Path, device: str, compile_cache
     return info
 
 
-def check_package(path: Path, module, names: list[str], device: str, atol: float) -> dict:
-    """The compiled package against the eager module at a few shapes (tiny to the longest)."""
-    import torch
-
+def check_engine(path: Path, eager: np.ndarray, ctx: dict) -> tuple[np.ndarray, dict]:
+    """The saved package through the serving engine (compiled, padded to buckets, CUDA graphs on a GPU) on the evaluation
+    texts: its embeddings (what the server returns) and how far they are from the eager module's. Two quantized runs
+    differ by rounding flips (an FP8/INT8 step where a BF16 value moved by one ulp: on all-MiniLM-L6-v2 min cosine
+    0.997 between the compiled and the eager FP8 module), so the floors are judged on the engine's own output against
+    FP32; this check only catches a wrong engine (cosine < GROSS)."""
     from .engines import TorchEngine
+    from .texts import in_order
 
-    eng = TorchEngine(path, "gpu" if device == "cuda" else "cpu", cuda_graphs=device == "cuda")
-    load_seconds = eng.load_seconds
-    worst = 0.0
-    rng = np.random.default_rng(0)
-    for b, s in ((1, 5), (3, 40), (8, 128)):
-        feed = {n: np.ones((b, s), np.int64) for n in names}
-        feed["input_ids"] = rng.integers(1000, 20000, (b, s))
-        feed["attention_mask"][:, s - s // 3:] = 0 if b > 1 else 1
-        got = eng.run(feed, ["sentence_embedding"])["sentence_embedding"]
-        with torch.inference_mode():
-            ref = module(**{k: torch.as_tensor(v, device=device) for k, v in feed.items()})[1].float().cpu().numpy()
-        worst = max(worst, float(np.abs(got - ref).max()))
-    if worst > atol:
-        raise StageError(f"{path.name}: the compiled package differs from its eager module by {worst:.3g} > {atol}")
-    return {"max_abs_diff_vs_eager": worst, "atol": atol, "engine": eng.providers[0], "load_seconds": load_seconds}
+    eng = TorchEngine(path, "gpu" if ctx["device"] == "cuda" else "cpu", cuda_graphs=ctx["device"] == "cuda")
+    got = in_order([eng.run(f, ["sentence_embedding"])["sentence_embedding"] for f in ctx["eval_feeds"]], ctx["eval_order"])
+    one = eng.run({k: v[:1] for k, v in ctx["eval_feeds"][0].items()}, ["sentence_embedding"])["sentence_embedding"]
+    cos = metrics.cosine_rows(got, eager)
+    info = {"engine": eng.providers[0], "load_seconds": eng.load_seconds, "min_cos_vs_eager": float(cos.min()),
+            "mean_cos_vs_eager": float(cos.mean()), "max_abs_diff_vs_eager": float(np.abs(got - eager).max()),
+            "batch1_max_abs_diff": float(np.abs(one[0] - got[ctx["eval_order"][0]]).max())}
+    if cos.min() < GROSS or not np.isfinite(got).all():
+        raise StageError(f"{path.name}: the engine's embeddings are not the eager module's: min cosine {cos.min():.6f} < {GROSS}")
+    return got, info
 
 
 # ------------------------------------------------------------------------------------------ stage
@@ -269,20 +267,21 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
     t0 = time.perf_counter()
     module, info = BUILDERS[p](copy.deepcopy(enc32), ctx)
     module.eval()
-    got = embed(module, ctx["eval_feeds"], ctx["eval_order"], device)
-    q = metrics.compare(ref, got)
-    floor = spec.PRECISIONS[p].floor
+    eager = embed(module, ctx["eval_feeds"], ctx["eval_order"], device)
     out = io.ensure_writable_dir(art / PACKAGES) / f"model_{p}.pt"
     compiled = save_package(module, ctx["names"], out, device, ctx["compile"], warm_shapes(ctx["manifest"]))
     meta = sidecar(p, ctx["manifest"], ctx["names"], device, module, compiled)
     io.write_json(out.with_suffix(".json"), meta)
-    check = check_package(out, module, ctx["names"], device, PACKAGE_ATOL[p])
+    served, check = check_engine(out, eager, ctx)
     extras = {spec.TORCH.extras[0]: io.artifact_entry(out.with_suffix(".json"), art)}
     if compiled["compile"]:
         extras[spec.TORCH.extras[1]] = io.artifact_entry(out.with_suffix(".cache"), art)
+    floor, q = spec.PRECISIONS[p].floor, metrics.compare(ref, served)
     return {"package": io.artifact_entry(out, art), "extras": extras,
-            "device": device, "torch": meta["torch"], "gpu": meta["gpu"], **info, "quality": {**q, **ctx["evaluation"], "reference": "our FP32 encoder (= Hugging Face FP32)",
-                                                  "floor": floor, "pass": metrics.passes(q, floor)},
+            "device": device, "torch": meta["torch"], "gpu": meta["gpu"], **info,
+            "quality": {**q, **ctx["evaluation"], "reference": "our FP32 encoder (= Hugging Face FP32)", "runtime": check["engine"],
+                        "floor": floor, "pass": metrics.passes(q, floor)},
+            "quality_eager": {k: v for k, v in metrics.compare(ref, eager).items() if k in ("mean_cos", "min_cos", "top10")},
             "compiled": {**compiled, **check}, "source_config_sha256": ctx["manifest"]["model"]["config_sha256"],
             "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -308,7 +307,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
     result = {"model": manifest["model"], "device": device, "host": host.describe(), "torch": torch.__version__,
               "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
               "verification": verify_against_hf(hf, enc32, ctx["tokenizer"], ctx["names"], ctx["eval_texts"], ctx["max_seq"], device),
-              "built": {}, "skipped": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "built": {}, "skipped": {}, "failed": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     print(f"torch: our FP32 encoder matches Hugging Face (max abs diff {result['verification']['max_abs_diff']})")
     del hf
     ref = embed(enc32, ctx["eval_feeds"], ctx["eval_order"], device)
@@ -320,10 +319,11 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
             continue
         try:
             entry = build_one(p, enc32, ref, ctx)
-        except NotBuilt as e:
-            io.update_manifest("torch", {"package": None, "reason": str(e)}, artifacts, key=p)
-            result["skipped"][p] = str(e)
-            print(f"torch_{p}: not built: {e}")
+        except StageError as e:  # not buildable here, or failed its check: the other precisions still build
+            failed = not isinstance(e, NotBuilt)
+            io.update_manifest("torch", {"package": None, "reason": ("FAILED: " if failed else "") + str(e)}, artifacts, key=p)
+            result["failed" if failed else "skipped"][p] = str(e)
+            print(f"torch_{p}: {'FAILED' if failed else 'not built'}: {e}", flush=True)
             continue
         io.update_manifest("torch", entry, artifacts, key=p)
         result["built"][p] = entry
@@ -334,6 +334,8 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
               f"{c.get('compile_seconds', '- (no compile cache)')} s, loads in {c['load_seconds']} s", flush=True)
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_logs(result, logs)
+    if result["failed"]:
+        raise StageError("torch engines failed: " + "; ".join(f"torch_{p}: {e}" for p, e in result["failed"].items()))
     return result
 
 
@@ -353,13 +355,14 @@ def write_logs(result: dict, logs: Path) -> None:
         rows.append([f"torch_{p}", f"{q['mean_cos']:.6f}", f"{q['min_cos']:.6f}", f"{q['top10']:.3f}",
                      f"{q['floor']['mean_cos']}/{q['floor']['min_cos']}", "yes" if q["pass"] else "NO",
                      f"{e['package']['bytes'] / 1e6:.1f}", c.get("compile_seconds", "-"), c.get("load_seconds"),
-                     f"{c['max_abs_diff_vs_eager']:.2g}"])
+                     f"{c['min_cos_vs_eager']:.6f}"])
     lines = [f"# PyTorch engines (torch_build.py): {result['model']['used']}", "",
              f"{result['host']}; torch {result['torch']}, device {result['device']}"
              + (f" ({result['gpu']})" if result.get("gpu") else "") + f"; {result['started']} to {result.get('finished')}.", "",
              f"Our FP32 encoder vs Hugging Face: max abs diff {json.dumps(result['verification']['max_abs_diff'])}.", ""]
-    lines += markdown.table(["variant", "mean cos", "min cos", "top-10", "floor", "pass", "MB", "compile s", "load s", "vs eager"], rows)
-    lines += [""] + [f"- torch_{p}: not built: {why}" for p, why in result["skipped"].items()] + [""]
+    lines += markdown.table(["variant", "mean cos", "min cos", "top-10", "floor", "pass", "MB", "compile s", "load s", "min cos vs eager"], rows)
+    lines += [""] + [f"- torch_{p}: not built: {why}" for p, why in result["skipped"].items()]
+    lines += [f"- torch_{p}: FAILED: {why}" for p, why in result.get("failed", {}).items()] + [""]
     for p, e in result["built"].items():
         lines.append(f"- torch_{p}: {e['method']}" + (f"; kept FP16: {', '.join(e['kept_fp16']) or 'none'}" if "kept_fp16" in e else ""))
     io.write_text(logs / "torch_build.md", "\n".join(lines) + "\n")

@@ -75,7 +75,7 @@ class Fp8Linear(nn.Module):
         ws = w.abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX
         self.register_buffer("weight", (w / ws[:, None]).to(torch.float8_e4m3fn))
         self.register_buffer("w_scale", ws[None, :].contiguous())  # [1, out]: row-wise scale of the weight
-        self.register_buffer("x_scale", torch.tensor(max(float(amax), 1e-12) / FP8_MAX))
+        self.register_buffer("x_scale", torch.tensor(max(float(amax), 1e-12) / FP8_MAX, device=w.device))
         self.register_buffer("bias", bias.detach().to(torch.bfloat16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,7 +90,7 @@ class Int8Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, clip: float, smooth: torch.Tensor | None = None):
         super().__init__()
         w = weight.detach().float()
-        s = smooth.float() if smooth is not None else torch.ones(w.shape[1])
+        s = smooth.to(w.device).float() if smooth is not None else torch.ones(w.shape[1], device=w.device)
         w = w * s[None, :]  # SmoothQuant: the weight carries the activation's outlier channels
         ws = w.abs().amax(dim=1).clamp(min=1e-12) / INT8_MAX
         self.register_buffer("weight", torch.round(w / ws[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8).t().contiguous())
