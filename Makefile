@@ -30,10 +30,11 @@ all: export variants trt repository quality
 export:
 	$(PY) torch2onnx.py --model $(MODEL)
 
-# on a GPU the fp16 variant is the fused graph (its FP16 kernels exist on CUDA only)
+# on a GPU the fp16 variant is the fused graph (its FP16 kernels exist on CUDA only), and the PyTorch engines
+# (torch_fp16/fp8/int8, compiled once here) are built from the same checkpoint
 variants:
 	$(PY) -m enc2triton.quantize
-	if [ "$(DEVICE)" = gpu ]; then $(PY) -m enc2triton.optimize; fi
+	if [ "$(DEVICE)" = gpu ]; then $(PY) -m enc2triton.optimize && $(PY) -m enc2triton.torch_build; fi
 
 trt:
 	./convert_to_trt.sh
@@ -53,8 +54,9 @@ quality: repository
 perf: repository
 	./run_tests.sh
 
+# on a GPU: CUDA graphs, the peers (what a user would run instead) and per-kernel profiles in the same process
 bench:
-	$(PY) -m enc2triton.bench --device $(DEVICE)
+	$(PY) -m enc2triton.bench --device $(DEVICE) $(if $(filter gpu,$(DEVICE)),--cuda-graph --peers --profile)
 
 report:
 	$(PY) -m enc2triton.report
@@ -66,4 +68,4 @@ test-fast:
 	$(PY) -m pytest -q -ra -m "not slow and not server"
 
 clean:
-	rm -rf artifacts model_repository logs/*.json logs/*.md logs/*.csv logs/*.png logs/*.log logs/perf_inputs logs/*.incomplete
+	rm -rf artifacts model_repository REPORT.md logs/*.json logs/*.md logs/*.csv logs/*.png logs/*.log logs/perf_inputs logs/*.incomplete logs/*.partial logs/batch16

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 
 import numpy as np
 
@@ -72,7 +71,7 @@ def calibrate(model, tensors: list[str], feeds, progress: bool = True, channel_t
     """|max| and a log10|x| histogram per tensor over the calibration batches (padding tokens masked out of
     [batch, seq, hidden] tensors); per-channel |max| (last axis) for `channel_tensors`."""
     from onnx import TensorProto, helper
-    from tqdm import tqdm
+    from .cli import progress as bar
 
     aug = copy.deepcopy(model)
     have = {o.name for o in aug.graph.output}
@@ -84,7 +83,7 @@ def calibrate(model, tensors: list[str], feeds, progress: bool = True, channel_t
     hist = {t: np.zeros(NBINS + 1, np.int64) for t in tensors}
     chmax: dict[str, np.ndarray] = {}
     n_tokens = 0
-    for f in tqdm(feeds, desc=desc, unit="batch", disable=not progress, file=sys.stdout):
+    for f in bar(feeds, desc=desc, enabled=progress):
         mask = f["attention_mask"].astype(bool)
         n_tokens += int(mask.sum())
         for t, a in zip(tensors, sess.run(tensors, f)):

@@ -75,3 +75,61 @@ def at_least(minimum: float, kind: type = int) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
         return v
     return parse
+
+
+class _Lines:
+    """Progress for a log file: a plain line at the start, about every 10% and at the end, not a redrawn bar."""
+
+    def __init__(self, it, total, desc):
+        import time
+
+        self.it, self.desc, self.n, self.t0 = it, desc, 0, time.perf_counter()
+        self.total = total if total is not None else (len(it) if hasattr(it, "__len__") else None)
+        self.step = max(1, (self.total or 10) // 10)
+        print(f"{desc}: 0/{self.total or '?'}", flush=True)
+
+    def __iter__(self):
+        for x in self.it:
+            yield x
+            self.update()
+        self.close()
+
+    def update(self, k: int = 1) -> None:
+        import time
+
+        self.n += k
+        if self.n % self.step == 0 and self.n != self.total:
+            print(f"{self.desc}: {self.n}/{self.total or '?'} ({time.perf_counter() - self.t0:.0f} s)", flush=True)
+
+    def close(self) -> None:
+        import time
+
+        if self.n >= 0:
+            print(f"{self.desc}: {self.n}/{self.total or '?'} done ({time.perf_counter() - self.t0:.0f} s)", flush=True)
+            self.n = -1
+
+
+class _Quiet:
+    def __init__(self, it):
+        self.it = it
+
+    def __iter__(self):
+        return iter(self.it)
+
+    def update(self, k: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress(it=None, total: int | None = None, desc: str = "", enabled: bool = True):
+    """A progress bar on a terminal (tqdm); plain lines when stdout goes to a file (no kilobyte-long bar lines in logs);
+    nothing when disabled. Iterate over it, or call update()/close()."""
+    if not enabled:
+        return _Quiet(it if it is not None else ())
+    if sys.stdout.isatty():
+        from tqdm import tqdm
+
+        return tqdm(it, total=total, desc=desc, file=sys.stdout)
+    return _Lines(it if it is not None else (), total, desc)

@@ -236,12 +236,13 @@ class TorchEngine:
     def warmup(self) -> int:
         """Compile (from the cache) and capture every serving bucket up front, at model load, not on the first unlucky
         request; how many CUDA graphs."""
-        shapes = {self.bucket(b, s) for b in self.meta["batch_buckets"] for s in self.meta["seq_buckets"]}
-        for b, s in sorted(shapes):
-            if self.cuda_graphs:
-                self._graph(b, s)
-            else:
-                self._forward({n: np.ones((b, s), np.int64) for n in self.inputs})
+        if not self.cuda_graphs:  # no graphs to capture: trigger the compile (from the cache) once, if any
+            if self.meta.get("compile"):
+                for b in (1, 2):
+                    self._forward({n: np.ones((b, 16), np.int64) for n in self.inputs})
+            return 0
+        for b, s in sorted({self.bucket(b, s) for b in self.meta["batch_buckets"] for s in self.meta["seq_buckets"]}):
+            self._graph(b, s)
         return len(self.graphs)
 
     def _forward(self, feed: dict):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import cli, io, models, spec
+from . import cli, host, io, models, spec
 from .engines import ort_session
 from .io import StageError
 from .texts import read_texts, tokenize
@@ -121,6 +121,7 @@ def flops_report(encoder: models.Encoder, tokenizer, info: models.ModelInfo, log
     inputs = {k: torch.from_numpy(v) for k, v in feed.items()}
     result = flops.analyze(encoder, inputs, encoder.model.config, info.used)
     result["model_info"] = info.as_dict()
+    result["generated_at"], result["host"] = time.strftime("%Y-%m-%d %H:%M:%S"), host.describe()
     json_path, md_path = flops.write_reports(result, logs)
     print(f"FLOPs: {result['flops_per_sequence'] / 1e9:.3f} GFLOP per sequence at seq {seq} "
           f"(analytic {result['analytic_flops_per_sequence'] / 1e9:.3f}); {json_path}, {md_path}")
@@ -153,7 +154,9 @@ def main(argv=None) -> int:
         encoder, tokenizer, info, _ = run(a.model, a.artifacts, shapes=limits if custom else None,
                                           allow_fallback=False if a.no_fallback else None, force=a.force)
         io.ensure_writable_dir(a.logs)
-        io.write_json(a.logs / "model.json", info.as_dict())
+        # the run's start as the report sees it: a log older than this export belongs to an earlier run
+        io.write_json(a.logs / "model.json", {**info.as_dict(), "exported_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                              "host": host.describe()})
         if not a.skip_flops:
             flops_report(encoder, tokenizer, info, a.logs, a.flops_batch, a.flops_seq)
     return cli.run(ap, body, argv)

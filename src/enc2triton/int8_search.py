@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -158,9 +157,9 @@ class _Phases:
 
 
 def _bar(it=None, total=None, desc="", progress=True):
-    from tqdm import tqdm
+    from .cli import progress as bar
 
-    return tqdm(it, total=total, desc=desc, disable=not progress, file=sys.stdout)
+    return bar(it, total, desc, enabled=progress)
 
 
 # ------------------------------------------------------------------------------------------ the search steps

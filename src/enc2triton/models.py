@@ -148,10 +148,20 @@ def resolve(name: str, allow_fallback: bool | None = None) -> tuple[str, str, st
     return str(path), "sentence-transformers/all-MiniLM-L6-v2", f"bundled package {spec.FALLBACK_PACKAGE} (fallback)", True
 
 
+def quiet_progress() -> None:
+    """No progress bars from transformers ("Loading weights") unless on a terminal: they fill logs with redrawn lines."""
+    if not sys.stdout.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def load(name: str = spec.DEFAULT_MODEL, allow_fallback: bool | None = None):
     """Return (Encoder in eval mode, tokenizer, ModelInfo). Attention is exported eager: ONNX Runtime
     fuses eager attention into its Attention kernel, but not the SDPA export."""
     from transformers import AutoModel, AutoTokenizer
+
+    quiet_progress()
 
     path, used, source, fallback = resolve(name, allow_fallback)
     local = source != "hub"
@@ -183,6 +193,7 @@ def make_random(arch: str, cache: Path | None = None, seed: int = 0) -> Path:
     The uncased WordPiece vocab is the bundled one (identical to distilbert/bert-base-uncased)."""
     from transformers import AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
+    quiet_progress()
     known = {"distilbert-base-uncased": (DistilBertConfig, DistilBertModel), "bert-base-uncased": (BertConfig, BertModel)}
     if arch not in known:
         raise StageError(f"random:{arch}: known architectures are {', '.join(known)}")

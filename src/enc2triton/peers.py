@@ -20,8 +20,9 @@ class TorchPeer:
         import torch
         from transformers import AutoModel
 
-        from .models import Encoder
+        from .models import Encoder, quiet_progress
 
+        quiet_progress()
         self.torch, self.device = torch, torch.device("cuda", device_id)
         hf = AutoModel.from_pretrained(model_path, attn_implementation="sdpa", dtype=torch.float16, local_files_only=True)
         module = Encoder(hf.to(self.device).eval(), tuple(names))

@@ -383,7 +383,9 @@ def _write_logs(logs: Path, st: Stage, result: dict, measure_latency: bool) -> N
     search = st.search
     if search is None and int8.get("search_cache"):
         # recorded relative to the artifacts folder (runs before 2026-11-30: to the project root)
-        cp = next((c for c in (io.resolve(int8["search_cache"], st.artifacts), spec.ROOT / int8["search_cache"]) if c.exists()), None)
+        where = (io.resolve(int8["search_cache"], st.artifacts), spec.ROOT / int8["search_cache"],
+                 st.artifacts / "quantize_cache" / Path(int8["search_cache"]).name)
+        cp = next((c for c in where if c.exists()), None)
         search = io.read_json(cp) if cp else None
     out = {
         "model": result["model"], "evaluation_texts": result["evaluation_texts"],

@@ -156,6 +156,15 @@ def plan(manifest: dict, artifacts: Path, device: str = "cpu", only: list[str] |
     return models, skipped
 
 
+def grouped(skipped: list[str]) -> list[str]:
+    """'a: skipped: why' lines with the same reason as one line 'a, b: skipped: why' (one TensorRT reason, not five)."""
+    by_reason: dict[str, list[str]] = {}
+    for line in skipped:
+        name, _, why = line.partition(": skipped: ")
+        by_reason.setdefault(why, []).append(name)
+    return [f"{', '.join(names)}: skipped: {why}" for why, names in by_reason.items()]
+
+
 def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serving: spec.Serving | None = None,
              device: str = "cpu", gpus: list[int] | None = None, native: bool | None = None,
              only: list[str] | None = None) -> Path:
@@ -193,7 +202,7 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
             (tmp / v.ensemble / "1").mkdir(parents=True)
             written += [v.name, v.ensemble]
             print(f"  {v.name}: {'native ' + cfg.platform if is_native else 'python backend, ' + v.family.runtime} ({device})")
-        for line in skipped:
+        for line in grouped(skipped):
             print(f"  {line}")
         io.write_json(tmp / "repository.json", {"models": written, "skipped": skipped, "device": device,
                                                  "manifest_sha256": io.sha256_file(io.manifest_path(artifacts)),

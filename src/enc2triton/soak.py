@@ -124,9 +124,14 @@ def text_inputs(texts: list[str], batch: int) -> list:
     return out
 
 
+STATUS_EVERY = 30.0  # seconds between status lines of a long run
+
+
 async def drive(url: str, model: str, inputs: list, concurrency: int, seconds: float, max_requests: int,
-                timeout: float, output: str = "sentence_embedding") -> tuple[list[tuple[float, float, str | None]], float]:
-    """Keep `concurrency` requests in flight for `seconds`: [(start offset, latency s, error or None)], t0."""
+                timeout: float, output: str = "sentence_embedding",
+                status=None) -> tuple[list[tuple[float, float, str | None]], float]:
+    """Keep `concurrency` requests in flight for `seconds`: [(start offset, latency s, error or None)], t0.
+    status(elapsed s, records) is called every STATUS_EVERY seconds while it runs."""
     import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as aioclient
 
@@ -154,12 +159,20 @@ async def drive(url: str, model: str, inputs: list, concurrency: int, seconds: f
                 err = error_key(e)
             records.append((start - t0, time.perf_counter() - start, err))
 
+    async def reporter() -> None:
+        while True:
+            await asyncio.sleep(STATUS_EVERY)
+            status(time.perf_counter() - t0, records)
+
+    tick = asyncio.ensure_future(reporter()) if status else None
     try:
         # hard deadline: the run, plus one request timeout for the last ones, plus a margin
         await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), seconds + timeout + 30)
     except asyncio.TimeoutError:
         records.append((seconds, timeout, "client: run did not finish within its deadline"))
     finally:
+        if tick:
+            tick.cancel()
         await client.close()
     return records, t0
 
@@ -199,6 +212,17 @@ def rss_growth(rss: list[int]) -> dict:
             "growth_pct": (last - first) / first * 100 if first else float("nan")}
 
 
+def status_printer(sampler: RssSampler, seconds: float):
+    """The soak's status line (every STATUS_EVERY seconds): progress, failures, recent rate, server memory."""
+    def status(elapsed: float, recs: list) -> None:
+        recent = [r for r in recs if r[0] >= elapsed - STATUS_EVERY]
+        last = sampler.samples[-1] if sampler.samples else (0, 0, 0)
+        print(f"soak: {elapsed:.0f}/{seconds:.0f} s, {len(recs):,} requests, {sum(r[2] is not None for r in recs)} failed, "
+              f"{len(recent) / STATUS_EVERY:.1f} req/s in the last {STATUS_EVERY:.0f} s, server RSS {last[1] / 2**20:,.0f} MiB",
+              flush=True)
+    return status
+
+
 def soak(model: str = spec.ensemble_name(spec.REFERENCE), seconds: float = 600.0, concurrency: int = 64,
          repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, texts_path: Path = spec.EVALUATION_TEXTS,
          batch: int = 1, warmup: float = 0.2, sample_every: float | None = None, max_requests: int = 10_000_000,
@@ -221,7 +245,8 @@ def soak(model: str = spec.ensemble_name(spec.REFERENCE), seconds: float = 600.0
         sampler = RssSampler(info.pid, interval, t0)
         sampler.sample()
         sampler.start()
-        records, t_load = asyncio.run(drive(info.grpc, model, inputs, concurrency, seconds, max_requests, timeout))
+        records, t_load = asyncio.run(drive(info.grpc, model, inputs, concurrency, seconds, max_requests, timeout,
+                                            status=None if quiet else status_printer(sampler, seconds)))
         sampler.stop()
         pid_after = server.status(logs)
         ready_after = server.is_ready(info)

@@ -136,9 +136,10 @@ def int8_plan(manifest: dict, artifacts: Path, cfg) -> tuple[dict, dict]:
     if not i8.get("onnx") or not i8.get("search_cache"):
         raise NotBuilt("torch_int8 reuses the ONNX INT8 search (SmoothQuant factors, ranges, excluded layers): "
                        "run `python -m enc2triton.quantize` first")
-    # recorded relative to the artifacts folder (older runs: to the project root)
-    cache = next((c for c in (io.resolve(i8["search_cache"], artifacts), spec.ROOT / i8["search_cache"]) if c.exists()),
-                 io.resolve(i8["search_cache"], artifacts))
+    # recorded relative to the artifacts folder (older runs: to the project root they ran in; the file keeps its name)
+    where = (io.resolve(i8["search_cache"], artifacts), spec.ROOT / i8["search_cache"],
+             artifacts / "quantize_cache" / Path(i8["search_cache"]).name)
+    cache = next((c for c in where if c.exists()), where[0])
     if not cache.exists():
         raise NotBuilt(f"the ONNX INT8 search record {cache} is gone: rerun `python -m enc2triton.quantize --force`")
     search = io.read_json(cache)

@@ -411,10 +411,16 @@ def build_engines(manifest: dict, artifacts_dir: Path, logs_dir: Path, precision
     tc = toolchain or detect()
     gpu = gpu_info() if tc.kind else None
     section = dict(manifest.get("trt") or {})
+    if not tc.kind:  # one reason for every precision: said once
+        reason = tc.reason or "TensorRT not found"
+        for p in precisions:
+            section[p] = {"status": "skipped", "engine": None, "reason": reason}
+        manifest["trt"] = section
+        io.update_manifest("trt", section, artifacts)
+        print(f"{', '.join(spec.model_name('trt', p) for p in precisions)}: skipped: {reason}", flush=True)
+        return section
     for p in precisions:
         try:
-            if not tc.kind:
-                raise Skip(tc.reason or "TensorRT not found")
             section[p] = _build_one(p, manifest, artifacts, logs, tc, gpu, workspace_mb, extra, verbose)
             print(f"trt_{p}: built {section[p]['engine']['path']} (TensorRT {tc.version}, "
                   f"{section[p]['build_seconds']:.0f}s)", flush=True)
