@@ -1,22 +1,48 @@
-"""REPORT.md from logs/ alone: environment, model, FLOPs/roofline, quality, INT8, serving and engine
-performance, the serving-vs-engine target check, and PNG plots in logs/.
+"""REPORT.md from a logs folder alone, PNG plots beside the logs.
+
+It opens with one summary table: every registered variant x quality vs FP32, this run's speed and the published GPU
+run's speed, each cell linked to the section behind it. Then one section per log: model, environment, FLOPs and
+roofline, quality through Triton, the ONNX precision variants (the INT8 and FP8 graphs in words), the PyTorch engines,
+serving performance, the engine benchmark (peers, MFU, where the GPU time goes), the published GPU benchmark, served vs
+engine throughput, and load/overload.
+
+Every section names the log and the run behind it (date, machine), says when that log is older than this run's export
+(model.json `exported_at`) and why a log is incomplete. Paths from the logs are printed relative to the repository root
+(or as their last two parts), never absolute.
 
 Deterministic: the same logs give the same bytes (no clock reads; PNGs carry no date or software tag).
 A missing log gives a section that says which make target produces it.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
+import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import cli, io, markdown, spec
 from .io import StageError
 
-TARGET = 0.70  # ensemble throughput / raw engine throughput at the same effective batch
+TARGET = 0.70  # served throughput / raw engine throughput at the same effective batch
 PLOTS = {"throughput": "perf_throughput.png", "latency": "perf_latency.png", "bench": "bench_throughput.png"}
+# The published GPU benchmark the summary quotes (ours and the peers, DistilBERT-base shapes on an H200)
+PUBLISHED = spec.ROOT / "results" / "h200" / "distil" / "bench_engine.json"
+LOG_FILES = {"model": "model.json", "flops": "flops.json", "quality": "quality.json", "quantize": "quantize.json",
+             "torch": "torch_build.json", "perf": "perf_summary.json", "bench": "bench_engine.json",
+             "soak": "soak.json", "overload": "overload.json"}
+STAMPED = ("quality", "torch", "perf", "bench", "soak", "overload")  # logs with a `started` time
+NO_FINISH = "no finish time recorded: interrupted or still running"
+# As quantize.build_fp8 builds it (for quantize.json files that record no method of their own)
+FP8_METHOD = ("FP8 E4M3 Q/DQ on the linear layers' MatMuls: activations per tensor (calibrated |max| / 448), weights per "
+              "output channel; attention, LayerNorm, Softmax and pooling stay FP32; opset 19")
+
+# Section titles (their Markdown anchors are what the summary links to)
+S_SUMMARY, S_MODEL, S_ENV, S_FLOPS = "Summary", "Model", "Environment", "FLOPs and roofline"
+S_QUALITY, S_VARIANTS, S_INT8, S_FP8 = "Quality vs the FP32 reference", "ONNX precision variants", "INT8 ONNX graph", "FP8 ONNX graph"
+S_TORCH, S_PERF, S_BENCH = "PyTorch engines", "Serving performance", "Engine benchmark"
+S_PUBLISHED, S_TARGET, S_LOAD = "Published GPU benchmark", "Served vs engine throughput", "Load and overload"
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -54,6 +80,23 @@ def fmt(x, nd: int = 3) -> str:
     return str(x).replace("|", "\\|").replace("\n", " ")
 
 
+def _v(x):
+    """A value from a log for prose: '-' where the log has none (never 'None')."""
+    return "-" if x is None else x
+
+
+def _cos(x) -> str:
+    return f"{x:.6f}" if _num(x) else "-"
+
+
+def _top(x) -> str:
+    return f"{x:.3f}" if _num(x) else "-"
+
+
+def _pct(x, nd: int = 1) -> str:
+    return f"{100 * x:.{nd}f}%" if _num(x) else "-"
+
+
 def table(head: list[str], rows: list[list]) -> list[str]:
     return markdown.table(head, rows, fmt)
 
@@ -66,21 +109,128 @@ def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def generic(d, depth: int = 0) -> list[str]:
-    """Unknown-shape JSON as Markdown: scalars as bullets, dicts of dicts as tables, one level of nesting."""
-    out, scalars = [], []
-    for k, v in d.items():
-        if isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
-            cols = list(dict.fromkeys(c for x in v.values() for c, y in x.items() if not isinstance(y, (dict, list))))
-            out += ["", f"**{k}**", ""] + table(["", *cols], [[n, *(x.get(c) for c in cols)] for n, x in v.items()])
-        elif isinstance(v, dict) and depth < 1:
-            out += ["", f"**{k}**", ""] + generic(v, depth + 1)
-        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            cols = list(dict.fromkeys(c for x in v for c, y in x.items() if not isinstance(y, (dict, list))))
-            out += ["", f"**{k}**", ""] + table(cols, [[x.get(c) for c in cols] for x in v])
-        else:
-            scalars.append(f"- {k}: {fmt(v) if not isinstance(v, dict) else json.dumps(v, sort_keys=True)}")
-    return scalars + out
+def _slug(title: str) -> str:
+    """The anchor GitHub (and most renderers) give a heading."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def _link(text: str, section: str) -> str:
+    return f"[{text}](#{_slug(section)})"
+
+
+def _path(p) -> str:
+    """A path from a log, for print: relative to the repository root, else its last two parts (never absolute)."""
+    if not p:
+        return "-"
+    p = Path(str(p))
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.relative_to(spec.ROOT).as_posix()
+    except ValueError:
+        return "/".join(p.parts[-2:]) if len(p.parts) > 2 else p.name
+
+
+def _counted(names: list[str]) -> str:
+    """'A, A, B' -> '2 x A, B' (order kept)."""
+    out: dict[str, int] = {}
+    for n in names:
+        out[n] = out.get(n, 0) + 1
+    return ", ".join(f"{c} x {n}" if c > 1 else n for n, c in out.items())
+
+
+def _machine(hw: dict | None) -> str | None:
+    if not hw:
+        return None
+    gpus = [str(g.get("name")) for g in hw.get("gpus") or []]
+    return f"{_v(hw.get('cpu'))}, {_v(hw.get('cores'))} cores, " + (_counted(gpus) if gpus else "no GPU")
+
+
+def _host(s: str | None) -> str | None:
+    """host.describe()'s line with repeated GPUs counted."""
+    return _counted([x.strip() for x in s.split(",")]) if s else None
+
+
+def _minute(t: str | None) -> str | None:
+    return t[:16] if isinstance(t, str) else None
+
+
+def _span(start: str | None, end: str | None) -> str:
+    if not start:
+        return "date not recorded"
+    if not end:
+        return f"started {_minute(start)}, {NO_FINISH}"
+    s, e = _minute(start), _minute(end)
+    return f"{s} to {e[11:] if e[:10] == s[:10] else e}"
+
+
+def _errors(d: dict) -> list[str]:
+    e = d.get("errors") or d.get("error")
+    if isinstance(e, dict):
+        return [f"{k}: {v}" for k, v in e.items()]
+    if isinstance(e, (list, tuple)):
+        return [str(x) for x in e]
+    return [str(e)] if e else []
+
+
+def _incomplete(d: dict, needs_finish: bool = True) -> list[str]:
+    """'**INCOMPLETE**: why' for a log whose writer did not finish (empty for a finished one)."""
+    status, finished = d.get("status"), d.get("finished")
+    if status in (None, "complete") and (finished or not needs_finish):
+        return []
+    why = "; ".join(_errors(d)) or (NO_FINISH if needs_finish and not finished else f"status {status}")
+    return [f"**INCOMPLETE**: {why}", ""]
+
+
+def _ok(e: dict) -> list[dict]:
+    return [r for r in e.get("rows") or [] if "error" not in r]
+
+
+# ------------------------------------------------------------------------------------ context
+@dataclass
+class Ctx:
+    dir: Path
+    rel: str  # the logs folder relative to the report (image links)
+    logs: dict = field(default_factory=dict)
+    published: dict | None = None
+    published_path: Path | None = None
+
+    def get(self, key: str) -> dict | None:
+        d = self.logs.get(key)
+        return None if d is None or "_unreadable" in d else d
+
+    @property
+    def exported_at(self) -> str | None:
+        return (self.get("model") or {}).get("exported_at")
+
+    @property
+    def has_gpu(self) -> bool:
+        hws = [(self.get(k) or {}).get("hardware") or {} for k in ("perf", "bench")]
+        return bool(self.get("torch")) or any(hw.get("gpus") for hw in hws)
+
+
+def _absent(ctx: Ctx, key: str, target: str) -> list[str]:
+    d = ctx.logs.get(key)
+    if d is not None and "_unreadable" in d:
+        return [d["_unreadable"], ""]
+    return missing(target, f"logs/{LOG_FILES[key]}")
+
+
+def _older(ctx: Ctx, start: str | None) -> str:
+    if not (ctx.exported_at and start and start < ctx.exported_at):
+        return ""
+    return f" **From an earlier run** ({_minute(start)}, before this run's export of {_minute(ctx.exported_at)})."
+
+
+def provenance(ctx: Ctx, source: str, when: str | None, machine: str | None = None, start: str | None = None) -> list[str]:
+    """The line under a section heading: which log, when, on what machine; older than this run's export or not."""
+    line = f"_From {source}: {when or 'date not recorded'}" + (f", on {machine}" if machine else "") + "._"
+    return [line + _older(ctx, start), ""]
+
+
+def _stale(ctx: Ctx) -> list[str]:
+    return [f"logs/{LOG_FILES[k]} ({_minute(ctx.get(k)['started'])})" for k in STAMPED
+            if ctx.get(k) and ctx.get(k).get("started") and _older(ctx, ctx.get(k)["started"])]
 
 
 # ------------------------------------------------------------------------------------ plots
@@ -110,111 +260,349 @@ def _log2_ticks(plt, ax, values) -> None:
     ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
 
 
+# one hue per precision; ONNX dark, TensorRT light, PyTorch its own; peers grey/olive and dashed
+_HUES = {"fp32": ("#1f77b4", "#aec7e8"), "fp16": ("#ff7f0e", "#ffbb78"), "int8": ("#2ca02c", "#98df8a"),
+         "best": ("#d62728", "#ff9896"), "fp8": ("#9467bd", "#c5b0d5")}
+_TORCH_HUES = {"fp16": "#8c564b", "fp8": "#e377c2", "int8": "#17becf"}
+_PEER_HUES = ("#7f7f7f", "#bcbd22", "#393b79", "#637939", "#843c39")
+_MARKERS = {"onnx": "o", "trt": "s", "torch": "^"}
+
+
+def _style(name: str, peer_index: int | None = None) -> dict:
+    """Colour, marker and line style of one model/engine, the same in every plot."""
+    if peer_index is not None:
+        return {"color": _PEER_HUES[peer_index % len(_PEER_HUES)], "marker": "x", "linestyle": "--"}
+    v = spec.variant_of(name.split("+")[0])
+    if v is None:
+        return {"color": "black", "marker": "D", "linestyle": "-"}
+    hue = _TORCH_HUES.get(v.precision.name, "#8c564b") if v.family is spec.TORCH else _HUES[v.precision.name][v.family is spec.TRT]
+    return {"color": hue, "marker": _MARKERS[v.family.name], "linestyle": ":" if "+" in name else "-"}
+
+
+def _legend_outside(ax, handles=None) -> None:
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+
+
+def _perf_groups(perf: dict) -> list[tuple[str, str, dict]]:
+    """(panel title, throughput unit, models) per kind that has rows: ensembles, raw models, the tokenizer."""
+    models = {n: e for n, e in perf.get("models", {}).items() if e.get("rows")}
+    seq = (perf.get("inputs") or {}).get("seq_len")
+    kinds = (("ensemble", "ensembles (texts in, embeddings out)", "texts / s"),
+             ("model", f"raw models (token tensors of length {seq})", "sequences / s"),
+             ("tokenizer", "tokenizer", "texts / s"))
+    out = []
+    for kind, title, unit in kinds:
+        group = {n: e for n, e in models.items() if (e.get("kind") or spec.kind_of(n)) == kind}
+        if group:
+            out.append((title, unit, group))
+    return out
+
+
+def _log_y(plt, ax) -> None:
+    """Log y axis labelled 1, 2, 5, 10, ... in plain numbers."""
+    tk = plt.matplotlib.ticker
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(tk.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(tk.FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(tk.NullFormatter())
+
+
+def _thousands(plt, ax) -> None:
+    ax.yaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:,.0f}"))
+
+
+def _perf_figure(plt, perf: dict, draw, ylabel, title: str, name: str, logs: Path, keys: tuple = ()) -> None:
+    """One panel per kind of model (ensembles, raw models, tokenizer), concurrency on x, legends outside the data."""
+    groups = _perf_groups(perf)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(9, 0.6 + 3.4 * len(groups)), squeeze=False,
+                             layout="constrained")
+    for ax, (group, unit, models) in zip(axes[:, 0], groups):
+        handles = [h for n, e in models.items() for h in draw(ax, n, e["rows"], _style(n))]
+        handles += [plt.matplotlib.lines.Line2D([], [], color="grey", linestyle=ls, label=lab) for ls, lab in keys]
+        if ax.get_yscale() == "linear":
+            ax.set_ylim(bottom=0)
+        ax.set(xlabel="concurrency (requests in flight)", ylabel=ylabel(unit), title=group)
+        _log2_ticks(plt, ax, {x["concurrency"] for e in models.values() for x in e["rows"]})
+        ax.grid(True, which="both", alpha=0.3)
+        _legend_outside(ax, handles)
+    fig.suptitle(f"{title} (batch {_v(perf.get('batch_size'))} per request, {_v(perf.get('protocol'))})")
+    _save(plt, fig, logs / name)
+
+
 def plot_perf(perf: dict, logs: Path) -> list[str]:
     plt = _plt()
-    models = {n: e for n, e in perf.get("models", {}).items() if e.get("rows")}
-    if plt is None or not models:
+    if plt is None or not _perf_groups(perf):
         return []
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for n, e in models.items():
-        r = e["rows"]
-        ax.plot([x["concurrency"] for x in r], [x["throughput"] for x in r], marker="o", label=n)
-    ax.set(yscale="log", xlabel="concurrency (requests in flight)", ylabel="inferences / s",
-           title=f"Triton throughput vs concurrency (batch {perf.get('batch_size')}, {perf.get('protocol')})")
-    _log2_ticks(plt, ax, {x["concurrency"] for e in models.values() for x in e["rows"]})
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(plt, fig, logs / PLOTS["throughput"])
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, (n, e) in enumerate(models.items()):
-        r, color = e["rows"], f"C{i}"
-        ax.plot([x["throughput"] for x in r], [x["p50_ms"] for x in r], "--", marker=".", color=color, label=f"{n} p50")
-        ax.plot([x["throughput"] for x in r], [x["p99_ms"] for x in r], "-", marker="o", color=color, label=f"{n} p99")
-    ax.set(xscale="log", yscale="log", xlabel="inferences / s", ylabel="latency (ms)", title="Latency percentiles vs throughput")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    _save(plt, fig, logs / PLOTS["latency"])
+
+    def throughput(ax, n, rows, st):
+        _thousands(plt, ax)
+        return ax.plot([x["concurrency"] for x in rows], [x["throughput"] for x in rows], label=n, **st)
+
+    def latency(ax, n, rows, st):
+        _log_y(plt, ax)
+        c = [x["concurrency"] for x in rows]
+        ax.plot(c, [x["p50_ms"] for x in rows], **{**st, "linestyle": "--", "marker": "."})
+        return ax.plot(c, [x["p99_ms"] for x in rows], label=n, **{**st, "linestyle": "-"})
+
+    _perf_figure(plt, perf, throughput, lambda unit: unit, "Triton throughput vs concurrency", PLOTS["throughput"], logs)
+    _perf_figure(plt, perf, latency, lambda unit: "latency per request (ms)", "Latency p50 / p99 vs concurrency",
+                 PLOTS["latency"], logs, (("-", "p99 (solid)"), ("--", "p50 (dashed)")))
     return [PLOTS["throughput"], PLOTS["latency"]]
 
 
 def plot_bench(bench: dict, logs: Path) -> list[str]:
     plt = _plt()
-    engines = {n: [r for r in e["rows"] if "error" not in r] for n, e in bench.get("engines", {}).items()}
-    engines = {n: r for n, r in engines.items() if r}
+    engines = {n: (e, _ok(e)) for n, e in bench.get("engines", {}).items() if _ok(e)}
     if plt is None or not engines:
         return []
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for n, rows in engines.items():
-        ax.plot([r["batch"] for r in rows], [r["seq_per_s"] for r in rows], marker="o", label=n)
-    ax.set(xlabel="batch size", ylabel="sequences / s",
-           title=f"Engine throughput vs batch (seq {bench.get('seq_len')}, {bench.get('device')}, no server)")
-    _log2_ticks(plt, ax, {r["batch"] for rows in engines.values() for r in rows})
+    fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
+    peers = [n for n, (e, _) in engines.items() if e.get("peer")]
+    for n, (e, rows) in engines.items():
+        st = _style(n, peers.index(n) if n in peers else None)
+        ax.plot([r["batch"] for r in rows], [r["seq_per_s"] for r in rows], label=n + (" (peer)" if n in peers else ""), **st)
+    ax.set(xlabel="batch size (sequences per call)", ylabel=f"sequences / s (seq {_v(bench.get('seq_len'))})",
+           title=f"Engine throughput vs batch ({_v(bench.get('device'))}, no server{'; peers dashed' if peers else ''})")
+    ax.set_ylim(bottom=0)
+    _thousands(plt, ax)
+    _log2_ticks(plt, ax, {r["batch"] for _, rows in engines.values() for r in rows})
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     _save(plt, fig, logs / PLOTS["bench"])
     return [PLOTS["bench"]]
 
 
-# ------------------------------------------------------------------------------------ sections
-def used_model(logs: dict) -> dict | None:
+# ------------------------------------------------------------------------------------ summary
+def _onnx_section(v: spec.Variant) -> str:
+    return {"int8": S_INT8, "best": S_INT8, "fp8": S_FP8}.get(v.precision.name, S_VARIANTS)
+
+
+def _quality_of(ctx: Ctx, v: spec.Variant) -> dict | None:
+    """Quality vs FP32 of one variant: through Triton where served, else from its build log."""
+    q = ((ctx.get("quality") or {}).get("variants") or {}).get(v.name)
+    if q:
+        m = q.get("pytorch_fp32") if isinstance(q.get("pytorch_fp32"), dict) else q
+        if _num(m.get("mean_cos")):
+            return {"m": m, "pass": q.get("pass"), "from": "Triton", "at": S_QUALITY}
+    if v.family is spec.TORCH:
+        m = ((((ctx.get("torch") or {}).get("built") or {}).get(v.precision.name)) or {}).get("quality") or {}
+        if _num(m.get("mean_cos")):
+            return {"m": m, "pass": m.get("pass"), "from": "build", "at": S_TORCH}
+    if v.family is spec.ONNX and v.name != spec.REFERENCE:
+        m = ((ctx.get("quantize") or {}).get("variants_table") or {}).get(v.precision.name) or {}
+        if _num(m.get("mean_cos")):
+            return {"m": m, "pass": m.get("pass"), "from": "build", "at": _onnx_section(v)}
+    return None
+
+
+def _engine_variant(name: str, e: dict) -> str:
+    return e.get("variant") or spec.raw_model(name.split("+")[0])
+
+
+def _ours(b: dict | None, v: spec.Variant) -> list[tuple[str, dict]]:
+    return [(n, e) for n, e in ((b or {}).get("engines") or {}).items() if not e.get("peer") and _engine_variant(n, e) == v.name]
+
+
+def _largest(e: dict) -> dict | None:
+    ok = _ok(e)
+    return max(ok, key=lambda r: r["batch"]) if ok else None
+
+
+def _served_cell(ctx: Ctx, v: spec.Variant) -> str | None:
+    if v.unserved:
+        return _link("not served", _onnx_section(v))
+    best = (((ctx.get("perf") or {}).get("models") or {}).get(v.ensemble) or {}).get("best")
+    return _link(fmt(best["throughput"]), v.ensemble) if best else None
+
+
+def _engine_cell(ctx: Ctx, v: spec.Variant) -> str | None:
+    best = max(((r["seq_per_s"], r["batch"]) for _, e in _ours(ctx.get("bench"), v) for r in _ok(e)), default=None)
+    return _link(f"{fmt(best[0])} (batch {best[1]})", S_BENCH) if best else None
+
+
+def _why(ctx: Ctx, v: spec.Variant) -> str:
+    """One short cell for a variant with nothing measured here."""
+    p = v.precision.name
+    if v.family is spec.TORCH:
+        tb = ctx.get("torch") or {}
+        if p in (tb.get("failed") or {}):
+            return _link("build FAILED its check", S_TORCH)
+        if p in (tb.get("skipped") or {}):
+            return _link("not built", S_TORCH)
+        return "not built" if ctx.has_gpu else "GPU only"
+    if v.family is spec.TRT:
+        b = ctx.get("bench") or {}
+        if not list(ctx.dir.glob(f"trt_build_{p}.log")) and b.get("tensorrt", "not available") == "not available":
+            return "not built: TensorRT not found"
+        return "not measured"
+    row = ((ctx.get("quantize") or {}).get("variants_table") or {}).get(p) or {}
+    return _link("not built", S_VARIANTS) if str(row.get("note", "")).startswith("not built") else "not measured"
+
+
+def _published_cells(ctx: Ctx, v: spec.Variant, big: int) -> list[str]:
+    cands = [(n, e) for n, e in _ours(ctx.published, v) if _largest(e)]
+    if not cands:
+        return ["-", "-"]
+    _, e = max(cands, key=lambda ne: (_largest(ne[1])["batch"], _largest(ne[1])["seq_per_s"]))
+    top, one = _largest(e), next((r for r in _ok(e) if r["batch"] == 1), None)
+    seq = fmt(top["seq_per_s"]) + ("" if top["batch"] == big else f" (batch {top['batch']})")
+    return [_link(seq, S_PUBLISHED), _link(fmt(one["mean_ms"]), S_PUBLISHED) if one else "-"]
+
+
+def _summary_cells(ctx: Ctx, v: spec.Variant, big: int | None) -> list[str]:
+    q = _quality_of(ctx, v)
+    local = [None] * 4
+    if q:
+        m, at = q["m"], q["at"]
+        ok = q["pass"]
+        local = [_link(f"{_cos(m.get('mean_cos'))} / {_cos(m.get('min_cos'))}", at),
+                 _link(_top(m.get("top10")), at) if _num(m.get("top10")) else None,
+                 _link("pass" if ok else "FAIL", at) if isinstance(ok, bool) else None, q["from"]]
+    if v.name == spec.REFERENCE and not q:
+        local = ["reference", None, None, None]
+    local += [_served_cell(ctx, v), _engine_cell(ctx, v)]
+    if all(c is None for i, c in enumerate(local) if not (i == 4 and v.unserved)):
+        local = [_why(ctx, v)] + [""] * 5
+    cells = [c if c is not None else "-" for c in local]
+    return cells + (_published_cells(ctx, v, big) if big else [])
+
+
+def _summary_rows(ctx: Ctx, big: int | None) -> list[list]:
+    """One row per variant, family by family; a family with nothing anywhere collapses to one row."""
+    rows = []
+    for fam in spec.FAMILIES.values():
+        fam_rows = [[v.name, *_summary_cells(ctx, v, big)] for v in spec.variants(fam.name)]
+        if len(fam_rows) > 1 and all(r[1:] == fam_rows[0][1:] for r in fam_rows):
+            fam_rows = [[", ".join(r[0] for r in fam_rows), *fam_rows[0][1:]]]
+        rows += fam_rows
+    return rows
+
+
+def _this_run(ctx: Ctx) -> str:
+    perf, bench = ctx.get("perf"), ctx.get("bench")
+    if not perf and not bench:
+        return "no speed measured (logs/perf_summary.json and logs/bench_engine.json missing: make perf, make bench)"
+    m = _machine((perf or {}).get("hardware") or (bench or {}).get("hardware")) or "machine not recorded"
+    when = "; ".join(f"{k} {_minute(d['started'])}" for k, d in (("perf", perf), ("bench", bench)) if d and d.get("started"))
+    out = m + (f" ({when})" if when else "")
+    if perf:
+        out += (f". Served: the best ensemble throughput over the concurrency sweep (real texts, {_v(perf.get('batch_size', '?'))} "
+                "per request)")
+    if bench:
+        out += f". Engine: the engine alone, no server, {_v(bench.get('seq_len', '?'))}-token sequences, at its best batch"
+    return out
+
+
+def _published_model(b: dict) -> str:
+    m = b.get("model") or {}
+    name = str(m.get("used", "?"))
+    shapes = f"{name.removeprefix('random:')} shapes ({_v(m.get('num_layers'))} layers, hidden {_v(m.get('hidden_size'))}"
+    return shapes + (", random weights)" if name.startswith("random:") else ")") + f", seq {_v(b.get('seq_len'))}"
+
+
+def _published_desc(ctx: Ctx) -> str:
+    b = ctx.published
+    return (f"a published run on {_machine(b.get('hardware'))} ({_minute(b.get('started')) or 'date not recorded'}; "
+            f"{_path(ctx.published_path)}) with {_published_model(b)}: not this run's machine or model")
+
+
+def summary_section(ctx: Ctx) -> list[str]:
+    pub = ctx.published
+    big = max((r["batch"] for e in pub["engines"].values() for r in _ok(e)), default=None) if pub else None
+    gpu = ((pub or {}).get("roofline") or {}).get("gpu") or "GPU"
+    head = ["variant", "mean / min cos vs FP32", "top-10 agreement", "floor", "quality from",
+            "served texts/s (this run)", "engine seq/s (this run)"]
+    head += [f"{gpu} seq/s, batch {big} (published)", f"{gpu} ms, batch 1 (published)"] if big else []
+    out = ["## " + S_SUMMARY, ""] + table(head, _summary_rows(ctx, big)) + [""]
+    evaluation = (ctx.get("quality") or {}).get("texts") or (ctx.get("quantize") or {}).get("evaluation_texts")
+    out += [f"- Quality: sentence embeddings vs FP32 over the evaluation texts{f' ({_path(evaluation)})' if evaluation else ''}. _Triton_: the served variant "
+            f"through the server vs PyTorch FP32 ({_link('quality', S_QUALITY)}); _build_: measured when it was built (ONNX "
+            f"graphs vs the FP32 ONNX export: {_link('variants', S_VARIANTS)}; PyTorch engines vs our FP32 encoder: "
+            f"{_link('PyTorch engines', S_TORCH)}). Floor: the precision's minimum mean / min cosine (spec.FLOORS).",
+            f"- This run: {_this_run(ctx)}."]
+    if pub:
+        out.append(f"- Published: {_published_desc(ctx)}; seq/s at batch {big} and ms per call at batch 1 of our engine "
+                   f"(its fastest configuration at batch {big}); {_link('peers and kernels', S_PUBLISHED)}.")
+    stale = _stale(ctx)
+    if stale:
+        out.append(f"- Older than this run's export ({_minute(ctx.exported_at)}): {', '.join(stale)}.")
+    return out + [""]
+
+
+# ------------------------------------------------------------------------------------ model, environment, FLOPs
+def used_model(ctx: Ctx) -> dict | None:
     """The model record (what export actually loaded) from whichever log has it."""
-    cands = [logs["model"], (logs["perf"] or {}).get("model"), (logs["bench"] or {}).get("model"),
-             (logs["flops"] or {}).get("model_info"), (logs["quality"] or {}).get("model")]
+    cands = [ctx.get("model"), (ctx.get("perf") or {}).get("model"), (ctx.get("bench") or {}).get("model"),
+             (ctx.get("flops") or {}).get("model_info"), (ctx.get("quality") or {}).get("model"),
+             (ctx.get("torch") or {}).get("model")]
     return next((m for m in cands if m), None)
 
 
-def model_section(logs: dict) -> list[str]:
-    m = used_model(logs)
+def model_section(ctx: Ctx) -> list[str]:
+    m = used_model(ctx)
+    out = ["## " + S_MODEL, ""]
     if m is None:
-        return ["## Model", ""] + missing("export", "logs/model.json")
-    out = ["## Model", ""]
+        return out + missing("export", "logs/model.json")
+    src = "logs/model.json" if ctx.get("model") else "the model record in the other logs (logs/model.json missing)"
+    out += provenance(ctx, src, f"exported {_minute(ctx.exported_at)}" if ctx.exported_at else "export time not recorded")
     if m.get("fallback"):
-        out += [f"> **FALLBACK MODEL USED.** The requested model `{m.get('requested')}` could not be loaded; every number "
-                f"in this report is for **`{m.get('used')}`** ({m.get('source')}).", ""]
-    out += [f"- used: **{m.get('used')}** ({m.get('source')}); requested: `{m.get('requested')}`",
-            f"- {m.get('model_type')}: {m.get('num_layers')} layers, hidden {m.get('hidden_size')}, {m.get('num_heads')} heads, "
-            f"FFN {m.get('intermediate_size')}, vocab {m.get('vocab_size')}, max length {m.get('max_length')}", ""]
+        out += [f"> **FALLBACK MODEL USED.** The requested model `{_v(m.get('requested'))}` could not be loaded; every number "
+                f"in this report is for **`{_v(m.get('used'))}`** ({_v(m.get('source'))}).", ""]
+    out += [f"- used: **{_v(m.get('used'))}** ({_v(m.get('source'))}); requested: `{_v(m.get('requested'))}`",
+            f"- {_v(m.get('model_type'))}: {_v(m.get('num_layers'))} layers, hidden {_v(m.get('hidden_size'))}, {_v(m.get('num_heads'))} heads, "
+            f"FFN {_v(m.get('intermediate_size'))}, vocab {_v(m.get('vocab_size'))}, max length {_v(m.get('max_length'))}", ""]
     return out
 
 
 def _gpus(hw: dict) -> str:
-    return ", ".join(f"{g.get('name')} (driver {g.get('driver')}, {g.get('memory')})" for g in hw.get("gpus") or []) or "none"
+    return ", ".join(f"{_v(g.get('name'))} (driver {_v(g.get('driver'))}, {_v(g.get('memory'))})" for g in hw.get("gpus") or []) or "none"
 
 
-def env_section(logs: dict) -> list[str]:
-    perf, bench = logs["perf"] or {}, logs["bench"] or {}
+def env_section(ctx: Ctx) -> list[str]:
+    perf, bench, tb = ctx.get("perf") or {}, ctx.get("bench") or {}, ctx.get("torch") or {}
     hw = perf.get("hardware") or bench.get("hardware")
-    out = ["## Environment", ""]
+    out = ["## " + S_ENV, ""]
     if not hw:
         return out + ["_not run yet: make perf, make bench_ (the hardware is recorded by both)", ""]
-    gpus = _gpus(hw)
-    trt_logs = sorted(p.name for p in Path(logs["dir"]).glob("trt_build_*.log"))
-    out += [f"- CPU: {hw.get('cpu')}, {hw.get('cores')} cores ({hw.get('machine')}; {hw.get('os')})",
-            f"- GPU: {gpus}",
-            f"- Triton server: {(perf.get('server') or {}).get('version', 'not run yet: make perf')}",
+    runs = [(f"logs/{LOG_FILES[k]}", f"{k} {_minute(d.get('started')) or '(date not recorded)'}")
+            for k, d in (("perf", perf), ("bench", bench)) if d.get("hardware")]
+    out += provenance(ctx, " and ".join(s for s, _ in runs) + " (the hardware each recorded)", ", ".join(w for _, w in runs),
+                      _machine(hw))
+    trt_logs = sorted(p.name for p in Path(ctx.dir).glob("trt_build_*.log"))
+    server = perf.get("server") or {}
+    providers = sorted({p for e in bench.get("engines", {}).values() if e.get("engine", "onnxruntime") == "onnxruntime"
+                        for p in e.get("providers", [])})
+    out += [f"- CPU: {_v(hw.get('cpu'))}, {_v(hw.get('cores'))} cores ({_v(hw.get('machine'))}; {_v(hw.get('os'))})",
+            f"- GPU: {_gpus(hw)}",
+            f"- Triton server: {_v(server.get('version', 'not run yet: make perf'))}"
+            + (f" (all models ready {fmt(server['ready_seconds'])} s after launch)" if _num(server.get("ready_seconds")) else ""),
             f"- perf_analyzer: {(perf.get('perf_analyzer') or {}).get('version', 'not run yet: make perf')}",
-            f"- ONNX Runtime: {bench.get('onnxruntime', 'not run yet: make bench')}"
-            + (f" (providers used: {', '.join(sorted({p for e in bench.get('engines', {}).values() for p in e.get('providers', [])}))})" if bench.get("engines") else ""),
-            f"- TensorRT: {bench.get('tensorrt', 'not available')}" + (f"; build logs: {', '.join(trt_logs)}" if trt_logs else "")]
+            f"- ONNX Runtime: {_v(bench.get('onnxruntime', 'not run yet: make bench'))}"
+            + (f" (providers used: {', '.join(providers)})" if providers else ""),
+            f"- TensorRT: {_v(bench.get('tensorrt', 'not available'))}" + (f"; build logs: {', '.join(trt_logs)}" if trt_logs else "")]
+    if tb.get("torch"):
+        out.append(f"- PyTorch: {tb['torch']} ({_v(tb.get('device'))}{', ' + tb['gpu'] if tb.get('gpu') else ''})")
     bhw = bench.get("hardware") or {}
     if perf.get("hardware") and bhw and (bhw.get("cpu"), bhw.get("gpus")) != (hw.get("cpu"), hw.get("gpus")):
-        out.append(f"- engine benchmark ran elsewhere: {bhw.get('cpu')}, {bhw.get('cores')} cores; GPU {_gpus(bhw)}")
+        out.append(f"- engine benchmark ran elsewhere: {_v(bhw.get('cpu'))}, {_v(bhw.get('cores'))} cores; GPU {_gpus(bhw)}")
     for name, src in (("perf", perf), ("bench", bench)):
         la = (src.get("hardware") or {}).get("loadavg")
         if la:
             end = (src.get("hardware") or {}).get("loadavg_end")
+            cores = (src.get("hardware") or {}).get("cores")
             out.append(f"- load average during {name}: {fmt(la)} at the start" + (f", {fmt(end)} at the end" if end else "")
-                       + f" ({hw.get('cores')} cores: a load above that means other work competed for the CPU)")
+                       + f" ({cores} cores: a load above that means other work competed for the CPU)")
     return out + [""]
 
 
-def flops_section(f: dict | None) -> list[str]:
-    out = ["## FLOPs and roofline", ""]
+def flops_section(ctx: Ctx) -> list[str]:
+    out = ["## " + S_FLOPS, ""]
+    f = ctx.get("flops")
     if not f:
-        return out + missing("export", "logs/flops.json")
-    out += [f"{f['model']}, seq {f['seq_len']}: **{f['flops_per_sequence'] / 1e9:.3f} GFLOP per sequence** "
-            f"(GEMMs {f['gemm_flops_per_sequence'] / 1e9:.3f}; analytic encoder GEMMs {f['analytic_flops_per_sequence'] / 1e9:.3f}). "
-            f"{f.get('convention', '')} Details: logs/flops.md.", ""]
+        return out + _absent(ctx, "flops", "export")
+    out += provenance(ctx, "logs/flops.json", "written by the export (no date of its own)")
+    out += [f"{_v(f.get('model'))}, seq {_v(f.get('seq_len'))}: **{fmt(f.get('flops_per_sequence', 0) / 1e9, 4)} GFLOP per sequence** "
+            f"(GEMMs {fmt(f.get('gemm_flops_per_sequence', 0) / 1e9, 4)}; analytic encoder GEMMs "
+            f"{fmt(f.get('analytic_flops_per_sequence', 0) / 1e9, 4)}). {_v(f.get('convention', ''))} Details: logs/flops.md.", ""]
     rb, ridge, gpus = f.get("ridge_batch", {}), f.get("ridge", {}), f.get("gpus", {})
     rows = [[gpus.get(g, {}).get("name", g), p, ridge.get(g, {}).get(p), v.get("h->h"), v.get("h->i"), v.get("i->h"),
              v.get("attention"), v.get("model"), v.get("model_gemm")] for g, per in rb.items() for p, v in per.items()]
@@ -224,14 +612,14 @@ def flops_section(f: dict | None) -> list[str]:
     return out
 
 
-def quality_section(q: dict | None) -> list[str]:
-    out = ["## Quality vs the FP32 reference", ""]
-    if not q:
-        return out + missing("quality", "logs/quality.json")
-    if "_unreadable" in q:
-        return out + [q["_unreadable"], ""]
-    if q.get("status") not in (None, "complete"):
-        out += [f"**INCOMPLETE**: {q.get('error', 'status ' + str(q.get('status')))}", ""]
+# ------------------------------------------------------------------------------------ quality
+def quality_section(ctx: Ctx) -> list[str]:
+    out = ["## " + S_QUALITY, ""]
+    q = ctx.get("quality")
+    if q is None:
+        return out + _absent(ctx, "quality", "quality")
+    out += provenance(ctx, "logs/quality.json", _minute(q.get("started")), start=q.get("started"))
+    out += _incomplete(q, needs_finish=False)
     variants = q.get("variants") or {}
     if not variants:
         return out + ["no variant measured", ""]
@@ -244,26 +632,199 @@ def quality_section(q: dict | None) -> list[str]:
         for ref, metrics in refs.items():
             cols += [c for c in metrics if c not in cols and c != "n"]
             rows.append((name, ref, metrics, v))
-    head = ["variant", "vs", *cols, "floor", "pass"]
     body = []
     for name, ref, metrics, v in rows:
-        floor = v.get("floor") or {}
-        ok = v.get("pass")
+        floor, ok = v.get("floor") or {}, v.get("pass")
         floor_txt = " / ".join(f"{k} {x:g}" if _num(x) else f"{k} {x}" for k, x in floor.items()) or "-"
         body.append([name, ref, *(fmt(metrics.get(c), 6) for c in cols), floor_txt,
                      ("pass" if ok else "FAIL") if isinstance(ok, bool) else ok])
-    out += [f"{q.get('n_texts', '?')} texts ({q.get('texts', '?')}), protocol {q.get('protocol', '?')}. "
-            "Floors are on the comparison with PyTorch FP32.", ""]
-    return out + table(head, body) + [""]
+    ready = q.get("server_ready_seconds")
+    out += [f"{_v(q.get('n_texts', '?'))} texts ({_path(q.get('texts'))}) through Triton over {_v(q.get('protocol', '?'))}"
+            + (f"; the server had every model ready {fmt(ready)} s after launch" if _num(ready) else "")
+            + ". Floors are on the comparison with PyTorch FP32.", ""]
+    return out + table(["variant", "vs", *cols, "floor", "pass"], body) + [""]
 
 
-def quantize_section(qz: dict | None) -> list[str]:
-    out = ["## INT8 details", ""]
-    if not qz:
-        return out + missing("variants", "logs/quantize.json")
-    return out + generic(qz) + [""]
+# ------------------------------------------------------------------------------------ ONNX variants (quantize.json)
+def _note_host(note: str | None) -> str | None:
+    m = re.search(r"runs on (.+?) \(", note or "")
+    return _host(m.group(1)) if m else None
 
 
+def variants_section(ctx: Ctx) -> list[str]:
+    out = ["## " + S_VARIANTS, ""]
+    qz = ctx.get("quantize")
+    if qz is None:
+        return out + _absent(ctx, "quantize", "variants")
+    out += provenance(ctx, "logs/quantize.json", _minute(qz.get("started")), _note_host(qz.get("note")), qz.get("started"))
+    out += [f"{_v(qz.get('model'))}: every graph's sentence embeddings vs the FP32 ONNX export over "
+            f"{_path(qz.get('evaluation_texts'))}; graph-exact = ONNX Runtime with graph optimizations off (the Q/DQ "
+            "arithmetic as written, what TensorRT implements); CPU ms = ONNX Runtime CPU, batch 8 x 128 tokens, median / "
+            "min of 10 runs.", ""]
+    rows, notes = [], []
+    for p, r in (qz.get("variants_table") or {}).items():
+        name = f"onnx_{p}"
+        if str(r.get("note", "")).startswith("not built"):
+            rows.append([name, "not built (below)"] + [""] * 6)
+        else:
+            exact = f"{_cos(r.get('exact_mean_cos'))} / {_cos(r.get('exact_min_cos'))}" if _num(r.get("exact_mean_cos")) else "-"
+            ms = f"{fmt(r.get('cpu_ms_b8_s128'))} / {fmt(r.get('cpu_ms_b8_s128_min'))}" if _num(r.get("cpu_ms_b8_s128")) else "-"
+            rows.append([name, r.get("mb"), f"{_cos(r.get('mean_cos'))} / {_cos(r.get('min_cos'))}", _top(r.get("top10")), exact, ms,
+                         r.get("floor"), ("pass" if r["pass"] else "FAIL") if isinstance(r.get("pass"), bool) else "-"])
+        if r.get("note"):
+            notes.append(f"- {name}: {r['note']}")
+    out += table(["variant", "MB", "mean / min cos", "top-10", "graph-exact mean / min cos", "CPU ms median / min",
+                  "floor", "pass"], rows) + [""] + notes + ([""] if notes else [])
+    return out + int8_section(qz) + fp8_section(qz)
+
+
+# Tensor roles of the INT8 search, in words (BERT and DistilBERT ONNX export names; first match wins)
+_WHAT = ((r"query|key|value|[qkv]_lin", "Q/K/V projections", ("input",)),
+         (r"attention/(self/)?MatMul$", "attention scores Q x K^T", ("Q", "K^T")),
+         (r"attention/(self/)?MatMul_[#\d]+$", "attention-weighted values P x V", ("P", "V")),
+         (r"attention/output/dense|out_lin", "attention output projection", ("input",)),
+         (r"intermediate/dense|ffn/lin1", "FFN up-projection", ("input",)),
+         (r"output/dense|ffn/lin2", "FFN down-projection", ("input (after GELU)",)))
+
+
+def _what(name: str) -> str:
+    """'/model/encoder/layer.#/attention/self/MatMul:0' -> 'attention scores Q x K^T: Q' (the raw name if unknown)."""
+    base, _, slot = name.partition(":")
+    for rx, label, sides in _WHAT:
+        if re.search(rx, base):
+            side = sides[int(slot)] if slot.isdigit() and int(slot) < len(sides) else ""
+            return label + (f": {side}" if side else "")
+    return name
+
+
+def _short(name: str) -> str:
+    """Tensor/node name without the encoder prefix: 'layer.#/attention/self/MatMul:0'."""
+    return re.sub(r"^.*?(?=layer\.)", "", name)
+
+
+def _layer(node: str) -> str:
+    m = re.search(r"layer\.(\d+)", node)
+    return f"layer {m.group(1)}: " if m else ""
+
+
+def _role_table(srch: dict) -> list[str]:
+    rows = []
+    for role, r in (srch.get("range_methods_by_role") or {}).items():
+        parts = role.split("|")
+        what = "; ".join(dict.fromkeys(_what(x) for x in parts))
+        rows.append([what, ", ".join(f"`{_short(x)}`" for x in parts), r.get("tensors"), r.get("method"),
+                     fmt(r.get(r.get("method")), 6), fmt(r.get("max"), 6)])
+    if not rows:
+        return []
+    return (["Range method per tensor role (the range each activation is clipped to; held-out mean cosine with only that "
+             "role quantized):", ""]
+            + table(["tensor role", "ONNX input (layer.# = every layer)", "tensors", "range method", "mean cos, chosen",
+                     "mean cos, plain max"], rows) + [""])
+
+
+def int8_section(qz: dict) -> list[str]:
+    out = ["### " + S_INT8, ""]
+    i8, srch = qz.get("int8") or {}, qz.get("int8_search") or {}
+    if not i8:
+        return out + ["_no INT8 graph in this log (make variants builds it)_", ""]
+    cal, sq = i8.get("calibration") or {}, i8.get("smoothquant") or {}
+    alphas = "; ".join(f"{'off' if a.get('alpha') is None else a['alpha']}: {a['mean_cos']:.5f} / {a['min_cos']:.4f}"
+                       for a in sq.get("alpha_search") or [])
+    held, target, ort = i8.get("held_out_quality") or {}, i8.get("target_held_out") or {}, i8.get("held_out_quality_ort") or {}
+    meets = _num(held.get("mean_cos")) and held["mean_cos"] >= target.get("mean_cos", 0) and held["min_cos"] >= target.get("min_cos", 0)
+    excl = i8.get("excluded_nodes") or []
+    q, qe, sec = i8.get("quality") or {}, i8.get("quality_graph_exact") or {}, i8.get("seconds") or {}
+    out += ["onnx_int8, and onnx_best (the same Q/DQ graph with FP16 wherever no Q/DQ sits).", "",
+            f"- **Method**: {_v(i8.get('method'))}.",
+            f"- **Calibration data**: {_path(cal.get('data'))}: {fmt(cal.get('samples'))} texts, {fmt(cal.get('tokens'))} tokens "
+            f"({fmt(cal.get('held_out_samples'))} more texts held out to score every choice; {_v(cal.get('batching'))}).",
+            f"- **SmoothQuant alpha**: {_v(sq.get('alpha', 'off'))}, on {len(sq.get('tensors') or [])} MatMul input tensors; "
+            f"chosen by held-out mean / min cosine with everything quantized ({alphas or 'no search recorded'}).",
+            f"- **Kept in FP32**: {len(excl)} of {fmt(i8.get('candidate_count'))} MatMuls"
+            + (": " + "; ".join(f"{_layer(n)}{_what(n)} (`{_short(n)}`)" for n in excl) if excl else "") + ".",
+            f"- **Held-out quality vs target**: mean cos {_cos(held.get('mean_cos'))} (target >= {_v(target.get('mean_cos'))}), "
+            f"min cos {_cos(held.get('min_cos'))} (target >= {_v(target.get('min_cos'))}): "
+            f"{'meets the target' if meets else 'BELOW the target'}"
+            + (f"; ONNX Runtime CPU on the same slice: {_cos(ort.get('mean_cos'))} / {_cos(ort.get('min_cos'))}" if ort else "") + ".",
+            f"- **Evaluation texts** (never used to choose): mean / min cos {_cos(q.get('mean_cos'))} / {_cos(q.get('min_cos'))}, "
+            f"top-10 {fmt(q.get('top10'))} (ONNX Runtime CPU); graph as written {_cos(qe.get('mean_cos'))} / {_cos(qe.get('min_cos'))}.",
+            f"- **Search cost**: {fmt(srch.get('evaluations'))} held-out evaluations in {fmt(srch.get('seconds'))} s "
+            f"(calibration pass {fmt((srch.get('calibration') or {}).get('seconds'))} s); the whole INT8 build "
+            f"{fmt(sec.get('total'))} s{' (search result reused from the cache)' if i8.get('search_cached') else ''}.", ""]
+    out += _role_table(srch)
+    return out + ["The raw data (every MatMul's sensitivity, the greedy search trace, the SmoothQuant tensor list, Q/DQ "
+                  "counts) stays in logs/quantize.json (and logs/quantize.md).", ""]
+
+
+def fp8_section(qz: dict) -> list[str]:
+    out = ["### " + S_FP8, ""]
+    row = (qz.get("variants_table") or {}).get("fp8")
+    if not row:
+        return out + ["_no FP8 graph in this log (make variants builds it)_", ""]
+    if str(row.get("note", "")).startswith("not built"):
+        return out + [f"onnx_fp8: {row['note']}", ""]
+    e, i8cal = qz.get("fp8") or {}, (qz.get("int8") or {}).get("calibration") or {}
+    cal = e.get("calibration") or {}
+    if cal:
+        calib = f"{_path(cal.get('data'))}: {fmt(cal.get('samples'))} texts, {fmt(cal.get('tokens'))} tokens ({_v(cal.get('statistic', '|max|'))})"
+    else:
+        calib = (f"the INT8 calibration texts ({_path(i8cal.get('data') or 'data/calibration.txt')}, "
+                 f"{fmt(i8cal.get('samples'))} texts), |max| per activation over real tokens")
+    v = spec.BY_NAME.get("onnx_fp8")
+    ok = row.get("pass")
+    out += [f"- **Method**: {e.get('method') or FP8_METHOD}" + ("" if e.get("method") else " (as quantize.build_fp8 builds it)") + ".",
+            f"- **Calibration**: {calib}.",
+            f"- **Quality** vs the FP32 ONNX export: mean / min cos {_cos(row.get('mean_cos'))} / {_cos(row.get('min_cos'))}, "
+            f"top-10 {fmt(row.get('top10'))}; floor {_v(row.get('floor'))}: "
+            f"{('pass' if ok else 'FAIL') if isinstance(ok, bool) else '-'} ({_v(row.get('note', 'measured on the CPU'))}).",
+            f"- **Size**: {fmt(row.get('mb'))} MB.",
+            f"- **Not served**: {v.unserved if v and v.unserved else 'TensorRT source only'}.", ""]
+    return out
+
+
+# ------------------------------------------------------------------------------------ PyTorch engines
+def torch_section(ctx: Ctx) -> list[str]:
+    out = ["## " + S_TORCH, ""]
+    tb = ctx.get("torch")
+    if tb is None:
+        if ctx.logs.get("torch") is None and not ctx.has_gpu:
+            return out + [f"_{spec.TORCH.missing}_ (logs/torch_build.json missing; this run's machine has no GPU)", ""]
+        return out + _absent(ctx, "torch", "variants DEVICE=gpu")
+    out += provenance(ctx, "logs/torch_build.json", _span(tb.get("started"), tb.get("finished")), _host(tb.get("host")),
+                      tb.get("started"))
+    out += _incomplete(tb)
+    ver = tb.get("verification") or {}
+    diff = ", ".join(f"{fmt(x)} ({k})" for k, x in (ver.get("max_abs_diff") or {}).items())
+    out += [f"torch {_v(tb.get('torch'))} on {_v(tb.get('device'))}{' (' + tb['gpu'] + ')' if tb.get('gpu') else ''}. Our FP32 "
+            f"encoder vs Hugging Face: max abs diff {diff or '-'} over {fmt(ver.get('texts'))} texts. Quality: sentence "
+            "embeddings vs that FP32 encoder; compile s: torch.compile once at build (its cache ships with the weights); "
+            "load s: loading the compiled engine.", ""]
+    rows, notes = [], []
+    for p in spec.family_precisions("torch"):
+        name, built = f"torch_{p}", (tb.get("built") or {}).get(p)
+        if built:
+            q, c = built.get("quality") or {}, built.get("compiled") or {}
+            fl = q.get("floor") or {}
+            rows.append([name, f"{_cos(q.get('mean_cos'))} / {_cos(q.get('min_cos'))}", _top(q.get("top10")),
+                         f"{_v(fl.get('mean_cos'))} / {_v(fl.get('min_cos'))}" if fl else "-",
+                         ("pass" if q["pass"] else "FAIL") if isinstance(q.get("pass"), bool) else "-",
+                         c.get("compile_seconds"), c.get("load_seconds"), (built.get("package") or {}).get("bytes", 0) / 1e6,
+                         f"min cos {_cos(c['min_cos_vs_eager'])}" if _num(c.get("min_cos_vs_eager"))
+                         else f"max abs diff {fmt(c.get('max_abs_diff_vs_eager'))}"])
+            notes.append(f"- {name}: {_v(built.get('method'))}" + (f"; kept FP16: {', '.join(built['kept_fp16']) or 'none'}"
+                                                                if "kept_fp16" in built else ""))
+        elif p in (tb.get("failed") or {}):
+            rows.append([name, "build FAILED (below)"] + [""] * 7)
+            notes.append(f"- {name}: **build FAILED**: {tb['failed'][p]}")
+        elif p in (tb.get("skipped") or {}):
+            rows.append([name, "not built (below)"] + [""] * 7)
+            notes.append(f"- {name}: not built: {tb['skipped'][p]}")
+    out += table(["variant", "mean / min cos vs FP32", "top-10", "floor mean / min", "pass", "compile s", "load s", "MB",
+                  "compiled vs eager"], rows) + [""]
+    return out + notes + [""]
+
+
+# ------------------------------------------------------------------------------------ serving performance
 def nearest(batches: list[int], eff: int) -> int:
     return min(batches, key=lambda b: (abs(b - eff), b))
 
@@ -272,99 +833,210 @@ def _compute(d: dict) -> float:
     return sum(d.get(k, 0.0) for k in ("compute_input_ms", "compute_infer_ms", "compute_output_ms"))
 
 
-def perf_section(p: dict | None, logs: Path, rel: str) -> list[str]:
-    out = ["## Serving performance (Triton + perf_analyzer)", ""]
-    if not p:
-        return out + missing("perf", "logs/perf_summary.json")
-    if p.get("status") != "complete":
-        out += ["**INCOMPLETE**: " + "; ".join(p.get("errors") or ["status " + str(p.get("status"))]), ""]
+def _util(r: dict) -> str | None:
+    g = r.get("gpu") or {}
+    if not g.get("util_mean"):
+        return None
+    return f"{fmt(g['util_mean'])} (max {fmt(g.get('util_max'))})"
+
+
+def _perf_intro(ctx: Ctx, p: dict) -> list[str]:
     inp, s = p.get("inputs", {}), p.get("settings", {})
     tt = inp.get("text_tokens") or {}
     per_c = s.get("window_per_concurrency")
     mode = (f"time windows of {s['window_ms']} ms" if s.get("window_ms") else
-            f"count windows of max({s.get('window_requests')}, {per_c} x concurrency) requests"
-            + (f" (for text inputs rounded up to whole passes over the {inp.get('n_texts')} texts)" if s.get("max_cycle") else "")
-            if per_c else
-            f"count windows of {s.get('window_requests')} requests")
+            f"count windows of max({_v(s.get('window_requests'))}, {per_c} x concurrency) requests"
+            + (f" (for text inputs rounded up to whole passes over the {_v(inp.get('n_texts'))} texts)" if s.get("max_cycle") else "")
+            if per_c else f"count windows of {_v(s.get('window_requests'))} requests")
     kept = p.get("kept_from_earlier_runs") or {}
-    when = f"measured {p.get('started')} to {p.get('finished')}"
-    if kept:
-        when += (f" ({', '.join(n for n in p.get('models', {}) if n not in kept)}); kept from earlier runs of the same "
-                 f"repository and inputs: " + ", ".join(f"{n} ({t})" for n, t in kept.items()))
-    out += [f"perf_analyzer {p.get('perf_analyzer', {}).get('version')} over {p.get('protocol')}, batch {p.get('batch_size')} per request, "
-            f"concurrency {fmt(p.get('concurrency'))}; {when}.",
-            f"Ensembles and the tokenizer: {inp.get('n_texts')} real texts ({tt.get('min')}-{tt.get('max')} tokens, median {fmt(tt.get('median'))}); "
-            f"raw models: token tensors of length {inp.get('seq_len')}.",
-            f"Stability settings used: {mode}, {fmt(s.get('stability'))}% spread, at most {s.get('max_trials')} windows. "
-            f"Why the defaults: {s.get('why', '')}", ""]
-    for n in p.get("notes", []):
-        out.append(f"- {n}")
-    out += ["", "### Best throughput per model", ""]
-    out += table(["model", "kind", "best infer/s", "at concurrency", "p99 ms there", "status"],
-                 [[n, e.get("kind"), (e.get("best") or {}).get("throughput"), (e.get("best") or {}).get("concurrency"),
-                   (e.get("best") or {}).get("p99_ms"),
-                   e.get("status") + "".join(f"; failed at concurrency {f.get('concurrency')}: {f.get('error')}" for f in e.get("failed") or [])]
-                  for n, e in p.get("models", {}).items()]) + [""]
+    kept_txt = (f" Measured in this run: {', '.join(n for n in p.get('models', {}) if n not in kept)}; kept from earlier runs of "
+                "the same repository and inputs: " + ", ".join(f"{n} ({t})" for n, t in kept.items()) + "." if kept else "")
+    ready = (p.get("server") or {}).get("ready_seconds")
+    out = [f"perf_analyzer {_v((p.get('perf_analyzer') or {}).get('version'))} over {_v(p.get('protocol'))}, batch {_v(p.get('batch_size'))} "
+           f"per request, concurrency {fmt(p.get('concurrency'))}; Triton {(p.get('server') or {}).get('version', '?')}"
+           + (f", every model ready {fmt(ready)} s after launch" if _num(ready) else "") + "." + kept_txt,
+           f"Ensembles and the tokenizer: {_v(inp.get('n_texts'))} real texts from {_path(inp.get('texts'))} "
+           f"({_v(tt.get('min'))}-{_v(tt.get('max'))} tokens, median {fmt(tt.get('median'))}); raw models: token tensors of length "
+           f"{_v(inp.get('seq_len'))}.",
+           f"Stability settings used: {mode}, {fmt(s.get('stability'))}% spread, at most {_v(s.get('max_trials'))} windows. "
+           f"Why the defaults: {_v(s.get('why', ''))}", ""]
+    return out + [f"- {n}" for n in p.get("notes", [])] + [""]
+
+
+def _perf_levels(e: dict) -> list[str]:
+    comp = sorted({c for r in e["rows"] for c in (r.get("composing") or {})})
+    util = any(_util(r) for r in e["rows"])
+    head = ["concurrency", "infer/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "queue ms", "compute ms"]
+    head += [f"{c} queue/compute ms" for c in comp] + (["GPU util % mean (max)"] if util else [])
+    rows = []
+    for r in e["rows"]:
+        cells = [r["concurrency"], r["throughput"], r["p50_ms"], r["p90_ms"], r["p95_ms"], r["p99_ms"],
+                 r.get("server_queue_ms"), _compute(r)]
+        for c in comp:
+            x = (r.get("composing") or {}).get(c) or {}
+            cells.append(f"{fmt(x.get('queue_ms'))} / {fmt(_compute(x))}")
+        rows.append(cells + ([_util(r)] if util else []))
+    return table(head, rows) + ["", f"CSV: {Path(str(e.get('csv') or '-')).name}", ""]
+
+
+def perf_section(ctx: Ctx) -> list[str]:
+    out = ["## " + S_PERF, ""]
+    p = ctx.get("perf")
+    if p is None:
+        return out + _absent(ctx, "perf", "perf")
+    out += provenance(ctx, "logs/perf_summary.json (Triton + perf_analyzer)", _span(p.get("started"), p.get("finished")),
+                      _machine(p.get("hardware")), p.get("started"))
+    out += _incomplete(p) + _perf_intro(ctx, p)
+    out += ["### Best throughput per model", ""]
+    rows = []
     for n, e in p.get("models", {}).items():
-        if not e.get("rows"):
-            continue
-        out += [f"### {n}", ""]
-        comp = sorted({c for r in e["rows"] for c in (r.get("composing") or {})})
-        head = ["concurrency", "infer/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "queue ms", "compute ms"]
-        head += [f"{c} queue/compute ms" for c in comp]
-        rows = []
-        for r in e["rows"]:
-            cells = [r["concurrency"], r["throughput"], r["p50_ms"], r["p90_ms"], r["p95_ms"], r["p99_ms"],
-                     r.get("server_queue_ms"), _compute(r)]
-            for c in comp:
-                x = (r.get("composing") or {}).get(c) or {}
-                cells.append(f"{fmt(x.get('queue_ms'))} / {fmt(_compute(x))}")
-            rows.append(cells)
-        out += table(head, rows) + ["", f"CSV: {Path(e.get('csv', '')).name}", ""]
-    plots = plot_perf(p, logs)
-    out += [f"![{x}]({rel}/{x})" for x in plots] + ([""] if plots else [])
-    return out
+        best = e.get("best") or {}
+        fails = "".join(f"; failed at concurrency {_v(f.get('concurrency'))}: {_v(f.get('error'))}" for f in e.get("failed") or [])
+        name = _link(n, n) if e.get("rows") else n
+        rows.append([name, e.get("kind"), best.get("throughput"), best.get("concurrency"), best.get("p99_ms"),
+                     str(e.get("status", "-")) + fails])
+    out += table(["model", "kind", "best infer/s", "at concurrency", "p99 ms there", "status"], rows) + [""]
+    for n, e in p.get("models", {}).items():
+        if e.get("rows"):
+            out += [f"### {n}", ""] + _perf_levels(e)
+    plots = plot_perf(p, ctx.dir)
+    return out + [f"![{x}]({ctx.rel}/{x})" for x in plots] + ([""] if plots else [])
 
 
-def _roof_cell(r: dict) -> str:
-    if "roof_fraction" not in r:
+# ------------------------------------------------------------------------------------ engine benchmark
+def _roof_cell(r: dict | None) -> str:
+    if not r or "roof_fraction" not in r:
         return "-"
     tf32 = f" ({100 * r['tf32_roof_fraction']:.2f}% of tf32)" if "tf32_roof_fraction" in r else ""
     return f"{100 * r['roof_fraction']:.2f}% of {r['roof']}{tf32}"
 
 
-def bench_section(b: dict | None, logs: Path, rel: str) -> list[str]:
-    out = ["## Engine benchmark (ONNX Runtime / TensorRT, no server)", ""]
-    if not b:
-        return out + missing("bench", "logs/bench_engine.json")
-    out += [f"{b.get('device')}, seq {b.get('seq_len')}, {b['flops_per_sequence'] / 1e9:.3f} GFLOP per sequence ({b.get('flops_source')}); "
-            f"{b.get('roofline', {}).get('note')}. Timing: {b.get('timing', {}).get('warmup')} warmup runs, then "
-            f"{fmt(b.get('timing', {}).get('budget_s'))} s per point (at least {b.get('timing', {}).get('min_iters')} runs); "
-            f"measured {b.get('started')} to {b.get('finished', '(unfinished)')}.", ""]
-    has_roof = any("roof_fraction" in r for e in b.get("engines", {}).values() for r in e["rows"])
+def _bench_intro(b: dict) -> list[str]:
+    t = b.get("timing") or {}
+    gflop = f"{b['flops_per_sequence'] / 1e9:.3f} GFLOP per sequence ({_v(b.get('flops_source'))})" if _num(b.get("flops_per_sequence")) else "FLOPs not recorded"
+    mfu = any("mfu_fp16" in r for e in (b.get("engines") or {}).values() for r in _ok(e))
+    return [f"{_v(b.get('device'))}, seq {_v(b.get('seq_len'))}, {gflop}; {(b.get('roofline') or {}).get('note', 'no roofline')}. "
+            f"Timing: {_v(t.get('warmup'))} warmup runs, then {fmt(t.get('budget_s'))} s per point (at least {_v(t.get('min_iters'))} "
+            "runs)." + (" MFU = achieved FLOP/s over the GPU's dense FP16 tensor-core peak, one yardstick for every "
+                        "precision; 'of own roof' uses the peak of the engine's own precision." if mfu else ""), ""]
+
+
+def _bench_overview(b: dict) -> list[str]:
+    """One row per engine (ours, then peers): seq/s at every batch, latency at the smallest, MFU / roof / GPU use at the largest."""
+    engines = b.get("engines") or {}
+    batches = sorted({r["batch"] for e in engines.values() for r in _ok(e)})
+    if not batches:
+        return ["no engine measured", ""]
+    lo, hi = batches[0], batches[-1]
+    at = lambda e, x: next((r for r in _ok(e) if r["batch"] == x), None)  # noqa: E731
+    rows_all = [r for e in engines.values() for r in _ok(e)]
+    cols = [("mfu", any("mfu_fp16" in r for r in rows_all)), ("roof", any("roof_fraction" in r for r in rows_all)),
+            ("util", any(_util(r) for r in rows_all))]
+    head = ["engine", "ours / peer", "precision", *(f"seq/s, batch {x}" for x in batches), f"ms per call, batch {lo}"]
+    head += [h for h, (_, on) in zip((f"MFU (FP16 roof), batch {hi}", f"of own roof, batch {hi}", f"GPU util %, batch {hi}"), cols) if on]
+    order = sorted(engines.items(), key=lambda ne: bool(ne[1].get("peer")))
     rows = []
-    for n, e in b.get("engines", {}).items():
-        for r in e["rows"]:
+    for n, e in order:
+        cells = [n, "peer" if e.get("peer") else "ours", e.get("precision"), *((at(e, x) or {}).get("seq_per_s") for x in batches),
+                 (at(e, lo) or {}).get("mean_ms")]
+        big = at(e, hi)
+        extra = {"mfu": _pct((big or {}).get("mfu_fp16")), "roof": _roof_cell(big), "util": _util(big or {})}
+        rows.append(cells + [extra[k] for k, on in cols if on])
+    peers = [f"- {n} (peer): {_v(e.get('backend'))}" for n, e in order if e.get("peer")]
+    intro = (["Peers are reference implementations of the same model run in the same process and loop (not served):", ""]
+             + peers + [""]) if peers else []
+    return table(head, rows) + [""] + intro
+
+
+def _bench_detail(b: dict) -> list[str]:
+    rows_all = [r for e in (b.get("engines") or {}).values() for r in e.get("rows") or []]
+    has_roof, has_mfu = any("roof_fraction" in r for r in rows_all), any("mfu_fp16" in r for r in rows_all)
+    has_util = any(_util(r) for r in rows_all)
+    has_peer = any(e.get("peer") for e in (b.get("engines") or {}).values())
+    head = ["engine", *(["peer"] if has_peer else []), "batch", "seq/s", "mean ms", "p50 ms", "p99 ms", "GFLOP/s", "runs"]
+    head += (["MFU (FP16)"] if has_mfu else []) + (["of roof"] if has_roof else []) + (["GPU util %"] if has_util else [])
+    rows = []
+    for n, e in (b.get("engines") or {}).items():
+        peer = ["peer" if e.get("peer") else ""] if has_peer else []
+        for r in e.get("rows") or []:
             if "error" in r:
-                rows.append([n, r["batch"], "FAILED: " + r["error"], None, None, None, None, None] + ([None] if has_roof else []))
+                rows.append([n, *peer, r["batch"], "FAILED: " + str(r["error"])] + [None] * (len(head) - 3 - len(peer)))
                 continue
-            rows.append([n, r["batch"], r["seq_per_s"], r["mean_ms"], r["p50_ms"], r["p99_ms"], r["gflops_per_s"], r["iters"]]
-                        + ([_roof_cell(r)] if has_roof else []))
-    out += table(["engine", "batch", "seq/s", "mean ms", "p50 ms", "p99 ms", "GFLOP/s", "runs"] + (["of roof"] if has_roof else []), rows)
-    out += [""] + [f"- {s}" for s in b.get("skipped", [])] + ([""] if b.get("skipped") else [])
-    plots = plot_bench(b, logs)
-    out += [f"![{x}]({rel}/{x})" for x in plots] + ([""] if plots else [])
-    return out
+            rows.append([n, *peer, r["batch"], r["seq_per_s"], r["mean_ms"], r["p50_ms"], r["p99_ms"], r.get("gflops_per_s"),
+                         r.get("iters")] + ([_pct(r.get("mfu_fp16"))] if has_mfu else [])
+                        + ([_roof_cell(r)] if has_roof else []) + ([_util(r)] if has_util else []))
+    return ["Every point:", ""] + table(head, rows) + [""]
 
 
+def _profile_picks(b: dict) -> list[tuple[str, str, dict]]:
+    """(label, engine, profile): our fastest FP16 and FP8 engines and the fastest FP16 peer at the profiled (largest) batch."""
+    def speed(e):
+        prof = e["profile"]
+        return next((r["seq_per_s"] for r in _ok(e) if r["batch"] == prof.get("batch")), 0.0)
+    prof = {n: e for n, e in (b.get("engines") or {}).items() if (e.get("profile") or {}).get("groups")}
+    picks, seen = [], set()
+    for label, peer, prec in (("our fastest FP16", False, "fp16"), ("our fastest FP8", False, "fp8"), ("fastest FP16 peer", True, "fp16")):
+        cands = [(speed(e), n) for n, e in prof.items() if bool(e.get("peer")) == peer and e.get("precision") == prec]
+        if cands:
+            _, n = max(cands)
+            if n not in seen:
+                seen.add(n)
+                picks.append((label, n, prof[n]["profile"]))
+    return picks
+
+
+def _kernels(b: dict) -> list[str]:
+    picks = _profile_picks(b)
+    if not picks:
+        return []
+    batch = picks[0][2].get("batch")
+    groups = list(dict.fromkeys(g for _, _, p in picks for g in p["groups"]))
+    head = ["kernel group", *(f"{label}: {n} ms (share)" for label, n, _ in picks)]
+    cell = lambda p, g: f"{fmt(p['groups'][g]['ms_per_run'])} ({_pct(p['groups'][g]['share'], 0)})" if g in p["groups"] else "-"  # noqa: E731
+    rows = [[g, *(cell(p, g) for _, _, p in picks)] for g in groups]
+    rows.append(["**all kernels**", *(f"**{fmt(p.get('kernel_ms_per_run'))}**" for _, _, p in picks)])
+    out = [f"### Where the GPU time goes (batch {batch})", "",
+           f"GPU kernel time per call at batch {batch} (torch.profiler over {_v(picks[0][2].get('runs'))} calls, launched without "
+           "CUDA graphs so every kernel is named), grouped by what the kernels do:", ""]
+    out += table(head, rows) + ["", "Top kernels:", ""]
+    top = [[n, f"`{k['name'][:70]}{'...' if len(k['name']) > 70 else ''}`", k.get("group"), k.get("ms_per_run"),
+            k.get("calls_per_run"), _pct(k.get("share"), 0)] for _, n, p in picks for k in (p.get("top_kernels") or [])[:5]]
+    return out + table(["engine", "kernel", "group", "ms per call", "launches per call", "share"], top) + [""]
+
+
+def bench_section(ctx: Ctx) -> list[str]:
+    out = ["## " + S_BENCH, ""]
+    b = ctx.get("bench")
+    if b is None:
+        return out + _absent(ctx, "bench", "bench")
+    out += provenance(ctx, "logs/bench_engine.json (ONNX Runtime / TensorRT / PyTorch engines, no server)",
+                      _span(b.get("started"), b.get("finished")), _machine(b.get("hardware")), b.get("started"))
+    out += _incomplete(b) + _bench_intro(b) + _bench_overview(b) + _kernels(b) + _bench_detail(b)
+    out += [f"- {s}" for s in b.get("skipped", [])] + ([""] if b.get("skipped") else [])
+    plots = plot_bench(b, ctx.dir)
+    return out + [f"![{x}]({ctx.rel}/{x})" for x in plots] + ([""] if plots else [])
+
+
+def published_section(ctx: Ctx) -> list[str]:
+    b = ctx.published
+    if not b:
+        return []
+    out = ["## " + S_PUBLISHED, ""]
+    out += provenance(ctx, _path(ctx.published_path), _span(b.get("started"), b.get("finished")), _machine(b.get("hardware")))
+    out += [f"Not this run: a published run with {_published_model(b)}, on another machine than this run's; quoted for the "
+            "GPU picture (the summary's published columns).", ""]
+    return out + _bench_intro(b) + _bench_overview(b) + _kernels(b)
+
+
+# ------------------------------------------------------------------------------------ served vs engine
 def _vs_engine(p: dict, b: dict, kind: str) -> list[tuple]:
     """(model, best, effective batch, engine name, nearest engine batch, engine row, ratio) per served model of `kind`."""
     out = []
     for n, e in p.get("models", {}).items():
-        if e.get("kind") != kind or not e.get("best"):
+        if (e.get("kind") or spec.kind_of(n)) != kind or not e.get("best"):
             continue
         raw = spec.raw_model(n)
-        ok = [r for r in (b.get("engines", {}).get(raw) or {}).get("rows", []) if "error" not in r]
+        ok = _ok((b.get("engines") or {}).get(raw) or {})
         if not ok:
             continue
         eff = e["best"]["concurrency"] * int(p.get("batch_size") or 1)
@@ -382,85 +1054,123 @@ def _ratio_table(rows: list[tuple], first: str) -> list[str]:
                   for n, best, eff, raw, nb, er, ratio in rows])
 
 
-def target_section(p: dict | None, b: dict | None) -> list[str]:
-    out = ["## Target: served ensemble >= 70% of the raw engine", ""]
+def _headline(rows: list[tuple]) -> tuple:
+    return next((r for r in rows if r[3] == spec.REFERENCE), rows[0])
+
+
+def target_section(ctx: Ctx) -> list[str]:
+    out = ["## " + S_TARGET, ""]
+    p, b = ctx.get("perf"), ctx.get("bench")
     if not p or not b:
         need = [t for t, x in (("perf", p), ("bench", b)) if not x]
         return out + [f"_not run yet: make {' and make '.join(need)}_", ""]
-    ens = _vs_engine(p, b, "ensemble")
-    if not ens:
-        return out + ["no ensemble with a matching engine measurement (need ensemble_<variant> in perf and <variant> in bench)", ""]
-    head = next((r for r in ens if r[3] == spec.REFERENCE), None)
-    if head:
-        n, _, eff, raw, nb, _, ratio = head
-        out += [f"**{n}: {100 * ratio:.1f}% of the raw {raw} engine ({'PASS' if ratio >= TARGET else 'FAIL'} against the "
-                f"{100 * TARGET:.0f}% target)** at its best concurrency (effective batch {eff}); engine measured at batch {nb}"
-                + (" (the nearest measured batch)" if nb != eff else "") + ".", ""]
-    tt = (p.get("inputs") or {}).get("text_tokens") or {}
-    out += _ratio_table(ens, "ensemble")
-    out += ["", f"Effective batch = concurrency x batch per request ({p.get('batch_size')}). Not like for like: the ensemble "
-            f"tokenizes real texts (median {fmt(tt.get('median'))} tokens, each request padded to a length bucket) while the engine "
-            f"runs {b.get('seq_len')} tokens per sequence; the ensemble also pays the tokenizer, (de)serialisation and the "
-            "dynamic batcher's queue delay, and on a small CPU the client competes with the server for cores.", ""]
-    raw = _vs_engine(p, b, "model")
+    out += provenance(ctx, "logs/perf_summary.json and logs/bench_engine.json", f"perf {_minute(p.get('started')) or '?'}, "
+                      f"bench {_minute(b.get('started')) or '?'}", start=min(filter(None, (p.get("started"), b.get("started"))), default=None))
+    seq_p, seq_b = (p.get("inputs") or {}).get("seq_len"), b.get("seq_len")
+    raw, ens = _vs_engine(p, b, "model"), _vs_engine(p, b, "ensemble")
     if raw:
-        same = (p.get("inputs") or {}).get("seq_len") == b.get("seq_len")
-        out += ["Like for like, the raw models through Triton (token tensors of length "
-                f"{(p.get('inputs') or {}).get('seq_len')}) against the same engine"
-                + (f" (same sequence length):" if same else f" (engine seq {b.get('seq_len')}: not the same length):"), ""]
+        n, _, eff, eng, nb, _, ratio = _headline(raw)
+        same = "the same sequence length" if seq_p == seq_b else f"NOT the same length (engine seq {seq_b})"
+        out += [f"**Like for like: {n} served through Triton reaches {100 * ratio:.1f}% of the raw {eng} engine "
+                f"({'PASS' if ratio >= TARGET else 'FAIL'} against the {100 * TARGET:.0f}% target)**: token tensors of length "
+                f"{seq_p} on both sides ({same}), served at its best concurrency (effective batch {eff}), engine at batch {nb}"
+                + (" (the nearest measured batch)" if nb != eff else "") + ".", ""]
         out += _ratio_table(raw, "served model") + [""]
+    else:
+        out += ["No raw model was measured through Triton in this run (perf measured ensembles only), so there is no like-for-like "
+                "ratio; `./run_tests.sh --models <variant>` measures one.", ""]
+    if ens:
+        n, _, eff, eng, nb, _, ratio = _headline(ens)
+        tt = (p.get("inputs") or {}).get("text_tokens") or {}
+        out += [f"Served ensembles vs the same engines (not like for like): {n} reaches {100 * ratio:.1f}% of the raw {eng} "
+                f"engine at effective batch {eff} (engine batch {nb}). The ensemble tokenizes real texts (median "
+                f"{fmt(tt.get('median'))} tokens, each request padded to a length bucket) while the engine runs {seq_b} tokens "
+                "per sequence, so the ensemble does less model work per text; it also pays the tokenizer, (de)serialisation "
+                "and the dynamic batcher's queue delay, and on a small machine the client competes with the server for cores. "
+                f"Effective batch = concurrency x batch per request ({_v(p.get('batch_size'))}).", ""]
+        out += _ratio_table(ens, "ensemble") + [""]
+    elif not raw:
+        out += ["no served model with a matching engine measurement (need <variant> or ensemble_<variant> in perf and "
+                "<variant> in bench)", ""]
     return out
 
 
-def reliability_section(soak: dict | None, over: dict | None) -> list[str]:
-    out = ["## Load and overload", ""]
+# ------------------------------------------------------------------------------------ load and overload
+def _soak_lines(ctx: Ctx, soak: dict) -> list[str]:
+    a, r = soak.get("after_warmup") or {}, soak.get("rss") or {}
+    lat, host = a.get("latency") or {}, soak.get("host") or {}
+    out = provenance(ctx, "logs/soak.json", _minute(soak.get("started")),
+                     f"{host['cpus']} CPUs shared by client and server" if host.get("cpus") else None, soak.get("started"))
+    out += [f"**Soak {'PASS' if soak.get('pass') else 'FAIL'}** ({_v(soak.get('started', 'date not recorded'))}): {_v(soak.get('model'))} at "
+            f"concurrency {_v(soak.get('concurrency'))} for {fmt(soak.get('seconds'))} s, figures after a {fmt(soak.get('warmup_seconds'))} s "
+            f"warm-up; {', '.join(soak.get('failures') or []) or 'no target missed'}.", ""]
+    out += table(["requests", "failed", "req/s", "p50 ms", "p99 ms", "max ms", "RSS median first / last quarter MiB",
+                  "RSS peak first / last MiB", "growth % (limit)", "same server"],
+                 [[(soak.get("total") or {}).get("requests"), (soak.get("total") or {}).get("failed"), a.get("throughput_rps"),
+                   lat.get("p50_ms"), lat.get("p99_ms"), lat.get("max_ms"),
+                   f"{fmt(r.get('early_median_mb'))} / {fmt(r.get('late_median_mb'))}",
+                   f"{fmt(r.get('early_peak_mb'))} / {fmt(r.get('late_peak_mb'))}",
+                   f"{fmt(r.get('growth_pct'))} ({fmt(r.get('max_growth_pct'))})",
+                   soak.get("server_same_pid_and_ready")]]) + [""]
+    return out + [f"Growth: {_v(r.get('growth', '-'))}.", ""]
+
+
+def _overload_lines(ctx: Ctx, over: dict) -> list[str]:
+    f, b, rec = over.get("flood") or {}, (over.get("baseline") or {}).get("latency") or {}, over.get("recovery") or {}
+    rl, ol = f.get("rejection_latency") or {}, f.get("ok_latency") or {}
+    out = provenance(ctx, "logs/overload.json", _minute(over.get("started")), start=over.get("started"))
+    return out + [f"**Overload {'PASS' if over.get('pass') else 'FAIL'}**: {_v(over.get('model'))} with a queue of "
+                  f"{_v(over.get('queue_size'))} (REJECT), flooded at concurrency {_v(over.get('concurrency'))} for {fmt(over.get('seconds'))} s: "
+                  f"{fmt(f.get('rejected'))} of {fmt(f.get('requests'))} requests rejected (\"{_v(f.get('rejection_message'))}\") in p50 "
+                  f"{fmt(rl.get('p50_ms'))} / p99 {fmt(rl.get('p99_ms'))} ms, {fmt(f.get('ok'))} served (p99 {fmt(ol.get('p99_ms'))} ms), "
+                  f"{fmt(f.get('other_errors'))} other errors; afterwards {fmt(rec.get('ok'))}/{fmt(rec.get('requests'))} ok at p50 "
+                  f"{fmt((rec.get('latency') or {}).get('p50_ms'))} ms (before: {fmt(b.get('p50_ms'))} ms), same server: "
+                  f"{fmt(over.get('server_same_pid_and_ready'))}.", ""]
+
+
+def reliability_section(ctx: Ctx) -> list[str]:
+    out = ["## " + S_LOAD, ""]
+    soak, over = ctx.logs.get("soak"), ctx.logs.get("overload")
     if not soak and not over:
         return out + ["_not run yet_: `python -m enc2triton.soak --minutes 10` and `python -m enc2triton.soak --overload` "
                       "(logs/soak.json, logs/overload.json missing)", ""]
     for d in (soak, over):
         if d and "_unreadable" in d:
             out += [d["_unreadable"], ""]
-    if soak and "_unreadable" not in soak:
-        a, r = soak.get("after_warmup") or {}, soak.get("rss") or {}
-        lat = a.get("latency") or {}
-        out += [f"**Soak {'PASS' if soak.get('pass') else 'FAIL'}** ({soak.get('started')}): {soak.get('model')} at concurrency "
-                f"{soak.get('concurrency')} for {fmt(soak.get('seconds'))} s, figures after a {fmt(soak.get('warmup_seconds'))} s "
-                f"warm-up; {', '.join(soak.get('failures') or []) or 'no target missed'}.", ""]
-        out += table(["requests", "failed", "req/s", "p50 ms", "p99 ms", "max ms", "RSS median first / last quarter MiB",
-                      "RSS peak first / last MiB", "growth % (limit)", "same server"],
-                     [[(soak.get("total") or {}).get("requests"), (soak.get("total") or {}).get("failed"), a.get("throughput_rps"),
-                       lat.get("p50_ms"), lat.get("p99_ms"), lat.get("max_ms"),
-                       f"{fmt(r.get('early_median_mb'))} / {fmt(r.get('late_median_mb'))}",
-                       f"{fmt(r.get('early_peak_mb'))} / {fmt(r.get('late_peak_mb'))}",
-                       f"{fmt(r.get('growth_pct'))} ({fmt(r.get('max_growth_pct'))})",
-                       soak.get("server_same_pid_and_ready")]]) + [""]
-        out += [f"Growth: {r.get('growth')}. Host: {(soak.get('host') or {}).get('cpus')} CPUs shared by client and server.", ""]
-    if over and "_unreadable" not in over:
-        f, b, rec = over.get("flood") or {}, (over.get("baseline") or {}).get("latency") or {}, over.get("recovery") or {}
-        rl, ol = f.get("rejection_latency") or {}, f.get("ok_latency") or {}
-        out += [f"**Overload {'PASS' if over.get('pass') else 'FAIL'}**: {over.get('model')} with a queue of "
-                f"{over.get('queue_size')} (REJECT), flooded at concurrency {over.get('concurrency')} for {fmt(over.get('seconds'))} s: "
-                f"{fmt(f.get('rejected'))} of {fmt(f.get('requests'))} requests rejected (\"{f.get('rejection_message')}\") in p50 "
-                f"{fmt(rl.get('p50_ms'))} / p99 {fmt(rl.get('p99_ms'))} ms, {fmt(f.get('ok'))} served (p99 {fmt(ol.get('p99_ms'))} ms), "
-                f"{fmt(f.get('other_errors'))} other errors; afterwards {fmt(rec.get('ok'))}/{fmt(rec.get('requests'))} ok at p50 "
-                f"{fmt((rec.get('latency') or {}).get('p50_ms'))} ms (before: {fmt(b.get('p50_ms'))} ms), same server: "
-                f"{fmt(over.get('server_same_pid_and_ready'))}.", ""]
+    if ctx.get("soak"):
+        out += _soak_lines(ctx, soak)
+    if ctx.get("overload"):
+        out += _overload_lines(ctx, over)
     return out
 
 
-def render(logs_dir: Path = spec.LOGS, out: Path = spec.ROOT / "REPORT.md") -> str:
+# ------------------------------------------------------------------------------------ the report
+def _published(path: Path | None, bench: dict | None) -> dict | None:
+    """The published benchmark, unless it is missing, unreadable or this run's own bench log."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        d = io.read_json(path)
+    except ValueError:
+        return None
+    return None if d == bench or not isinstance(d, dict) or not d.get("engines") else d
+
+
+def render(logs_dir: Path = spec.LOGS, out: Path = spec.ROOT / "REPORT.md", published: Path | None = PUBLISHED) -> str:
+    """Write the report for `logs_dir` to `out` (PNGs into `logs_dir`); `published`: the GPU benchmark the summary quotes
+    (None: none). Returns the text."""
     logs_dir, out = Path(logs_dir), Path(out)
-    logs = {"dir": logs_dir, "model": _load(logs_dir, "model.json"), "flops": _load(logs_dir, "flops.json"),
-            "quality": _load(logs_dir, "quality.json"), "quantize": _load(logs_dir, "quantize.json"),
-            "perf": _load(logs_dir, "perf_summary.json"), "bench": _load(logs_dir, "bench_engine.json"),
-            "soak": _load(logs_dir, "soak.json"), "overload": _load(logs_dir, "overload.json")}
-    rel = os.path.relpath(logs_dir.resolve(), out.resolve().parent)
-    name = (used_model(logs) or {}).get("used")
+    ctx = Ctx(logs_dir, os.path.relpath(logs_dir.resolve(), out.resolve().parent),
+              {k: _load(logs_dir, f) for k, f in LOG_FILES.items()})
+    ctx.published = _published(published, ctx.get("bench"))
+    ctx.published_path = Path(published) if ctx.published else None
+    name = (used_model(ctx) or {}).get("used")
     lines = [f"# enc2triton report{': ' + name if name else ''}", "",
-             "Generated by `python -m enc2triton.report` from logs/ only; the same logs give the same file.", ""]
-    lines += model_section(logs) + env_section(logs) + flops_section(logs["flops"]) + quality_section(logs["quality"])
-    lines += quantize_section(logs["quantize"]) + perf_section(logs["perf"], logs_dir, rel) + bench_section(logs["bench"], logs_dir, rel)
-    lines += target_section(logs["perf"], logs["bench"]) + reliability_section(logs["soak"], logs["overload"])
+             "Generated by `python -m enc2triton.report` from the logs folder only; the same logs give the same file. "
+             "Each section says which log and run it comes from.", ""]
+    for section in (summary_section, model_section, env_section, flops_section, quality_section, variants_section,
+                    torch_section, perf_section, bench_section, published_section, target_section, reliability_section):
+        lines += section(ctx)
     text = "\n".join(lines).rstrip() + "\n"
     io.write_text(out, text)
     return text
@@ -470,11 +1180,16 @@ def main(argv=None) -> int:
     ap = cli.parser("python -m enc2triton.report", (
         "Step 9: write REPORT.md (and PNG plots in the logs folder) from the logs alone; deterministic."), artifacts=False)
     ap.add_argument("--out", type=Path, default=spec.ROOT / "REPORT.md", help="the report file (default %(default)s)")
+    ap.add_argument("--published", default=None, help="the published GPU benchmark (a bench_engine.json) the summary quotes; "
+                    f"'none' for none (default {_path(PUBLISHED)} when it exists)")
 
     def body(a) -> None:
         if not a.logs.is_dir():
             raise StageError(f"logs folder {a.logs} not found: run `make all` (or the stages you need) first")
-        render(a.logs, a.out)
+        published = PUBLISHED if a.published is None else None if a.published.lower() == "none" else Path(a.published)
+        if a.published not in (None, "none") and not published.is_file():
+            raise StageError(f"--published {a.published}: no such file")
+        render(a.logs, a.out, published)
         print(f"wrote {a.out}")
     return cli.run(ap, body, argv)
 
