@@ -395,6 +395,7 @@ def _write_logs(logs: Path, st: Stage, result: dict, measure_latency: bool) -> N
                 "x86 ORT has no FP16 kernels, so fp16/best are not faster here)",
         "variants_table": table,
         "int8": {k: v for k, v in int8.items() if k not in ("quantized_nodes",)} if int8 else {},
+        "fp8": result["variants"].get("fp8") or old.get("fp8") or {},  # method, calibration, quality of TensorRT's fp8 graph
     }
     if search:
         out["int8_search"] = _search_log(search)
