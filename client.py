@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Step 4: quality of every variant against the FP32 reference, through the Triton server."""
+"""Step 6: quality of every variant against the FP32 reference, through the Triton server."""
 import sys
 from pathlib import Path
 

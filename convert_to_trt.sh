@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build TensorRT engines from the exported ONNX variants: a thin wrapper over `python -m enc2triton.trt`
+# Step 3: build TensorRT engines from the exported ONNX variants: a thin wrapper over `python -m enc2triton.trt`
 # (see src/enc2triton/trt.py). All arguments pass through; try --help or --dry-run --assume-version 10.8.0.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

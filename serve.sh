@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start/stop/status of the Triton server for model_repository/ (logs/server.json has the addresses).
+# Step 5 (optional: client.py and run_tests.sh start a server themselves): start/stop/status of the Triton server for model_repository/ (logs/server.json has the addresses).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 py="$here/.venv/bin/python"; [ -x "$py" ] || py=python3

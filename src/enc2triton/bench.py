@@ -236,7 +236,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
 
 def main(argv=None) -> int:
     ap = cli.parser("python -m enc2triton.bench", (
-        "Engine-level benchmark without a server: each variant of artifacts/manifest.json (ONNX graphs, TensorRT engines "
+        "Step 8: engine-level benchmark without a server: each variant of artifacts/manifest.json (ONNX graphs, TensorRT engines "
         "where the tensorrt module is present) over batch sizes at a fixed sequence length. Reads logs/flops.json, "
         "writes logs/bench_engine.json."))
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: CUDAExecutionProvider with IO binding (default %(default)s)")

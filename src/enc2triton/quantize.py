@@ -476,7 +476,8 @@ def _markdown(d: dict, s: Int8Settings) -> str:
 # ------------------------------------------------------------------------------------------ CLI
 def main(argv=None) -> int:
     ap = cli.parser("python -m enc2triton.quantize", (
-        "Build the fp16, int8 (symmetric Q/DQ, TensorRT-compatible) and best (int8 + fp16) ONNX variants from the "
+        "Step 2: build the fp16, int8 (symmetric Q/DQ, TensorRT-compatible), best (int8 + fp16) and fp8 (E4M3 Q/DQ, TensorRT's "
+        "fp8 source) ONNX variants from the "
         "manifest's fp32 export, record them in the manifest and write logs/quantize.{md,json}. Resumes: variants "
         "whose files and sources are unchanged are not rebuilt."))
     ap.add_argument("--precisions", default=",".join(VARIANTS),

@@ -482,13 +482,13 @@ def dry_run(manifest: dict, artifacts: Path, precisions: Sequence[str], version:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="convert_to_trt.sh", description="Build TensorRT engines (TensorRT 10.x or 11.x) from the ONNX "
+        prog="convert_to_trt.sh", description="Step 3: build TensorRT engines (TensorRT 10.x or 11.x) from the ONNX "
         "variants in the manifest. Without TensorRT every precision is reported as skipped (exit 0).")
     ap.add_argument("--precision", action="append", choices=ALL, help="repeatable; default: all "
                     f"({', '.join(ALL)}; fp8 only where compute capability >= 8.9)")
-    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS, help="artifacts folder (manifest.json)")
-    ap.add_argument("--logs", type=Path, default=spec.LOGS, help="where trt_build_<precision>.log go")
-    ap.add_argument("--workspace-mb", type=int, default=DEFAULT_WORKSPACE_MB, help="builder workspace (MiB)")
+    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS, help="artifacts folder with manifest.json (default %(default)s)")
+    ap.add_argument("--logs", type=Path, default=spec.LOGS, help="where trt_build_<precision>.log go (default %(default)s)")
+    ap.add_argument("--workspace-mb", type=int, default=DEFAULT_WORKSPACE_MB, help="builder workspace in MiB (default %(default)s)")
     ap.add_argument("--verbose", action="store_true", help="pass --verbose to trtexec and echo its log")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only (works without TensorRT)")
     ap.add_argument("--assume-version", metavar="X.Y.Z", help="with --dry-run: the TensorRT version to "
