@@ -1,7 +1,10 @@
 """perf_analyzer CSV/output parsing (fixtures captured from real runs), input data, and real sweeps."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -100,35 +103,42 @@ def test_failed_level_is_incomplete_and_exits_nonzero(tiny_repo, tiny_artifacts,
     logs = tmp_path / "logs"
     info = server.start(tiny_repo, logs, timeout=180, quiet=True)
     try:
-        # --max-trials 1 can never be stable (it needs 3 windows): a real perf_analyzer failure
+        # 3 windows within 0.1% of each other never happen: a real perf_analyzer failure (unstable, retried, unstable)
         rc = perf.main(["--repository", str(tiny_repo), "--logs", str(logs), "--artifacts", str(tiny_artifacts),
-                        "--models", "tokenizer", "--concurrency", "1", "--max-trials", "1", "--window-requests", "5"])
+                        "--models", "tokenizer", "--concurrency", "1", "--max-trials", "3", "--stability", "0.1",
+                        "--window-requests", "5"])
         assert rc == 1
-        assert "tokenizer at concurrency 1" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "tokenizer at concurrency 1" in err
         assert server.status(logs) and server.status(logs).pid == info.pid  # not ours to stop
     finally:
         server.stop(logs, quiet=True)
-    s = io.read_json(logs / "perf_summary.json")
+    # nothing was measured: no perf_summary.json; the progress file beside it says what failed
+    assert err.strip().splitlines()[-1].startswith("error: nothing was measured (tokenizer: failed at concurrency 1")
+    assert not (logs / "perf_summary.json").exists()
+    s = io.read_json(logs / "perf_summary.json.partial")
     assert s["status"] == "incomplete" and s["models"]["tokenizer"]["failed"][0]["concurrency"] == 1
     assert (logs / "perf_tokenizer.csv.incomplete").exists() and not (logs / "perf_tokenizer.csv").exists()
     assert len(s["models"]["tokenizer"]["commands"]) == 2  # retried once with longer windows
 
 
 @pytest.mark.server
-def test_rerunning_one_model_keeps_the_others(tiny_repo, tiny_artifacts, tmp_path, capsys):
+def test_rerunning_one_model_keeps_the_others(tiny_repo, tiny_artifacts, tmp_path):
     logs = tmp_path / "logs"
     base = ["--repository", str(tiny_repo), "--logs", str(logs), "--artifacts", str(tiny_artifacts), "--concurrency", "1",
             "--window-requests", "30", "--stability", "200"]
     info = server.start(tiny_repo, logs, timeout=180, quiet=True)
     try:
-        assert perf.main(base + ["--models", "tokenizer", "--timeout", "0.01"]) == 1  # fails (perf_analyzer timed out)
-        assert perf.main(base + ["--models", "ensemble_onnx_fp32"]) == 1  # fine itself; the tokenizer still failed
+        # fails: perf_analyzer timed out (windows far too long for 1 s)
+        assert perf.main(base + ["--models", "tokenizer", "--timeout", "1", "--window-requests", "1000000"]) == 1
+        assert not (logs / "perf_summary.json").exists()  # it measured nothing: no result, the .partial says why
+        assert "tokenizer" in io.read_json(logs / "perf_summary.json.partial")["errors"][0]
+        assert perf.main(base + ["--models", "ensemble_onnx_fp32"]) == 0
+        assert list(io.read_json(logs / "perf_summary.json")["models"]) == ["ensemble_onnx_fp32"]
+        assert not (logs / "perf_summary.json.partial").exists()  # swapped in
+        assert perf.main(base + ["--models", "tokenizer"]) == 0  # the rerun of the failed one joins the summary
         s = io.read_json(logs / "perf_summary.json")
         assert list(s["models"]) == ["tokenizer", "ensemble_onnx_fp32"]  # the repository's order
-        assert s["models"]["tokenizer"]["status"] == "incomplete" and s["models"]["ensemble_onnx_fp32"]["status"] == "complete"
-        assert "rerun it with --models tokenizer" in capsys.readouterr().err
-        assert perf.main(base + ["--models", "tokenizer"]) == 0  # the rerun of the failed one completes the summary
-        s = io.read_json(logs / "perf_summary.json")
         assert s["status"] == "complete" and [e["status"] for e in s["models"].values()] == ["complete", "complete"]
         assert set(s["kept_from_earlier_runs"]) == {"ensemble_onnx_fp32"}
         assert (logs / "perf_tokenizer.csv").exists() and not (logs / "perf_tokenizer.csv.incomplete").exists()
@@ -141,6 +151,120 @@ def test_rerunning_one_model_keeps_the_others(tiny_repo, tiny_artifacts, tmp_pat
     finally:
         server.stop(logs, quiet=True)
     assert server.status(logs) is None and info.pid
+
+
+def fake_perf_analyzer(folder: Path, body: str) -> dict:
+    """The environment of a run whose `perf_analyzer` is this script (first on PATH, so tools.find_perf_analyzer
+    takes it for a system install)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / "perf_analyzer"
+    exe.write_text("#!/usr/bin/env bash\n" + body + "\n")
+    exe.chmod(0o755)
+    return dict(os.environ, PATH=f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def snapshot(logs: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in logs.glob("perf_*.csv")} | {"summary": (logs / "perf_summary.json").read_bytes()}
+
+
+@pytest.mark.server
+def test_failed_runs_never_lose_a_complete_summary(tiny_repo, tiny_artifacts, tmp_path):
+    """A complete summary, then: a missing texts file, perf_analyzer unusable (nothing measured), an interrupted
+    run, the server killed in the middle of a run, a truncated server.json of the dead server; the complete results
+    survive all of it."""
+    logs = tmp_path / "logs"
+    names = ["tokenizer", "onnx_fp32", "ensemble_onnx_fp32"]
+    cmd = [str(ROOT / "run_tests.sh"), "--repository", str(tiny_repo), "--logs", str(logs), "--artifacts", str(tiny_artifacts),
+           "--concurrency", "1", "--window-requests", "30", "--stability", "200", "--max-trials", "6", "--timeout", "120"]
+
+    def run_tests(*extra, env=None):
+        return subprocess.run(cmd + list(extra), capture_output=True, text=True, timeout=600, env=env)
+    info = server.start(tiny_repo, logs, timeout=180, quiet=True)
+    try:
+        r = run_tests()
+        assert r.returncode == 0, r.stderr[-3000:]
+        first = io.read_json(logs / "perf_summary.json")
+        assert first["status"] == "complete" and list(first["models"]) == names
+        before = snapshot(logs)
+        assert set(before) == {f"perf_{n}.csv" for n in names} | {"summary"}
+        files = sorted(p.name for p in logs.rglob("*"))
+
+        # a texts file that is not there: one line, nothing written
+        r = run_tests("--texts", str(tmp_path / "nonexistent.txt"))
+        assert r.returncode == 1 and r.stderr.strip().splitlines() == [f"error: texts file {tmp_path / 'nonexistent.txt'} not found"]
+        assert snapshot(logs) == before and sorted(p.name for p in logs.rglob("*")) == files
+
+        # perf_analyzer unusable: every sweep fails, nothing is measured, nothing complete is touched
+        r = run_tests(env=fake_perf_analyzer(tmp_path / "broken", 'echo "perf_analyzer: unusable (test)" >&2; exit 1'))
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: nothing was measured (tokenizer: failed at concurrency 1: perf_analyzer exit 1") \
+            and "(and 2 more)" in last and "perf_summary.json left as it was" in last, r.stderr
+        assert snapshot(logs) == before
+        partial = io.read_json(logs / "perf_summary.json.partial")
+        assert partial["status"] == "incomplete" and [e.split(":")[0] for e in partial["errors"]] == names
+        assert all((logs / f"perf_{n}.csv.incomplete").exists() for n in names)
+
+        pa = perf.tools.find_perf_analyzer()
+        real = f'export LD_LIBRARY_PATH="{pa.environ().get("LD_LIBRARY_PATH", "")}"\nexec "{pa.path}" "$@"'
+
+        # run_tests.sh gets SIGTERM (like Ctrl-C) while it measures onnx_fp32
+        r = run_tests(env=fake_perf_analyzer(tmp_path / "term", f'[[ " $* " == *" -m onnx_fp32 "* ]] && kill -TERM $PPID && exec sleep 60\n{real}'))
+        assert r.returncode == 130 and r.stderr.strip().splitlines()[-1] == "interrupted", r.stderr[-3000:]
+        assert "results in" in r.stderr and "earlier results kept for onnx_fp32, ensemble_onnx_fp32" in r.stderr
+        s = io.read_json(logs / "perf_summary.json")
+        assert s["status"] == "incomplete" and "interrupted" in s["errors"] and list(s["models"]) == names
+        assert s["models"]["onnx_fp32"]["rerun_failed"]["status"] == "incomplete"
+        assert {k: v for k, v in s["models"]["onnx_fp32"].items() if k != "rerun_failed"} == first["models"]["onnx_fp32"]
+        assert snapshot(logs)["perf_onnx_fp32.csv"] == before["perf_onnx_fp32.csv"]
+
+        # the server is SIGKILLed when the sweep reaches onnx_fp32 (the real perf_analyzer then finds it gone)
+        r = run_tests(env=fake_perf_analyzer(tmp_path / "killer", f'[[ " $* " == *" -m onnx_fp32 "* ]] && kill -9 {info.pid} && sleep 1\n{real}'))
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert "onnx_fp32 at concurrency 1" in r.stderr and "the server is gone" in r.stderr, r.stderr[-3000:]
+        assert "earlier results kept for onnx_fp32, ensemble_onnx_fp32" in r.stderr.strip().splitlines()[-1]
+        s = io.read_json(logs / "perf_summary.json")
+        assert s["status"] == "incomplete" and list(s["models"]) == names
+        assert all(e["status"] == "complete" for e in s["models"].values())  # nothing lost
+        assert s["models"]["tokenizer"]["measured"] == s["started"] != first["started"]  # measured again
+        assert set(s["kept_from_earlier_runs"]) == {"onnx_fp32", "ensemble_onnx_fp32"}
+        kept = s["models"]["onnx_fp32"]
+        assert {k: v for k, v in kept.items() if k != "rerun_failed"} == first["models"]["onnx_fp32"]
+        assert kept["rerun_failed"]["status"] == "incomplete" and kept["rerun_failed"]["failed"][0]["concurrency"] == 1
+        assert s["models"]["ensemble_onnx_fp32"] == first["models"]["ensemble_onnx_fp32"]  # never reached
+        assert any("died during onnx_fp32 at concurrency 1" in e for e in s["errors"]), s["errors"]
+        assert any("onnx_fp32: re-measurement failed; the earlier complete result" in e for e in s["errors"])
+        after = snapshot(logs)
+        assert after["perf_onnx_fp32.csv"] == before["perf_onnx_fp32.csv"]  # the complete CSVs stay
+        assert after["perf_ensemble_onnx_fp32.csv"] == before["perf_ensemble_onnx_fp32.csv"]
+        assert (logs / "perf_onnx_fp32.csv.incomplete").exists() and not (logs / "perf_tokenizer.csv.incomplete").exists()
+        assert not (logs / "perf_summary.json.partial").exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.pid, 0)  # our child: reap it, as init would
+    assert (logs / "server.json").exists() and not server.alive(info.pid)  # the state the kill left
+
+    # server.json truncated (the dead server's pid file stays): serve.sh status says so in one line, cleans up
+    (logs / "server.json").write_text(f'{{"pid": {info.pid}')
+    r = subprocess.run([str(ROOT / "serve.sh"), "status", "--logs", str(logs)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3 and r.stdout.strip() == "not running", r
+    assert len(r.stderr.strip().splitlines()) == 1 and "server.json is unreadable" in r.stderr, r.stderr
+    assert not (logs / "server.json").exists() and not (logs / "tritonserver.pid").exists()
+    assert server.orphans(info.pid) == []  # the dead server's stubs are gone too
+
+    # truncated again: run_tests.sh starts its own server and completes the summary by rerunning the failed model
+    (logs / "server.json").write_text('{"pid": 999999')
+    r = run_tests("--models", "onnx_fp32")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "unreadable" in r.stderr and "Traceback" not in r.stderr
+    s = io.read_json(logs / "perf_summary.json")
+    assert s["status"] == "complete" and list(s["models"]) == names
+    assert s["models"]["onnx_fp32"]["measured"] == s["started"] and "rerun_failed" not in s["models"]["onnx_fp32"]
+    assert s["models"]["ensemble_onnx_fp32"] == first["models"]["ensemble_onnx_fp32"]
+    assert not (logs / "perf_onnx_fp32.csv.incomplete").exists()
+    assert server.status(logs) is None  # it stopped the server it started
 
 
 def test_count_windows_grow_with_concurrency():

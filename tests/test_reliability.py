@@ -226,6 +226,19 @@ def kill_server_mid_run(proc: subprocess.Popen, info, busy, what: str, wait: flo
 def test_server_killed_mid_client_then_serve_sh_start(live, tiny_artifacts, repo, tmp_path):
     info = live.ensure()
     logs = live.logs
+    # a complete earlier result: a refused run and a failed one leave it byte for byte
+    client_py = [sys.executable, str(ROOT / "client.py"), "--artifacts", str(tiny_artifacts), "--repository", str(repo),
+                 "--logs", str(logs)]
+    r = subprocess.run(client_py, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert io.read_json(logs / "quality.json")["status"] == "complete" and not (logs / "quality.json.partial").exists()
+    earlier = {n: (logs / n).read_bytes() for n in ("quality.json", "quality.md")}
+    files = sorted(p.name for p in logs.rglob("*"))
+    for args, line in ((["--models", "nosuch"], "error: not served by"),
+                       (["--texts", str(tmp_path / "nonexistent.txt")], f"error: texts file {tmp_path / 'nonexistent.txt'} not found")):
+        r = subprocess.run(client_py + args, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(line), r.stderr
+        assert {n: (logs / n).read_bytes() for n in earlier} == earlier and sorted(p.name for p in logs.rglob("*")) == files
     texts = read_texts(spec.EVALUATION_TEXTS)
     many = tmp_path / "texts.txt"  # long enough that the kill lands mid-inference
     many.write_text("\n".join(f"{t} ({i})" for i in range(5) for t in texts) + "\n")
@@ -242,9 +255,12 @@ def test_server_killed_mid_client_then_serve_sh_start(live, tiny_artifacts, repo
     out, err = kill_server_mid_run(client, info, lambda: success_count(info, "ensemble_onnx_fp32") != before, "client.py")
     assert client.returncode != 0
     assert "quality run failed at ensemble_onnx_fp32: inference" in err, err
-    q = io.read_json(logs / "quality.json")
+    # it measured nothing (the only variant failed): the earlier result stays, the .partial says what failed
+    assert "nothing was measured" in err and "quality.json left as it was" in err, err
+    assert {n: (logs / n).read_bytes() for n in earlier} == earlier
+    q = io.read_json(logs / "quality.json.partial")
     assert q["status"] == "incomplete" and q["error"].startswith("ensemble_onnx_fp32: inference"), q.get("error")
-    assert "INCOMPLETE" in (logs / "quality.md").read_text()
+    assert q["variants"] == {}
     assert server.alive(info.pid) is False and (logs / "server.json").exists()  # stale state left by the kill
     regions = {a for p in stubs for a in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") if b"shm_region" in a} \
         if all(Path(f"/proc/{p}").exists() for p in stubs) else set()

@@ -4,6 +4,11 @@ Per model: logs/perf_<model>.csv (perf_analyzer's own CSV, one row per concurren
 perf_analyzer output in logs/perf_<model>.log, and one entry in logs/perf_summary.json. A sweep that
 fails part-way leaves logs/perf_<model>.csv.incomplete and status "incomplete", never a complete-looking CSV.
 
+A run never loses an earlier result: its progress goes to logs/perf_summary.json.partial and is swapped in as
+perf_summary.json at the end only when the run measured something. Every model it did not measure successfully
+keeps its entry (and its CSV) from the summary it replaces when that was measured the same way (kept_entries);
+a run that measured nothing leaves perf_summary.json as it was and says in the .partial file what failed.
+
 One perf_analyzer run per concurrency level: its --concurrency-range only does arithmetic steps,
 and one run per level tells exactly which level failed. The stability settings are explained in
 STABILITY (recorded in perf_summary.json too).
@@ -300,7 +305,10 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
         body = "\n".join(([header] if header else []) + lines) + "\n"
         done = entry["status"] == "complete"
         io.write_text(final if done else partial, body)
-        (partial if done else final).unlink(missing_ok=True)  # never leave a stale file of the other kind
+        if done:
+            partial.unlink(missing_ok=True)
+        # a failed sweep leaves an earlier complete perf_<model>.csv alone: run() keeps it when it was measured the
+        # same way (its summary entry is kept too), and removes it only when it swaps in a summary that does not name it
         entry["csv"] = str(final if done else partial)
         io.write_text(logs / f"perf_{model}.log", "\n".join(log))
     return entry
@@ -345,16 +353,18 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
                   "perf_analyzer and the server share this machine's CPU cores"],
         "models": {}, "errors": [],
     }
-    out = logs / "perf_summary.json"
-    kept = kept_entries(out, summary, names) if models else {}
-    if kept:
-        summary["kept_from_earlier_runs"] = {n: e.get("measured", "earlier run") for n, e in kept.items()}
-        print(f"keeping earlier results for {', '.join(kept)} (same repository and settings); sweeping {', '.join(names)}")
+    out, progress = logs / "perf_summary.json", logs / "perf_summary.json.partial"
+    order = repo_models(repo)
+    earlier = {n: e for n, e in kept_entries(out, summary, []).items() if n in order}
+    others = [n for n in earlier if n not in names]
+    if others:
+        print(f"keeping earlier results for {', '.join(others)} (same repository and settings); sweeping {', '.join(names)}")
     total, step = len(names) * len(levels), [0]
     try:
         with server.running(repo, logs) as info:
             summary["server"] = {"version": server_version(info), "binary": info.binary, "url": info.url(protocol),
                                  "pid": info.pid, "ready_seconds": info.ready_seconds}
+            io.write_json(progress, summary)
             states = server.model_states(info) or {}
             for n in names:
                 st = states.get(n, {})
@@ -369,41 +379,92 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
                 entry = summary["models"][n] = {"measured": summary["started"]}
                 sweep(entry, n, info, tool, protocol, levels, batch, inputs[n], logs, settings, step, total, cycles.get(n))
                 summary["errors"] += [f"{n}: failed at concurrency {f['concurrency']}: {f['error']}" for f in entry["failed"]]
-                io.write_json(out, summary)  # progress survives a crash of the next model
-    except (ServerGone, KeyboardInterrupt) as e:
-        summary["errors"].append(str(e) or "interrupted")
+                io.write_json(progress, summary)  # progress survives a crash of the next model; the result is swapped in at the end
+    except KeyboardInterrupt:
+        summary["errors"].append("interrupted")
+        print(_finish(summary, earlier, names, order, out, progress)[1], file=sys.stderr)
         raise
-    finally:
-        summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        summary["hardware"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-        done_here = not summary["errors"] and len(summary["models"]) == len(names)
-        if kept:  # in the repository's order, the earlier entries with their own status
-            order = repo_models(repo)
-            summary["models"] = {n: summary["models"].get(n) or kept[n] for n in order if n in summary["models"] or n in kept}
-            summary["errors"] += [f"{n}: {e.get('status')} in an earlier run ({e['measured']}); rerun it with --models {n}"
-                                  for n, e in kept.items() if e.get("status") != "complete"]
-        if done_here and all(e.get("status") == "complete" for e in summary["models"].values()):
-            summary["status"] = "complete"
-        io.write_json(out, summary)
-    return summary
+    except Exception as e:
+        summary["errors"].append(_first_line(e))
+        where = _finish(summary, earlier, names, order, out, progress)[1]
+        if isinstance(e, StageError):  # one line from the CLI: what failed, then where the results are
+            e.args = (f"{e}; {where}",)
+        else:
+            print(where, file=sys.stderr)
+        raise
+    merged, where = _finish(summary, earlier, names, order, out, progress)
+    if merged is None:
+        raise StageError(where)
+    return merged
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _finish(summary: dict, earlier: dict, names: list[str], order: list[str], out: Path, progress: Path) -> tuple[dict | None, str]:
+    """End of a run, however it ended: merge this run's entries with the earlier summary's and swap the result in
+    when this run measured anything; else leave perf_summary.json as it is and say in the progress file what failed.
+    Returns (the summary written or None, one line saying where the results are)."""
+    summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    summary["hardware"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    measured = [n for n, e in summary["models"].items() if e.get("rows")]
+    if not measured:
+        summary["result"] = f"nothing measured: {out.name} left as it was"
+        io.write_json(progress, summary)
+        errors = summary["errors"] or ["no model was measured"]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return None, (f"nothing was measured ({errors[0]}{more}): {out} left as it was; what failed: {progress}")
+    done_here = not summary["errors"] and all(n in summary["models"] for n in names)
+    models, kept, errors = {}, {}, []
+    for n in order:  # the repository's order
+        new, old = summary["models"].get(n), earlier.get(n)
+        if new is not None and (new.get("status") == "complete" or old is None or old.get("status") != "complete"):
+            models[n] = new
+            if new.get("status") != "complete":  # an earlier complete CSV of other settings would pass for this one's
+                (out.parent / f"perf_{n}.csv").unlink(missing_ok=True)
+        elif old is not None:
+            models[n] = kept_entry = dict(old)
+            kept[n] = old["measured"]
+            if new is not None:  # re-measured and failed: the earlier complete entry and its CSV stay
+                kept_entry["rerun_failed"] = {"measured": summary["started"], "status": new.get("status"),
+                                              "failed": new.get("failed"), "csv": new.get("csv")}
+                errors.append(f"{n}: re-measurement failed; the earlier complete result ({old['measured']}) is kept")
+                print(f"{n}: re-measurement failed; keeping the earlier complete result ({old['measured']})", file=sys.stderr)
+            elif old.get("status") != "complete":
+                errors.append(f"{n}: {old.get('status')} in an earlier run ({old['measured']}); rerun it with --models {n}")
+    summary["models"] = models
+    summary["errors"] += errors
+    if kept:
+        summary["kept_from_earlier_runs"] = kept
+    if done_here and all(e.get("status") == "complete" for e in models.values()):
+        summary["status"] = "complete"
+    io.write_json(progress, summary)
+    os.replace(progress, out)  # the swap: perf_summary.json is only ever a whole result
+    where = f"results in {out}" + (f" (earlier results kept for {', '.join(kept)})" if kept else "")
+    return summary, where
 
 
 def kept_entries(path: Path, summary: dict, names: list[str]) -> dict:
-    """A sweep of some models (--models) keeps the other models' entries of the summary it replaces, when that
-    summary measured the same repository the same way (settings included): rerunning one failed model does not cost
-    the others."""
+    """The entries of the summary at `path` (but those of `names`) when it measured the same repository the same way
+    (settings included): a run keeps them for every model it does not measure successfully, so rerunning one failed
+    model, or a run that fails part-way, does not cost the others."""
     try:
         prev = io.read_json(path)
     except (OSError, ValueError):
+        return {}
+    if not isinstance(prev, dict) or not isinstance(prev.get("models"), dict):
         return {}
     same = ("repository", "protocol", "batch_size", "model")
 
     def rule(d: dict) -> dict:  # how it was measured; the explanation and the hang guard do not change the numbers
         return {k: v for k, v in (d.get("settings") or {}).items() if k not in ("why", "timeout")}
     if (any(prev.get(k) != summary.get(k) for k in same) or rule(prev) != rule(summary)
-            or prev.get("inputs", {}).get("seq_len") != summary["inputs"]["seq_len"]):
+            or (prev.get("inputs") or {}).get("seq_len") != summary["inputs"]["seq_len"]):
         return {}
-    return {n: {**e, "measured": e.get("measured", prev.get("started"))} for n, e in prev.get("models", {}).items() if n not in names}
+    return {n: {**e, "measured": e.get("measured", prev.get("started"))} for n, e in prev["models"].items()
+            if n not in names and isinstance(e, dict)}
 
 
 def main(argv=None) -> int:
@@ -413,8 +474,9 @@ def main(argv=None) -> int:
         "Starts the server when none runs for the repository (and stops it afterwards)."))
     ap.add_argument("--repository", type=Path, default=spec.REPOSITORY, help="the model repository (default %(default)s)")
     ap.add_argument("--models", help="comma-separated subset (default: every model in the repository); "
-                    "perf_summary.json keeps the other models' earlier results when they were measured the same way "
-                    "(same repository, model, protocol, batch size and sequence length), so a failed model can be rerun alone")
+                    "perf_summary.json keeps the other models' earlier results (and those of models whose sweep fails) "
+                    "when they were measured the same way (same repository, model, protocol, batch size, sequence length "
+                    "and windows), so a failed model can be rerun alone")
     ap.add_argument("--concurrency", type=cli.int_list("concurrency levels"),
                     help=f"comma-separated levels (default {','.join(map(str, CONCURRENCY))})")
     ap.add_argument("--full", action="store_true", help="concurrency 1..32 step 1 (default: the levels above)")
@@ -447,13 +509,14 @@ def main(argv=None) -> int:
         try:
             s = run(a.repository, a.logs, a.artifacts, models, levels, a.protocol, a.batch_size, a.seq_len, a.texts, settings)
         except KeyboardInterrupt:
-            print("interrupted: what was measured is kept in perf_summary.json, marked incomplete", file=sys.stderr)
+            print("interrupted", file=sys.stderr)  # run() said where what was measured went
             return 130
+        kept = s.get("kept_from_earlier_runs") or {}
         print(f"\n{'model':<24} {'best infer/s':>12} {'at c':>5} {'p99 ms':>8}  status")
         for n, e in s["models"].items():
             b = e.get("best") or {}
             print(f"{n:<24} {b.get('throughput', float('nan')):>12.1f} {b.get('concurrency', '-'):>5} "
-                  f"{b.get('p99_ms', float('nan')):>8.1f}  {e['status']}")
+                  f"{b.get('p99_ms', float('nan')):>8.1f}  {e['status']}" + (f" (earlier run, {kept[n]})" if n in kept else ""))
         print(f"summary: {Path(a.logs) / 'perf_summary.json'}")
         if s["status"] != "complete":
             print("INCOMPLETE:\n  " + "\n  ".join(s["errors"]), file=sys.stderr)

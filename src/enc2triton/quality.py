@@ -5,6 +5,9 @@ PyTorch FP32 (the model itself) and with onnx_fp32 as served. Floors come from s
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -60,13 +63,15 @@ def to_markdown(result: dict) -> str:
              f"{result['n_texts']} evaluation texts ({result['texts']}), protocol {result['protocol']}, server {result['server']}.", "",
              "| variant | vs | mean cos | min cos | max abs | rel L2 | top-10 agreement | floor (mean/min) | pass |",
              "|---|---|---|---|---|---|---|---|---|"]
+    kept = result.get("kept_from_earlier_runs") or {}
     for name, row in result["variants"].items():
         for ref in ("pytorch_fp32", "onnx_fp32"):
             r = row.get(ref)
             if not r:
                 continue
             floor = row["floor"]
-            lines.append(f"| {name} | {ref} | {r['mean_cos']:.6f} | {r['min_cos']:.6f} | {r['max_abs']:.3g} | {r['rel_l2']:.3g} | "
+            label = f"{name} (earlier run, {kept[name]})" if name in kept else name
+            lines.append(f"| {label} | {ref} | {r['mean_cos']:.6f} | {r['min_cos']:.6f} | {r['max_abs']:.3g} | {r['rel_l2']:.3g} | "
                          f"{r['top10']:.3f} | {floor['mean_cos']}/{floor['min_cos']} | {'yes' if row['pass'] else 'NO'} |")
     if result.get("status") != "complete":
         lines += ["", f"**INCOMPLETE**: {result.get('error')}"]
@@ -81,7 +86,7 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
     repo_info = Path(repository) / "repository.json"
     if not repo_info.exists():
         raise StageError(f"{repository} has no repository.json: run `make repository`")
-    ensembles = [m for m in io.read_json(repo_info)["models"] if spec.kind_of(m) == "ensemble"]
+    ensembles = served_ensembles = [m for m in io.read_json(repo_info)["models"] if spec.kind_of(m) == "ensemble"]
     if only:
         unknown = [m for m in only if m not in ensembles and spec.ensemble_name(m) not in ensembles]
         if unknown:
@@ -91,43 +96,101 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
     texts = read_texts(texts_path)
     print(f"reference: PyTorch FP32 on {len(texts)} texts ({manifest['model']['used']})")
     ref = embed_torch(manifest, Path(artifacts), texts)
-    result = {"model": manifest["model"], "texts": str(texts_path), "n_texts": len(texts), "protocol": protocol,
+    result = {"model": manifest["model"], "texts": str(texts_path), "n_texts": len(texts),
+              "texts_sha256": texts_digest(texts), "protocol": protocol,
               "variants": {}, "status": "incomplete", "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    logs = io.ensure_writable_dir(Path(logs))
+    out, progress = logs / "quality.json", logs / "quality.json.partial"
+    earlier = kept_variants(out, result, [spec.raw_model(e) for e in served_ensembles])
     failures = []
     step = "starting the server"
     try:
         with server.running(repository, logs) as info:
             result["server"] = info.url(protocol)
             result["server_ready_seconds"] = info.ready_seconds
+            io.write_json(progress, result)
             mod, client = client_for(info, protocol)
             served = {}
             for ens in sorted(ensembles, key=lambda e: (e != spec.ensemble_name(spec.REFERENCE), e)):
                 step = f"{ens}: inference"
                 t0 = time.perf_counter()
                 served[ens] = embed_remote(mod, client, ens, texts, batch=min(BATCH, manifest["shapes"]["max_batch"]))
+                step = f"{ens}: comparison"
                 model = spec.raw_model(ens)
                 floor = spec.variant_of(ens).floor
-                row = {"floor": floor, "pytorch_fp32": metrics.compare(ref, served[ens]), "seconds": time.perf_counter() - t0}
+                row = {"floor": floor, "pytorch_fp32": metrics.compare(ref, served[ens]), "seconds": time.perf_counter() - t0,
+                       "measured": result["started"]}
                 base = served.get(spec.ensemble_name(spec.REFERENCE))
                 if base is not None and ens != spec.ensemble_name(spec.REFERENCE):
                     row["onnx_fp32"] = metrics.compare(base, served[ens])
                 row["pass"] = metrics.passes(row["pytorch_fp32"], floor)
                 result["variants"][model] = row
+                io.write_json(progress, result)  # progress survives a crash; quality.json is swapped in at the end
                 r = row["pytorch_fp32"]
                 print(f"  {model:<10} mean cos {r['mean_cos']:.6f}  min {r['min_cos']:.6f}  top-10 {r['top10']:.3f}  "
                       f"{'ok' if row['pass'] else 'BELOW FLOOR'} (floor {floor['mean_cos']}/{floor['min_cos']})")
                 if not row["pass"]:
                     failures.append(f"{model}: mean cos {r['mean_cos']:.6f} / min {r['min_cos']:.6f} under the floor {floor['mean_cos']}/{floor['min_cos']}")
         result["status"] = "complete"
+    except KeyboardInterrupt:
+        result["error"] = f"{step}: interrupted"
+        print(f"quality run interrupted at {result['error']}; {finish(result, earlier, out, progress)[1]}", file=sys.stderr)
+        raise
     except Exception as e:  # server gone or an inference error: say where, keep what was measured, mark incomplete
-        result["error"] = f"{step}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        raise StageError(f"quality run failed at {result['error']}; partial results in {Path(logs) / 'quality.json'} (status incomplete)") from e
-    finally:
-        io.write_json(Path(logs) / "quality.json", result)
-        io.write_text(Path(logs) / "quality.md", to_markdown(result))
+        result["error"] = f"{step}: {str(e).splitlines()[0] if str(e).strip() else type(e).__name__}"
+        raise StageError(f"quality run failed at {result['error']}; {finish(result, earlier, out, progress)[1]}") from e
+    merged, where = finish(result, earlier, out, progress)
+    if merged is None:  # a repository without ensembles: never write an empty result
+        raise StageError(f"quality run measured nothing (no ensemble in {repository}); {where}")
     if failures:
         raise StageError("quality floors not met:\n  " + "\n  ".join(failures))
-    return result
+    return merged
+
+
+def texts_digest(texts: list[str]) -> str:
+    return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+
+
+def kept_variants(path: Path, result: dict, variants: list[str]) -> dict:
+    """The rows of the quality.json at `path` for `variants` (those the repository serves) when it was measured the
+    same way: the same model (config hash), the same texts (content) and protocol."""
+    try:
+        prev = io.read_json(path)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(prev, dict) or not isinstance(prev.get("variants"), dict):
+        return {}
+
+    def config(d: dict) -> str | None:
+        return d["model"].get("config_sha256") if isinstance(d.get("model"), dict) else None
+    if (config(prev) is None or config(prev) != config(result) or prev.get("texts_sha256") != result["texts_sha256"]
+            or prev.get("n_texts") != result["n_texts"] or prev.get("protocol") != result["protocol"]):
+        return {}
+    return {v: {**row, "measured": row.get("measured", prev.get("started"))} for v, row in prev["variants"].items()
+            if v in variants and isinstance(row, dict)}
+
+
+def finish(result: dict, earlier: dict, out: Path, progress: Path) -> tuple[dict | None, str]:
+    """End of a run, however it ended: when it measured any variant, the variants it did not measure keep their
+    earlier rows (measured the same way) and the result is swapped in as quality.json (and quality.md); else
+    quality.json is left as it is and the progress file says what failed. Returns (what was written or None, where)."""
+    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    if not result["variants"]:
+        result["result"] = f"nothing measured: {out.name} left as it was"
+        io.write_json(progress, result)
+        return None, f"nothing was measured: {out} left as it was; what failed: {progress}"
+    new = result["variants"]
+    kept = {v: row for v, row in earlier.items() if v not in new}
+    if kept:
+        order = sorted(set(new) | set(kept), key=lambda v: (v != spec.REFERENCE, v))  # as measured: the reference first
+        result["variants"] = {v: new[v] if v in new else kept[v] for v in order}
+        result["kept_from_earlier_runs"] = {v: row["measured"] for v, row in kept.items()}
+    io.write_json(progress, result)
+    os.replace(progress, out)  # the swap: quality.json is only ever a whole result
+    io.write_text(out.with_suffix(".md"), to_markdown(result))
+    where = (f"results in {out} (status {result['status']}"
+             + (f"; earlier results kept for {', '.join(kept)}" if kept else "") + ")")
+    return result, where
 
 
 def main(argv=None) -> int:

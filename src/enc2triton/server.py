@@ -166,19 +166,53 @@ def clean_orphans(pid: int, grace: float = 2.0) -> list[int]:
     return stubs
 
 
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
+def _read_info(json_file: Path) -> ServerInfo:
+    """logs/server.json as written by start(); ValueError when it is not that (truncated, edited, another format)."""
+    try:
+        data = io.read_json(json_file)
+        info = ServerInfo(**data)
+    except (ValueError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors; TypeError: wrong keys
+        raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    if not isinstance(info.pid, int) or isinstance(info.pid, bool) or info.pid <= 0:
+        raise ValueError(f"pid {info.pid!r} is not a process id")
+    return info
+
+
 def status(logs: Path = spec.LOGS) -> ServerInfo | None:
     """The server described by logs/server.json if it is alive; cleans stale state files (and the
-    stubs a killed server left behind)."""
+    stubs a killed server left behind). An unreadable server.json (truncated, edited) is stale state too:
+    one line on stderr says so, the state files are removed and None is returned."""
     pid_file, _, json_file = _paths(logs)
     if not json_file.exists():
         if pid_file.exists():
-            with contextlib.suppress(ValueError, OSError):
-                pid = int(pid_file.read_text().strip())
-                if not alive(pid):
-                    clean_orphans(pid)
+            pid = _read_pid(pid_file)
+            if pid and not alive(pid):
+                clean_orphans(pid)
             pid_file.unlink(missing_ok=True)
         return None
-    info = ServerInfo(**io.read_json(json_file))
+    try:
+        info = _read_info(json_file)
+    except (OSError, ValueError) as e:
+        # the addresses are lost, so the server (if any) cannot be used; the pid file still says whose stubs to clean
+        pid = _read_pid(pid_file)
+        live = pid is not None and alive(pid)
+        what = (f"tritonserver pid {pid} still runs and is left alone (stop it with `kill {pid}`)" if live
+                else "the server it described is gone")
+        print(f"note: {json_file} is unreadable ({e}): stale server state, cleaned; {what}", file=sys.stderr)
+        if pid is not None and not live:
+            clean_orphans(pid)
+        for f in (pid_file, json_file):
+            with contextlib.suppress(OSError):
+                f.unlink(missing_ok=True)
+        return None
     if alive(info.pid):
         return info
     clean_orphans(info.pid)
