@@ -66,11 +66,18 @@ def test_every_batched_model_has_two_instances(repo):
 def test_cli_batching_and_instances(tiny_artifacts, tmp_path, capsys):
     out = tmp_path / "r"
     assert repository.main(["--artifacts", str(tiny_artifacts), "--out", str(out), "--instances", "3",
-                            "--preferred-batch-sizes", "8,2,4,64", "--max-queue-delay-us", "100"]) == 0
+                            "--preferred-batch-sizes", "8,2,4", "--max-queue-delay-us", "100"]) == 0
     cfg = repository.read_config(out / "onnx_fp32" / "config.pbtxt")
-    assert list(cfg.dynamic_batching.preferred_batch_size) == [2, 4, 8]  # 64 is over the manifest's max_batch (8)
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [2, 4, 8]
+    # a size over the export's max batch (8) is refused, not silently dropped; nothing is written
+    assert repository.main(["--artifacts", str(tiny_artifacts), "--out", str(tmp_path / "big"), "--preferred-batch-sizes", "8,64"]) == 1
+    assert "--preferred-batch-sizes 64 exceed the export's max batch 8" in capsys.readouterr().err and not (tmp_path / "big").exists()
+    # --device gpu where nvidia-smi lists no GPU: an error, not KIND_GPU with zero GPUs
+    if not __import__("enc2triton.host", fromlist=["x"]).visible_gpus():
+        assert repository.main(["--artifacts", str(tiny_artifacts), "--out", str(tmp_path / "gpu"), "--device", "gpu"]) == 1
+        assert "lists no GPU here" in capsys.readouterr().err
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 100 and cfg.instance_group[0].count == 3
-    for bad in (["--preferred-batch-sizes", "8,x"], ["--preferred-batch-sizes", "0"], ["--instances", "0"]):
+    for bad in (["--preferred-batch-sizes", "8,x"], ["--preferred-batch-sizes", "0"], ["--instances", "0"], ["--instances", "-1"]):
         with pytest.raises(SystemExit) as e:
             repository.main(["--artifacts", str(tiny_artifacts), "--out", str(tmp_path / "bad"), *bad])
         assert e.value.code == 2

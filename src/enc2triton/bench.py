@@ -204,7 +204,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
     result = {"device": device, "hardware": hw, "model": manifest["model"], "onnxruntime": ort.__version__,
               "tensorrt": tensorrt_version() or "not available", "seq_len": seq, "batches": list(batches),
               "timing": {"warmup": warmup, "budget_s": budget, "min_iters": min_iters, "threads": threads or "onnxruntime default"},
-              "texts": str(texts_path), "flops_per_sequence": fps, "flops_source": fsrc,
+              "texts": io.rel(texts_path), "flops_per_sequence": fps, "flops_source": fsrc,
               "roofline": {"gpu": gpu_key, "note": roof_note}, "engines": {}, "skipped": [],
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     ctx = {"tok": tok, "texts": texts, "batches": batches, "seq": seq, "fps": fps, "gpu": gpu, "warmup": warmup,
@@ -221,7 +221,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
             raise StageError(f"{name}: {e}") from None
         _measure(name, engine, result, ctx, v.precision.name, graph,
                  {"variant": v.name, "engine": v.family.runtime, "backend": v.family.name + ("-graph" if graph else ""),
-                  "path": str(path), "peer": False})
+                  "path": io.rel(path), "peer": False})
         del engine
     if peers:
         from .peers import PEERS, TorchPeer

@@ -262,7 +262,7 @@ class ServerGone(StageError):
 def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, protocol: str, levels, batch: int,
           data: Path, logs: Path, settings: Settings, step: list[int], total: int, cycle: int | None = None) -> dict:
     """All concurrency levels of one model into `entry` (its summary entry). Writes its CSV (or .incomplete) and log."""
-    entry.update({"kind": spec.kind_of(model), "status": "incomplete", "input_data": str(data), "window_cycle": cycle,
+    entry.update({"kind": spec.kind_of(model), "status": "incomplete", "input_data": io.rel(data), "window_cycle": cycle,
                   "rows": [], "failed": [], "commands": []})
     header, lines, log = None, [], []
     url = info.url(protocol)
@@ -309,7 +309,7 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
             partial.unlink(missing_ok=True)
         # a failed sweep leaves an earlier complete perf_<model>.csv alone: run() keeps it when it was measured the
         # same way (its summary entry is kept too), and removes it only when it swaps in a summary that does not name it
-        entry["csv"] = str(final if done else partial)
+        entry["csv"] = io.rel(final if done else partial)
         io.write_text(logs / f"perf_{model}.log", "\n".join(log))
     return entry
 
@@ -343,10 +343,10 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
         inputs[n] = io.write_text(data_dir / f"{n}.json", json.dumps(data))
     summary = {
         "status": "incomplete", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "model": model_info,
-        "repository": str(repo.resolve()), "protocol": protocol, "batch_size": batch, "concurrency": list(levels),
+        "repository": io.rel(repo.resolve()), "protocol": protocol, "batch_size": batch, "concurrency": list(levels),
         "settings": {**asdict(settings), "window_per_concurrency": WINDOW_PER_CONCURRENCY, "max_cycle": MAX_CYCLE,
                      "why": STABILITY},
-        "inputs": {"texts": str(texts_path), "n_texts": len(texts), "text_tokens": token_stats(tok, texts), "seq_len": seq_len},
+        "inputs": {"texts": io.rel(texts_path), "n_texts": len(texts), "text_tokens": token_stats(tok, texts), "seq_len": seq_len},
         "hardware": host.hardware(),
         "perf_analyzer": {"path": str(tool.path), "version": pa_version(tool), "source": tool.source},
         "notes": [ENSEMBLE_NOTE, "throughput counts inferences (requests x batch size); latencies are per request",

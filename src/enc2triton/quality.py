@@ -96,7 +96,7 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
     texts = read_texts(texts_path)
     print(f"reference: PyTorch FP32 on {len(texts)} texts ({manifest['model']['used']})")
     ref = embed_torch(manifest, Path(artifacts), texts)
-    result = {"model": manifest["model"], "texts": str(texts_path), "n_texts": len(texts),
+    result = {"model": manifest["model"], "texts": io.rel(texts_path), "n_texts": len(texts),
               "texts_sha256": texts_digest(texts), "protocol": protocol,
               "variants": {}, "status": "incomplete", "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     logs = io.ensure_writable_dir(Path(logs))

@@ -263,8 +263,8 @@ def soak(model: str = spec.ensemble_name(spec.REFERENCE), seconds: float = 600.0
     g = rss_growth([b for _, b, _ in post_s])
     same_server = bool(pid_after and pid_after.pid == info.pid and ready_after)
     result = {
-        "kind": "soak", "model": model, "server": info.grpc, "server_pid": info.pid, "repository": str(info.repository),
-        "seconds": seconds, "concurrency": concurrency, "batch": batch, "texts": str(texts_path), "n_texts": len(texts),
+        "kind": "soak", "model": model, "server": info.grpc, "server_pid": info.pid, "repository": io.rel(info.repository),
+        "seconds": seconds, "concurrency": concurrency, "batch": batch, "texts": io.rel(texts_path), "n_texts": len(texts),
         "warmup_seconds": round(warm, 1),
         "total": {"requests": len(records), "failed": sum(errors.values())},
         "after_warmup": {
