@@ -36,3 +36,15 @@ def real_artifacts(tmp_path_factory) -> Path:
     art = tmp_path_factory.mktemp("real_artifacts")
     export.run(model=str(models.bundled_model_dir()), artifacts=art)
     return art
+
+
+@pytest.fixture
+def fake_nvidia_smi(tmp_path, monkeypatch):
+    """Put a shell script named nvidia-smi first on PATH: fake_nvidia_smi('case "$*" in ... esac')."""
+    def install(body: str) -> Path:
+        smi = tmp_path / "nvidia-smi"
+        smi.write_text("#!/bin/sh\n" + body + "\n")
+        smi.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+        return smi
+    return install

@@ -213,17 +213,14 @@ def test_compile_cache_round_trip(torch_art, tmp_path):
     assert "torch.compile" in out.stdout and "no compile cache" not in out.stdout and "(2, 32)" in out.stdout
 
 
-def test_gpu_sampler_reads_bare_numbers(tmp_path, monkeypatch):
+def test_gpu_sampler_reads_bare_numbers(fake_nvidia_smi):
     """Utilisation per GPU during a measurement, from nvidia-smi's unit-less CSV (the first H200 run lost it: '45 %')."""
     import time
 
     from enc2triton import host
 
-    smi = tmp_path / "nvidia-smi"
-    smi.write_text('#!/bin/sh\ncase "$*" in\n  *nounits*) printf "0, 45, 1200\\n1, 55, 900\\n";;\n'
-                   '  *) printf "0, 45 %%, 1200 MiB\\n1, 55 %%, 900 MiB\\n";;\nesac\n')
-    smi.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
+    fake_nvidia_smi('case "$*" in\n  *nounits*) printf "0, 45, 1200\\n1, 55, 900\\n";;\n'
+                    '  *) printf "0, 45 %%, 1200 MiB\\n1, 55 %%, 900 MiB\\n";;\nesac')
     with host.GpuSampler(interval=0.05) as s:
         time.sleep(0.3)
     got = s.summary()

@@ -462,12 +462,9 @@ def test_python_builder_path(tmp_path, capsys, monkeypatch, no_gpu, names, plan,
             "input_ids", (1, 1), (32, 128), (64, 512))
 
 
-def test_gpu_queries_share_one_nvidia_smi_parser(tmp_path, monkeypatch):
-    smi = tmp_path / "nvidia-smi"
-    smi.write_text('#!/bin/sh\ncase "$1" in\n  *compute_cap*) echo "NVIDIA H100 80GB HBM3, 9.0";;\n'
-                   '  *index*) printf "0\\n1\\n";;\n  *) echo "NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB";;\nesac\n')
-    smi.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+def test_gpu_queries_share_one_nvidia_smi_parser(fake_nvidia_smi):
+    fake_nvidia_smi('case "$1" in\n  *compute_cap*) echo "NVIDIA H100 80GB HBM3, 9.0";;\n'
+                    '  *index*) printf "0\\n1\\n";;\n  *) echo "NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB";;\nesac')
     from enc2triton import host
 
     assert trt.gpu_info() == ("NVIDIA H100 80GB HBM3", "9.0")

@@ -79,6 +79,16 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_earlier(path: Path, key: str) -> dict | None:
+    """An earlier result file as a dict holding a dict under `key`; None when absent, unreadable or of another shape
+    (a truncated file is no result to keep)."""
+    try:
+        prev = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return prev if isinstance(prev, dict) and isinstance(prev.get(key), dict) else None
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -450,11 +450,8 @@ def kept_entries(path: Path, summary: dict, names: list[str]) -> dict:
     """The entries of the summary at `path` (but those of `names`) when it measured the same repository the same way
     (settings included): a run keeps them for every model it does not measure successfully, so rerunning one failed
     model, or a run that fails part-way, does not cost the others."""
-    try:
-        prev = io.read_json(path)
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(prev, dict) or not isinstance(prev.get("models"), dict):
+    prev = io.read_earlier(path, "models")
+    if prev is None:
         return {}
     same = ("repository", "protocol", "batch_size", "model")
 

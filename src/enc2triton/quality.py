@@ -154,11 +154,8 @@ def texts_digest(texts: list[str]) -> str:
 def kept_variants(path: Path, result: dict, variants: list[str]) -> dict:
     """The rows of the quality.json at `path` for `variants` (those the repository serves) when it was measured the
     same way: the same model (config hash), the same texts (content) and protocol."""
-    try:
-        prev = io.read_json(path)
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(prev, dict) or not isinstance(prev.get("variants"), dict):
+    prev = io.read_earlier(path, "variants")
+    if prev is None:
         return {}
 
     def config(d: dict) -> str | None:
