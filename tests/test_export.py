@@ -148,3 +148,19 @@ def test_rerun_resumes_from_valid_export(tmp_path, tiny_distilbert, capsys):
     onnx_file.write_bytes(onnx_file.read_bytes()[:-10])  # damaged: the hash check catches it, export redone
     export.run(model=str(tiny_distilbert), artifacts=art, force=False)
     assert io.load_manifest(art)["variants"]["fp32"]["onnx"]["sha256"] == first  # deterministic export
+
+
+def test_new_model_drops_every_family_built_from_the_old_one(tiny_distilbert, tiny_bert, tmp_path):
+    """Engines of another model are never served: a re-export of a different model drops the TensorRT and PyTorch
+    sections (and derived ONNX variants); the same model keeps them."""
+    art = tmp_path / "art"
+    limits = spec.ShapeLimits(max_batch=8, opt_batch=4, max_seq=128, opt_seq=64)
+    export.run(model=str(tiny_distilbert), artifacts=art, shapes=limits)
+    io.update_manifest_sections({"trt": {"fp16": {"engine": None}}, "torch": {"fp16": {"package": {"path": "x"}}},
+                                 "variants": {**io.load_manifest(art)["variants"], "fp16": {"onnx": {"path": "y"}}}}, art)
+    export.run(model=str(tiny_distilbert), artifacts=art, shapes=limits, force=True)
+    m = io.load_manifest(art)
+    assert {"trt", "torch"} <= set(m) and "fp16" in m["variants"]
+    export.run(model=str(tiny_bert), artifacts=art, shapes=limits)
+    m = io.load_manifest(art)
+    assert "trt" not in m and "torch" not in m and set(m["variants"]) == {"fp32"} and m["model"]["model_type"] == "bert"

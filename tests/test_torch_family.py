@@ -225,3 +225,14 @@ def test_gpu_sampler_reads_bare_numbers(fake_nvidia_smi):
         time.sleep(0.3)
     got = s.summary()
     assert got["gpus"] == 2 and got["util_mean"] == [45.0, 55.0] and got["mem_max_mib"] == [1200.0, 900.0] and got["samples"] >= 2
+
+
+def test_every_gpu_engine_family_gets_one_instance_group_per_gpu(torch_art):
+    """ONNX Runtime, TensorRT and PyTorch models alike: one KIND_GPU group per GPU, the GPU serving defaults."""
+    m = io.load_manifest(torch_art[0])
+    serving = spec.Serving.for_device("gpu", cpus=32, gpus=2)
+    for name in ("onnx_fp16", "trt_fp16", "torch_fp8"):
+        cfg = repository.model_config(spec.BY_NAME[name], m, serving, native=False, kind="gpu", gpus=[0, 1])
+        gpu = repository.mc.ModelInstanceGroup.KIND_GPU
+        assert [(g.kind, list(g.gpus), g.count) for g in cfg.instance_group] == [(gpu, [0], 4), (gpu, [1], 4)], name
+    assert serving.tokenizer_instances == 24

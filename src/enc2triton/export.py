@@ -94,21 +94,18 @@ def run(model: str = spec.DEFAULT_MODEL, artifacts: Path | None = None, texts_pa
     print(f"exported {onnx_path} in {time.perf_counter() - t0:.1f}s; verifying against PyTorch")
     rows = verify(encoder, tokenizer, onnx_path, read_texts(texts_path), shapes.max_seq)
     stale = not same
-    manifest.update({
-        "version": io.MANIFEST_VERSION,
+    variants = {} if stale else manifest.get("variants", {})  # a new model invalidates every derived variant
+    variants["fp32"] = {"onnx": io.artifact_entry(onnx_path, artifacts), "method": "torch.onnx.export (TorchScript), verified vs PyTorch"}
+    # the sections the export owns; a new model also drops every other family's engines (built from the old one)
+    manifest = io.update_manifest_sections({
         "model": info.as_dict(),
         "inputs": list(encoder.input_names),
         "outputs": list(spec.OUTPUTS),
         "shapes": shapes.as_dict(),
         "tokenizer_dir": "tokenizer",
         "export": {"opset": spec.OPSET, "attention": "eager", "torch": torch.__version__, "atol": ATOL, "verification": rows},
-    })
-    variants = {} if stale else manifest.get("variants", {})  # a new model invalidates every derived variant
-    variants["fp32"] = {"onnx": io.artifact_entry(onnx_path, artifacts), "method": "torch.onnx.export (TorchScript), verified vs PyTorch"}
-    manifest["variants"] = variants
-    if stale:
-        manifest.pop("trt", None)
-    io.write_json(io.manifest_path(artifacts), manifest)
+        "variants": variants,
+    }, artifacts, drop=tuple(f.section for f in spec.FAMILIES.values() if f.section != "variants") if stale else ())
     print(f"manifest: {io.manifest_path(artifacts)}")
     return encoder, tokenizer, info, manifest
 

@@ -112,13 +112,19 @@ def load_manifest(artifacts: Path | None = None, required: bool = True) -> dict:
 
 def update_manifest(section: str, value: Any, artifacts: Path | None = None, key: str | None = None) -> dict:
     """Replace one top-level section of the manifest, or with `key` one entry of it; the others are kept as they are
-    on disk now (re-read: another stage may have written meanwhile). Every manifest write goes through here."""
+    on disk now (re-read: another stage may have written meanwhile)."""
+    if key is not None:
+        value = {**(load_manifest(artifacts, required=False).get(section) or {}), key: value}
+    return update_manifest_sections({section: value}, artifacts)
+
+
+def update_manifest_sections(values: dict, artifacts: Path | None = None, drop: tuple[str, ...] = ()) -> dict:
+    """Replace the given top-level sections (and remove `drop`) in one atomic write; every other section stays as it is
+    on disk. Every manifest write goes through here."""
     manifest = load_manifest(artifacts, required=False)
-    manifest["version"] = MANIFEST_VERSION
-    if key is None:
-        manifest[section] = value
-    else:
-        manifest[section] = {**(manifest.get(section) or {}), key: value}
+    manifest.update(values, version=MANIFEST_VERSION)
+    for section in drop:
+        manifest.pop(section, None)
     write_json(manifest_path(artifacts), manifest)
     return manifest
 

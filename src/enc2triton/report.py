@@ -501,8 +501,14 @@ def _published_model(b: dict) -> str:
 
 def _published_desc(ctx: Ctx) -> str:
     b = ctx.published
+    here = [(ctx.get(k) or {}).get("hardware") for k in ("perf", "bench")]
+    model = (ctx.get("model") or {}).get("used")
+    same_machine = any(_machine(h) == _machine(b.get("hardware")) for h in here if h)
+    same_model = model is not None and model == (b.get("model") or {}).get("used")
+    differs = [w for w, same in (("machine", same_machine), ("model", same_model)) if not same]
     return (f"a published run on {_machine(b.get('hardware'))} ({_minute(b.get('started')) or 'date not recorded'}; "
-            f"{_path(ctx.published_path)}) with {_published_model(b)}: not this run's machine or model")
+            f"{_path(ctx.published_path)}) with {_published_model(b)}"
+            + (f": not this run's {' or '.join(differs)}" if differs else ": this run's machine and model, another run"))
 
 
 def summary_section(ctx: Ctx) -> list[str]:
