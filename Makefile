@@ -1,6 +1,7 @@
 # The three commands a user needs: make setup, make all, make test (see README.md).
 SHELL := /bin/bash
 PY ?= .venv/bin/python
+export PY  # the shell entry points (run_tests.sh, serve.sh, convert_to_trt.sh) use the same Python
 export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 MODEL ?= distilbert-base-uncased
 DEVICE ?= cpu

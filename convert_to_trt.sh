@@ -3,8 +3,8 @@
 # (see src/enc2triton/trt.py). All arguments pass through; try --help or --dry-run --assume-version 10.8.0.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-py="$here/.venv/bin/python"
-if [[ ! -x "$py" ]]; then
+py="${PY:-$here/.venv/bin/python}"  # $PY: the Python make uses
+if ! command -v "$py" >/dev/null; then
   py="$(command -v python3 || true)"
   [[ -n "$py" ]] || { echo "convert_to_trt.sh: no $here/.venv and no python3 on PATH" >&2; exit 1; }
 fi

@@ -65,3 +65,20 @@ def test_help():
     with pytest.raises(SystemExit) as e:
         bench.main(["--help"])
     assert e.value.code == 0
+
+
+def test_unserved_and_unloadable_engines_cost_only_their_own_row(tiny_artifacts, tmp_path):
+    """The FP8 ONNX graph (TensorRT's source; ONNX Runtime's fusions cannot run it) is named as not benchmarked, and an
+    engine file ONNX Runtime cannot load fails its own row while the others are measured."""
+    from enc2triton import quantize
+
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifacts, art)
+    quantize.run(art, tmp_path / "q", ("fp16", "fp8"), measure_latency=False, progress=False)
+    fp16 = io.resolve(io.load_manifest(art)["variants"]["fp16"]["onnx"]["path"], art)
+    fp16.write_bytes(b"not an onnx file")
+    io.update_manifest("variants", {**io.load_manifest(art)["variants"]["fp16"], "onnx": io.artifact_entry(fp16, art)}, art, key="fp16")
+    res = bench.run(art, tmp_path / "logs", "cpu", batches=(1,), seq=16, warmup=0, budget=0.0, min_iters=1)
+    assert any(s.startswith("onnx_fp8: skipped: not served, so not benchmarked") for s in res["skipped"])
+    assert any(s.startswith("onnx_fp16: FAILED to load: ") for s in res["skipped"])
+    assert set(res["engines"]) == {"onnx_fp32"}

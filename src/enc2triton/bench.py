@@ -139,7 +139,9 @@ def plan_jobs(manifest: dict, artifacts: Path, device: str, cuda_graph: bool, wa
         if not entry or (wanted and v.name not in wanted and v.precision.name not in wanted):
             continue
         skip = None
-        if not io.is_valid(entry, artifacts):
+        if v.unserved:
+            skip = f"not served, so not benchmarked: {v.unserved}"
+        elif not io.is_valid(entry, artifacts):
             skip = f"{io.resolve(entry['path'], artifacts)} missing or changed since the manifest recorded it"
         elif v.family is spec.TRT and not tensorrt_version():
             skip = "the tensorrt Python module is not installed"
@@ -217,8 +219,10 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
         path = io.resolve(entry["path"], artifacts)
         try:
             engine = engines.open_engine(v.family.runtime, path, device, threads=threads)
-        except engines.EngineError as e:
-            raise StageError(f"{name}: {e}") from None
+        except Exception as e:  # one engine that cannot load costs its own row, not the others' measurements
+            result["skipped"].append(f"{name}: FAILED to load: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+            print(result["skipped"][-1], flush=True)
+            continue
         _measure(name, engine, result, ctx, v.precision.name, graph,
                  {"variant": v.name, "engine": v.family.runtime, "backend": v.family.name + ("-graph" if graph else ""),
                   "path": io.rel(path), "peer": False})

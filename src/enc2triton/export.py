@@ -103,7 +103,8 @@ def run(model: str = spec.DEFAULT_MODEL, artifacts: Path | None = None, texts_pa
         "outputs": list(spec.OUTPUTS),
         "shapes": shapes.as_dict(),
         "tokenizer_dir": "tokenizer",
-        "export": {"opset": spec.OPSET, "attention": "eager", "torch": torch.__version__, "atol": ATOL, "verification": rows},
+        "export": {"opset": spec.OPSET, "attention": "eager", "torch": torch.__version__, "atol": ATOL, "verification": rows,
+                   "exported_at": time.strftime("%Y-%m-%d %H:%M:%S")},
         "variants": variants,
     }, artifacts, drop=tuple(f.section for f in spec.FAMILIES.values() if f.section != "variants") if stale else ())
     print(f"manifest: {io.manifest_path(artifacts)}")
@@ -148,11 +149,12 @@ def main(argv=None) -> int:
                                       max_seq=a.max_seq, opt_seq=min(spec.ShapeLimits.opt_seq, a.max_seq))
         except ValueError as e:
             raise StageError(str(e)) from None
-        encoder, tokenizer, info, _ = run(a.model, a.artifacts, shapes=limits if custom else None,
-                                          allow_fallback=False if a.no_fallback else None, force=a.force)
+        encoder, tokenizer, info, manifest = run(a.model, a.artifacts, shapes=limits if custom else None,
+                                                 allow_fallback=False if a.no_fallback else None, force=a.force)
         io.ensure_writable_dir(a.logs)
-        # the run's start as the report sees it: a log older than this export belongs to an earlier run
-        io.write_json(a.logs / "model.json", {**info.as_dict(), "exported_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        # when the export was made (not this invocation, which may have found it up to date): the report calls a log
+        # older than this one a log of an earlier run
+        io.write_json(a.logs / "model.json", {**info.as_dict(), "exported_at": manifest.get("export", {}).get("exported_at"),
                                               "host": host.describe()})
         if not a.skip_flops:
             flops_report(encoder, tokenizer, info, a.logs, a.flops_batch, a.flops_seq)
