@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from enc2triton import bench, flops, io
+from enc2triton import bench, flops, host, io
 
 
 def test_bench_tiny_cpu(tiny_artifacts, tmp_path, capsys):
@@ -27,6 +27,8 @@ def test_bench_tiny_cpu(tiny_artifacts, tmp_path, capsys):
     assert "no CPU roofline" in res["roofline"]["note"]
     assert res["model"] == io.load_manifest(tiny_artifacts)["model"] and res["onnxruntime"]
     assert res["hardware"]["cores"] >= 1
+    # the instruction sets that decide CPU INT8/FP16 speed are recorded, so two CPU runs can be told apart
+    assert set(res["hardware"]["cpu_isa"]) <= set(host.CPU_ISA) and "cpu_family" in res["hardware"]
     assert "onnx_fp32" in capsys.readouterr().out
 
 
@@ -82,3 +84,9 @@ def test_unserved_and_unloadable_engines_cost_only_their_own_row(tiny_artifacts,
     assert any(s.startswith("onnx_fp8: skipped: not served, so not benchmarked") for s in res["skipped"])
     assert any(s.startswith("onnx_fp16: FAILED to load: ") for s in res["skipped"])
     assert set(res["engines"]) == {"onnx_fp32"}
+
+
+def test_machine_line_names_family_and_instruction_sets():
+    hw = {"cpu": "AMD EPYC", "cpu_family": "family 23 model 1", "cpu_isa": ["avx2", "fma"], "cores": 2, "gpus": []}
+    assert host.describe(hw) == "AMD EPYC (family 23 model 1; avx2 fma), 2 cores"
+    assert host.describe({"cpu": "Xeon", "cores": 4, "gpus": [{"name": "H200"}]}) == "Xeon, 4 cores, H200"  # older logs

@@ -37,24 +37,40 @@ def visible_gpus() -> list[int]:
         return []
 
 
-def hardware() -> dict:
-    """CPU model and cores; GPUs and driver from nvidia-smi where present."""
-    cpu = ""
+# The instruction sets that decide CPU engine speed: without AVX-512 VNNI (or AVX-VNNI/AMX) ONNX Runtime's INT8 GEMMs
+# are no faster than FP32, and x86 has no FP16 GEMM kernels at all. Recorded so two CPU runs can be told apart.
+CPU_ISA = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8")
+
+
+def _cpuinfo() -> dict:
+    info = {}
     try:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), "")
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = ln.partition(":")
+            info.setdefault(key.strip(), value.strip())  # the first core speaks for all
     except OSError:
         pass
+    return info
+
+
+def hardware() -> dict:
+    """CPU model, family, the instruction sets that matter and cores; GPUs and driver from nvidia-smi where present."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    family = f"family {info['cpu family']} model {info['model']}" if "cpu family" in info and "model" in info else ""
     gpus = [dict(zip(("name", "driver", "memory"), row)) for row in query_gpus("name", "driver_version", "memory.total")]
-    return {"cpu": cpu or platform.processor() or "unknown", "cores": os.cpu_count(), "machine": platform.machine(),
+    return {"cpu": info.get("model name") or platform.processor() or "unknown", "cpu_family": family,
+            "cpu_isa": [f for f in CPU_ISA if f in flags], "cores": os.cpu_count(), "machine": platform.machine(),
             "os": platform.platform(), "gpus": gpus, "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def describe(hw: dict | None = None) -> str:
-    """One line naming the machine, for logs: 'AMD EPYC ..., 2 cores' (+ the GPUs)."""
+    """One line naming the machine, for logs: 'AMD EPYC (family 23 model 1; avx2 fma), 2 cores' (+ the GPUs)."""
     hw = hw or hardware()
     gpus = ", ".join(g["name"] for g in hw.get("gpus") or [])
-    return f"{hw.get('cpu')}, {hw.get('cores')} cores" + (f", {gpus}" if gpus else "")
+    detail = "; ".join(x for x in (hw.get("cpu_family"), " ".join(hw.get("cpu_isa") or [])) if x)
+    cpu = f"{hw.get('cpu')} ({detail})" if detail else f"{hw.get('cpu')}"
+    return f"{cpu}, {hw.get('cores')} cores" + (f", {gpus}" if gpus else "")
 
 
 def pid_alive(pid: int) -> bool:

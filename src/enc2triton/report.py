@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cli, io, markdown, spec
+from . import cli, host, io, markdown, spec
 from .io import StageError
 
 TARGET = 0.70  # served throughput / raw engine throughput at the same effective batch
@@ -577,7 +577,9 @@ def env_section(ctx: Ctx) -> list[str]:
     server = perf.get("server") or {}
     providers = sorted({p for e in bench.get("engines", {}).values() if e.get("engine", "onnxruntime") == "onnxruntime"
                         for p in e.get("providers", [])})
-    out += [f"- CPU: {_v(hw.get('cpu'))}, {_v(hw.get('cores'))} cores ({_v(hw.get('machine'))}; {_v(hw.get('os'))})",
+    isa = (f"; {hw['cpu_family']}" if hw.get("cpu_family") else "") + (
+        f"; instruction sets: {' '.join(hw['cpu_isa']) or 'none of ' + ' '.join(host.CPU_ISA)}" if "cpu_isa" in hw else "")
+    out += [f"- CPU: {_v(hw.get('cpu'))}, {_v(hw.get('cores'))} cores ({_v(hw.get('machine'))}; {_v(hw.get('os'))}{isa})",
             f"- GPU: {_gpus(hw)}",
             f"- Triton server: {_v(server.get('version', 'not run yet: make perf'))}"
             + (f" (all models ready {fmt(server['ready_seconds'])} s after launch)" if _num(server.get("ready_seconds")) else ""),
@@ -588,7 +590,7 @@ def env_section(ctx: Ctx) -> list[str]:
     if tb.get("torch"):
         out.append(f"- PyTorch: {tb['torch']} ({_v(tb.get('device'))}{', ' + tb['gpu'] if tb.get('gpu') else ''})")
     bhw = bench.get("hardware") or {}
-    if perf.get("hardware") and bhw and (bhw.get("cpu"), bhw.get("gpus")) != (hw.get("cpu"), hw.get("gpus")):
+    if perf.get("hardware") and bhw and (bhw.get("cpu"), bhw.get("cpu_isa"), bhw.get("gpus")) != (hw.get("cpu"), hw.get("cpu_isa"), hw.get("gpus")):
         out.append(f"- engine benchmark ran elsewhere: {_v(bhw.get('cpu'))}, {_v(bhw.get('cores'))} cores; GPU {_gpus(bhw)}")
     for name, src in (("perf", perf), ("bench", bench)):
         la = (src.get("hardware") or {}).get("loadavg")
