@@ -362,3 +362,15 @@ def test_published_option(cpu_logs, tmp_path):
     assert report.main(["--logs", str(cpu_logs), "--out", str(out), "--published", str(GPU_BENCH)]) == 0
     assert "H200 seq/s, batch 256 (published)" in out.read_text() and "tests/fixtures/gpu_logs/bench_engine.json" in out.read_text()
     assert report.main(["--logs", str(cpu_logs), "--out", str(out), "--published", str(tmp_path / "nope.json")]) == 1
+
+
+def test_axis_ticks_between_integers_keep_their_decimals():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    report._thousands(plt, ax)
+    fmt = ax.yaxis.get_major_formatter()
+    assert [fmt(y, 0) for y in (0, 2.5, 7.5, 20, 12500)] == ["0", "2.5", "7.5", "20", "12,500"]  # 2.5 once read "2"
+    plt.close(fig)

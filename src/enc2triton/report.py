@@ -308,7 +308,9 @@ def _log_y(plt, ax) -> None:
 
 
 def _thousands(plt, ax) -> None:
-    ax.yaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:,.0f}"))
+    """Thousands separated; a tick between integers (2.5 on a 0-20 axis) keeps its decimals instead of reading "2"."""
+    ax.yaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(
+        lambda y, _: f"{y:,.0f}" if float(y).is_integer() else f"{y:,.2f}".rstrip("0")))
 
 
 def _perf_figure(plt, perf: dict, draw, ylabel, title: str, name: str, logs: Path, keys: tuple = ()) -> None:
