@@ -38,7 +38,7 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets
 
 serve-run() {
     local A=$W/distil/artifacts L=$W/distil/logs R=$W/distil/model_repository; CMDS=$L/commands.txt
-    local ENS=ensemble_onnx_fp16,ensemble_torch_fp16,ensemble_torch_fp8,ensemble_torch_int8
+    local ENS  # the ensembles the repository holds, read from it below
     local PERF="--window-ms 1500 --max-trials 6"
     export CUDA_VISIBLE_DEVICES=0,1
     step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants onnx_fp16,torch_fp16,torch_fp8,torch_int8

@@ -37,7 +37,7 @@ ORDER = ["tokenizer", "a", "b", "c"]
 
 def finish(logs: Path, new: dict, names: list[str]):
     out, progress = logs / "perf_summary.json", logs / "perf_summary.json.partial"
-    earlier = perf.kept_entries(out, new, [])
+    earlier = perf.kept_entries(out, new)
     return perf._finish(new, earlier, names, ORDER, out, progress)
 
 
@@ -100,7 +100,7 @@ def test_an_earlier_incomplete_entry_is_kept_with_a_rerun_hint(tmp_path):
 @pytest.mark.parametrize("data", [b'{"pid": 999999', b"[1, 2]", b'{"models": [1]}', b"\xff"])
 def test_unreadable_earlier_summary_keeps_nothing(tmp_path, data):
     (tmp_path / "perf_summary.json").write_bytes(data)
-    assert perf.kept_entries(tmp_path / "perf_summary.json", summary("t1", {}), []) == {}
+    assert perf.kept_entries(tmp_path / "perf_summary.json", summary("t1", {})) == {}
 
 
 # --- quality.json -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from enc2triton import io, repository, spec
-from enc2triton.texts import tokenize
+from enc2triton.texts import load_tokenizer, tokenize
 from enc2triton.engines import ort_session
 
 
@@ -24,7 +24,7 @@ def embed(client, mod, texts: list[bytes], model="ensemble_onnx_fp32") -> np.nda
 
 def local_embed(art: Path, texts: list[str]) -> np.ndarray:
     m = io.load_manifest(art)
-    tok = __import__("transformers").AutoTokenizer.from_pretrained(str(art / "tokenizer"))
+    tok = load_tokenizer(art / "tokenizer")
     sess = ort_session(art / "onnx" / "model_fp32.onnx")
     return np.concatenate([sess.run(["sentence_embedding"], tokenize(tok, [t], m["inputs"], 128))[0] for t in texts])
 

@@ -104,7 +104,7 @@ def bench_engine(engine, tokenizer, texts, batches, seq, fps, gpu, precision, wa
     for b in batches:
         try:
             feed = make_feed(tokenizer, texts, engine.inputs, b, seq)
-            step = engine.prepare(feed, cuda_graph=True) if cuda_graph else engine.prepare(feed)
+            step = engine.prepare(feed, cuda_graph=cuda_graph)
             with host.GpuSampler() as util:
                 t = time_point(step, warmup, budget, min_iters)
         except Exception as e:  # out of memory at a large batch: keep the smaller ones
@@ -115,8 +115,8 @@ def bench_engine(engine, tokenizer, texts, batches, seq, fps, gpu, precision, wa
         row = {"batch": b, "iters": len(t), "mean_ms": mean * 1e3, "p50_ms": float(np.percentile(t, 50)) * 1e3,
                "p99_ms": float(np.percentile(t, 99)) * 1e3, "seq_per_s": b / mean}
         row["gflops_per_s"] = fps * row["seq_per_s"] / 1e9
-        if util.summary():
-            row["gpu"] = util.summary()
+        if gpu_util := util.summary():
+            row["gpu"] = gpu_util
         if gpu and gpu.get("fp16"):  # one yardstick for every engine: the FP16 tensor-core peak
             row["mfu_fp16"] = fps * row["seq_per_s"] / (gpu["fp16"] * 1e12)
         r = roof(gpu, precision)

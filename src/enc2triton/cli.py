@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -81,8 +82,6 @@ class _Lines:
     """Progress for a log file: a plain line at the start, about every 10% and at the end, not a redrawn bar."""
 
     def __init__(self, it, total, desc):
-        import time
-
         self.it, self.desc, self.n, self.t0 = it, desc, 0, time.perf_counter()
         self.total = total if total is not None else (len(it) if hasattr(it, "__len__") else None)
         self.step = max(1, (self.total or 10) // 10)
@@ -95,15 +94,11 @@ class _Lines:
         self.close()
 
     def update(self, k: int = 1) -> None:
-        import time
-
         self.n += k
         if self.n % self.step == 0 and self.n != self.total:
             print(f"{self.desc}: {self.n}/{self.total or '?'} ({time.perf_counter() - self.t0:.0f} s)", flush=True)
 
     def close(self) -> None:
-        import time
-
         if self.n >= 0:
             print(f"{self.desc}: {self.n}/{self.total or '?'} done ({time.perf_counter() - self.t0:.0f} s)", flush=True)
             self.n = -1

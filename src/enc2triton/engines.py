@@ -156,7 +156,7 @@ class TorchEngine:
 
     model.json beside the weights says the architecture, dtype, quantized layers, inputs and buckets."""
 
-    def __init__(self, path: Path, device: str = "gpu", device_id: int = 0, cuda_graphs: bool = True):
+    def __init__(self, path: Path, device: str = "gpu", device_id: int = 0):
         import json
         import time
 
@@ -174,7 +174,7 @@ class TorchEngine:
             import enc2triton_torch_model as torch_model  # in a Triton model folder
         except ImportError:
             from enc2triton import torch_model
-        state = torch.load(path, map_location=self.device, weights_only=True)["state_dict"]
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]  # restore() builds on the CPU: one copy to the device
         module = torch_model.restore(self.meta["config"], self.meta["dtype"], self.meta["layout"], state).to(self.device)
         self.model, compiled = module, False
         cache = path.with_suffix(".cache")
@@ -182,7 +182,7 @@ class TorchEngine:
             if cache.exists():
                 torch.compiler.load_cache_artifacts(cache.read_bytes())
             self.model, compiled = torch.compile(module, dynamic=True), True
-        self.cuda_graphs = cuda_graphs and device == "gpu"
+        self.cuda_graphs = device == "gpu"
         self.inputs = list(self.meta["inputs"])
         self.outputs = ["last_hidden_state", "sentence_embedding"]
         self.providers = [f"torch {torch.__version__} {self.meta['precision']} on {self.device}"
@@ -268,7 +268,7 @@ class TorchEngine:
             got[n] = t.float().cpu().numpy()
         return got
 
-    def prepare(self, feed: dict, cuda_graph: bool = True):
+    def prepare(self, feed: dict, cuda_graph: bool = False):
         """Timing: the inputs stay on the device; with CUDA graphs one replay per step (captured at this exact shape)."""
         torch = self.torch
         b, s = feed[self.inputs[0]].shape

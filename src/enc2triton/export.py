@@ -111,7 +111,8 @@ def run(model: str = spec.DEFAULT_MODEL, artifacts: Path | None = None, texts_pa
     return encoder, tokenizer, info, manifest
 
 
-def flops_report(encoder: models.Encoder, tokenizer, info: models.ModelInfo, logs: Path, batch: int, seq: int) -> dict:
+def flops_report(encoder: models.Encoder, tokenizer, info: models.ModelInfo, logs: Path, batch: int, seq: int,
+                 machine: str | None = None) -> dict:
     from . import flops
 
     texts = [f"padding sample {i}" for i in range(batch)]
@@ -119,7 +120,7 @@ def flops_report(encoder: models.Encoder, tokenizer, info: models.ModelInfo, log
     inputs = {k: torch.from_numpy(v) for k, v in feed.items()}
     result = flops.analyze(encoder, inputs, encoder.model.config, info.used)
     result["model_info"] = info.as_dict()
-    result["generated_at"], result["host"] = time.strftime("%Y-%m-%d %H:%M:%S"), host.describe()
+    result["generated_at"], result["host"] = time.strftime("%Y-%m-%d %H:%M:%S"), machine or host.describe()
     json_path, md_path = flops.write_reports(result, logs)
     print(f"FLOPs: {result['flops_per_sequence'] / 1e9:.3f} GFLOP per sequence at seq {seq} "
           f"(analytic {result['analytic_flops_per_sequence'] / 1e9:.3f}); {json_path}, {md_path}")
@@ -152,10 +153,11 @@ def main(argv=None) -> int:
         encoder, tokenizer, info, manifest = run(a.model, a.artifacts, shapes=limits if custom else None,
                                                  allow_fallback=False if a.no_fallback else None, force=a.force)
         io.ensure_writable_dir(a.logs)
+        machine = host.describe()  # nvidia-smi and /proc/cpuinfo: read once for both logs
         # when the export was made (not this invocation, which may have found it up to date): the report calls a log
         # older than this one a log of an earlier run
         io.write_json(a.logs / "model.json", {**info.as_dict(), "exported_at": manifest.get("export", {}).get("exported_at"),
-                                              "host": host.describe()})
+                                              "host": machine})
         if not a.skip_flops:
-            flops_report(encoder, tokenizer, info, a.logs, a.flops_batch, a.flops_seq)
+            flops_report(encoder, tokenizer, info, a.logs, a.flops_batch, a.flops_seq, machine)
     return cli.run(ap, body, argv)

@@ -9,21 +9,12 @@ the graph is measured with graph optimizations off: the arithmetic as written, w
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
-from .onnx_graph import toposort
+from .onnx_graph import drop_unused_initializers, toposort, weight_matmuls
 
 E4M3_MAX = 448.0
 OPSET = 19
-
-
-def weight_matmuls(model) -> list[tuple[str, str, str]]:
-    """(node name, activation input, weight initializer) of every MatMul whose right input is a 2-D weight."""
-    inits = {i.name: i for i in model.graph.initializer}
-    return [(n.name, n.input[0], n.input[1]) for n in model.graph.node
-            if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2 and n.input[0] not in inits]
 
 
 def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,13 +30,13 @@ def build(model, amax: dict[str, float]):
     import ml_dtypes
     from onnx import helper, numpy_helper, version_converter
 
-    m = version_converter.convert_version(copy.deepcopy(model), OPSET)
+    m = version_converter.convert_version(model, OPSET)  # a new model: `model` is left as it was
     g = m.graph
     inits = {i.name: i for i in g.initializer}
     byname = {n.name: n for n in g.node}
     zero = np.array(0, dtype=ml_dtypes.float8_e4m3fn)
-    new, done = [], {}
-    for node, act, weight in weight_matmuls(m):
+    new, done, matmuls = [], {}, weight_matmuls(m)
+    for node, act, weight in matmuls:
         if act not in done:  # one Q/DQ pair per activation, shared by its readers (Q, K and V read one tensor)
             base = f"{act}_fp8"
             g.initializer.extend([numpy_helper.from_array(np.array(max(amax[act], 1e-12) / E4M3_MAX, np.float32), f"{base}_scale"),
@@ -60,9 +51,6 @@ def build(model, amax: dict[str, float]):
         new.append(helper.make_node("DequantizeLinear", [base, f"{base}_scale"], [f"{base}_dq"], name=f"{base}/DequantizeLinear", axis=1))
         byname[node].input[0], byname[node].input[1] = done[act], f"{base}_dq"
     g.node.extend(new)
-    used = {x for n in g.node for x in n.input}
-    keep = [i for i in g.initializer if i.name in used]  # the FP32 weights are no longer read
-    del g.initializer[:]
-    g.initializer.extend(keep)
+    drop_unused_initializers(g)  # the FP32 weights are no longer read
     toposort(g)
-    return m, {"quantized_matmuls": len(weight_matmuls(model)), "activation_qdq": len(done), "opset": OPSET}
+    return m, {"quantized_matmuls": len(matmuls), "activation_qdq": len(done), "opset": OPSET}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io, metrics, spec
+from . import cli, io, metrics, spec
 from .calibration import QMAX, RANGE_METHODS, calibrate, clip_value, quant_points, split_calibration, tensor_roles
 from .engines import ort_session
 from .io import StageError
@@ -156,12 +156,6 @@ class _Phases:
         self._t = now
 
 
-def _bar(it=None, total=None, desc="", progress=True):
-    from .cli import progress as bar
-
-    return bar(it, total, desc, enabled=progress)
-
-
 # ------------------------------------------------------------------------------------------ the search steps
 def smoothed_absmax(tensor: str, cal: dict, factors: dict) -> float:
     """|max| of a MatMul input of the smoothed graph, from the fp32 calibration: X/s's follows from X's per-channel maxima."""
@@ -173,7 +167,7 @@ def alpha_search(model, cal0: dict, refs: References, texts: list[str], max_len:
                  progress: bool = True) -> list[dict]:
     """Step 3, one row per SmoothQuant alpha in s.alphas: everything quantized with 'max' ranges, scored on `texts`."""
     table = []
-    for alpha in _bar(s.alphas, desc="int8 smoothquant alpha", progress=progress):
+    for alpha in cli.progress(s.alphas, desc="int8 smoothquant alpha", enabled=progress):
         factors = smoothing_factors(model, cal0["chmax"], alpha) if alpha is not None else {}
         sm = smooth_model(model, factors)
         _, acts, points = quant_points(sm)
@@ -197,7 +191,7 @@ def range_methods_by_role(evaluate: Evaluator, clips: dict, acts: list[str], poi
     role_names = sorted(set(roles.values()))
     a_index = {t: i for i, t in enumerate(acts)}
     role_table, chosen = {}, np.array(clips["max"])
-    bar = _bar(total=len(role_names) * len(s.methods), desc="int8 range methods", progress=progress)
+    bar = cli.progress(total=len(role_names) * len(s.methods), desc="int8 range methods", enabled=progress)
     for r in role_names:
         tens = [t for t in acts if roles[t] == r]
         pts = [p for p, (_, _, kind, t) in enumerate(points) if kind == "act" and roles.get(t) == r]
@@ -219,7 +213,7 @@ def sensitivity(evaluate: Evaluator, nodes: list[str], node_points: dict, scales
     """Step 5: one MatMul (its activation input(s) and weight) quantized at a time. Ranked by score, not by the mean
     drop alone: attention-probability MatMuls barely move the mean but hurt the worst (long) texts."""
     sens = []
-    for n in _bar(nodes, desc="int8 sensitivity", progress=progress):
+    for n in cli.progress(nodes, desc="int8 sensitivity", enabled=progress):
         mean, mn = evaluate(node_points[n], scales)
         sens.append({"node": n, "drop": 1.0 - mean, "mean_cos": mean, "min_cos": mn, "score": score(mean, mn, floor)})
     return sens
@@ -237,7 +231,7 @@ def greedy_exclusion(evaluate: Evaluator, nodes: list[str], node_points: dict, s
         return mean >= target["mean_cos"] and mn >= target["min_cos"]
 
     excluded, trace = [], []
-    bar = _bar(total=len(nodes) + 1, desc="int8 greedy", progress=progress)
+    bar = cli.progress(total=len(nodes) + 1, desc="int8 greedy", enabled=progress)
     mean, mn = _quantized_except(evaluate, nodes, node_points, scales, excluded)
     trace.append({"step": "all quantized", "excluded": 0, "mean_cos": mean, "min_cos": mn})
     bar.update()
@@ -360,3 +354,13 @@ def build_int8(model, search: dict, out: Path) -> dict:
         onnx.save(q, str(tmp))
         onnx.checker.check_model(str(tmp))
     return {**s, "rewired_float_consumers": rewired, "extra_options": extra}
+
+
+def search_record(int8_entry: dict, artifacts: Path) -> Path | None:
+    """The search record an int8 manifest entry names, where it is now: recorded relative to the artifacts folder
+    (runs before 2026-11-30: to the project root they ran in; the file keeps its name under quantize_cache/)."""
+    name = int8_entry.get("search_cache")
+    if not name:
+        return None
+    where = (io.resolve(name, artifacts), spec.ROOT / name, Path(artifacts) / "quantize_cache" / Path(name).name)
+    return next((c for c in where if c.exists()), None)

@@ -22,6 +22,12 @@ class StageError(RuntimeError):
     """A stage could not do what was asked; the message says what to do about it."""
 
 
+def first_line(e: BaseException) -> str:
+    """An error in one line, as logs and summaries record it (its type when it says nothing)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def ensure_writable_dir(path: Path) -> Path:
     path = Path(path)
     try:
@@ -113,15 +119,16 @@ def load_manifest(artifacts: Path | None = None, required: bool = True) -> dict:
 def update_manifest(section: str, value: Any, artifacts: Path | None = None, key: str | None = None) -> dict:
     """Replace one top-level section of the manifest, or with `key` one entry of it; the others are kept as they are
     on disk now (re-read: another stage may have written meanwhile)."""
-    if key is not None:
-        value = {**(load_manifest(artifacts, required=False).get(section) or {}), key: value}
-    return update_manifest_sections({section: value}, artifacts)
+    return update_manifest_sections({section: value}, artifacts, key=key)
 
 
-def update_manifest_sections(values: dict, artifacts: Path | None = None, drop: tuple[str, ...] = ()) -> dict:
-    """Replace the given top-level sections (and remove `drop`) in one atomic write; every other section stays as it is
-    on disk. Every manifest write goes through here."""
+def update_manifest_sections(values: dict, artifacts: Path | None = None, drop: tuple[str, ...] = (),
+                             key: str | None = None) -> dict:
+    """Replace the given top-level sections (with `key`: that one entry of each) and remove `drop`, in one atomic
+    write; every other section stays as it is on disk. Every manifest write goes through here."""
     manifest = load_manifest(artifacts, required=False)
+    if key is not None:
+        values = {section: {**(manifest.get(section) or {}), key: value} for section, value in values.items()}
     manifest.update(values, version=MANIFEST_VERSION)
     for section in drop:
         manifest.pop(section, None)
@@ -146,3 +153,16 @@ def is_valid(entry: dict | None, artifacts: Path | None = None) -> bool:
         return False
     path = resolve(entry["path"], artifacts)
     return path.exists() and path.stat().st_size == entry.get("bytes") and sha256_file(path) == entry.get("sha256")
+
+
+def variant_up_to_date(entry: dict | None, artifacts: Path, **sources) -> bool:
+    """A manifest variant entry whose ONNX file is intact and whose recorded sources (hashes, keys) are these."""
+    return bool(entry) and is_valid(entry.get("onnx"), artifacts) and all(entry.get(k) == v for k, v in sources.items())
+
+
+def fp32_export(manifest: dict, artifacts: Path) -> dict:
+    """The manifest's fp32 ONNX entry, refused when its file is missing or changed: every variant is built from it."""
+    fp32 = ((manifest.get("variants") or {}).get("fp32") or {}).get("onnx")
+    if not is_valid(fp32, artifacts):
+        raise StageError("the fp32 ONNX export is missing or changed since it was recorded: run `python torch2onnx.py` first")
+    return fp32

@@ -14,6 +14,22 @@ SENSITIVE_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
+def weight_matmuls(model) -> list[tuple[str, str, str]]:
+    """(node name, activation input, weight initializer) of every linear layer's MatMul: its right input a 2-D weight
+    initializer, its left input an activation."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return [(n.name, n.input[0], n.input[1]) for n in model.graph.node
+            if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2 and n.input[0] not in inits]
+
+
+def drop_unused_initializers(graph) -> None:
+    """Remove the initializers no node reads any more (weights a rewrite replaced)."""
+    used = {x for n in graph.node for x in n.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
 def toposort(graph) -> None:
     """Order graph.node topologically (the float16 converter can leave Casts out of order)."""
     produced = {i.name for i in graph.initializer} | {i.name for i in graph.input} | {""}

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import cli, io
-from .io import StageError
 
 ATTENTION_MASK_FORMAT = 0  # MaskIndexEnd: right-padded masks become lengths, which the fused MHA kernels take
 
@@ -37,12 +36,9 @@ def fused_fp16(src: Path, dst: Path, num_heads: int, hidden_size: int, gelu_appr
 def run(artifacts: Path, gelu_approximation: bool = False, force: bool = False) -> dict:
     """Build artifacts/onnx/model_fp16_fused.onnx from the verified fp32 export; record it as the fp16 variant."""
     manifest = io.load_manifest(artifacts)
-    variants = manifest.get("variants") or {}
-    fp32 = (variants.get("fp32") or {}).get("onnx")
-    if not io.is_valid(fp32, artifacts):
-        raise StageError("the fp32 ONNX export is missing or changed since it was recorded: run `python torch2onnx.py` first")
-    entry = variants.get("fp16") or {}
-    if not force and entry.get("source_sha256") == fp32["sha256"] and entry.get("fused") and io.is_valid(entry.get("onnx"), artifacts):
+    fp32 = io.fp32_export(manifest, artifacts)
+    entry = (manifest.get("variants") or {}).get("fp16") or {}
+    if not force and io.variant_up_to_date(entry, artifacts, source_sha256=fp32["sha256"], fused=True):
         print("fp16 (fused, GPU): up to date")
         return entry
     m = manifest["model"]

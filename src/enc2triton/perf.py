@@ -275,8 +275,8 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
                 with host.GpuSampler() as gpu:
                     row, text = run_level(tool, lambda s, p: pa_command(tool, model, url, protocol, c, batch, data, p, s, cycle),
                                           settings, log, entry["commands"])
-                if gpu.summary():
-                    row["gpu"] = gpu.summary()
+                if gpu_util := gpu.summary():
+                    row["gpu"] = gpu_util
             except LevelError as e:
                 alive = server.alive(info.pid) and server.is_ready(info)
                 entry["failed"].append({"concurrency": c, "error": str(e) + ("" if alive else "; the server is gone")})
@@ -320,7 +320,7 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
     repo, logs = Path(repository_dir), io.ensure_writable_dir(Path(logs))
     if not (repo / "tokenizer").is_dir() and not (repo / "repository.json").exists():
         raise StageError(f"{repo} is not a generated model repository: run `make repository` first")
-    names = repo_models(repo)
+    order = names = repo_models(repo)  # order: the repository's, which the summary keeps
     if models:
         unknown = [m for m in models if m not in names]
         if unknown:
@@ -354,8 +354,7 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
         "models": {}, "errors": [],
     }
     out, progress = logs / "perf_summary.json", logs / "perf_summary.json.partial"
-    order = repo_models(repo)
-    earlier = {n: e for n, e in kept_entries(out, summary, []).items() if n in order}
+    earlier = {n: e for n, e in kept_entries(out, summary).items() if n in order}
     others = [n for n in earlier if n not in names]
     if others:
         print(f"keeping earlier results for {', '.join(others)} (same repository and settings); sweeping {', '.join(names)}")
@@ -385,7 +384,7 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
         print(_finish(summary, earlier, names, order, out, progress)[1], file=sys.stderr)
         raise
     except Exception as e:
-        summary["errors"].append(_first_line(e))
+        summary["errors"].append(io.first_line(e))
         where = _finish(summary, earlier, names, order, out, progress)[1]
         if isinstance(e, StageError):  # one line from the CLI: what failed, then where the results are
             e.args = (f"{e}; {where}",)
@@ -396,11 +395,6 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
     if merged is None:
         raise StageError(where)
     return merged
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _finish(summary: dict, earlier: dict, names: list[str], order: list[str], out: Path, progress: Path) -> tuple[dict | None, str]:
@@ -446,8 +440,8 @@ def _finish(summary: dict, earlier: dict, names: list[str], order: list[str], ou
     return summary, where
 
 
-def kept_entries(path: Path, summary: dict, names: list[str]) -> dict:
-    """The entries of the summary at `path` (but those of `names`) when it measured the same repository the same way
+def kept_entries(path: Path, summary: dict) -> dict:
+    """The entries of the summary at `path` when it measured the same repository the same way
     (settings included): a run keeps them for every model it does not measure successfully, so rerunning one failed
     model, or a run that fails part-way, does not cost the others."""
     prev = io.read_earlier(path, "models")
@@ -461,7 +455,7 @@ def kept_entries(path: Path, summary: dict, names: list[str]) -> dict:
             or (prev.get("inputs") or {}).get("seq_len") != summary["inputs"]["seq_len"]):
         return {}
     return {n: {**e, "measured": e.get("measured", prev.get("started"))} for n, e in prev["models"].items()
-            if n not in names and isinstance(e, dict)}
+            if isinstance(e, dict)}
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,6 @@ PyTorch FP32 (the model itself) and with onnx_fp32 as served. Floors come from s
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -13,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cli, io, metrics, spec
-from .texts import read_texts, tokenize
+from . import cli, io, markdown, metrics, spec
+from .texts import load_tokenizer, read_texts, texts_sha256, tokenize
 from .io import StageError
 
 BATCH = 16
@@ -47,7 +46,7 @@ def embed_torch(manifest: dict, artifacts: Path, texts: list[str], batch: int = 
     encoder, _, info = models.load(manifest["model"]["path"], allow_fallback=False)
     if info.config_sha256 != manifest["model"]["config_sha256"]:
         raise StageError("the model on disk differs from the exported one (config hash): rerun `python torch2onnx.py`")
-    tok = __import__("transformers").AutoTokenizer.from_pretrained(str(io.resolve(manifest["tokenizer_dir"], artifacts)))
+    tok = load_tokenizer(io.resolve(manifest["tokenizer_dir"], artifacts))
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch):
@@ -60,10 +59,8 @@ def to_markdown(result: dict) -> str:
     m = result["model"]
     lines = [f"# Quality through Triton: {m['used']}", "",
              f"Model: {m['used']} ({m['source']}){' — FALLBACK: the requested ' + repr(m['requested']) + ' was not available' if m.get('fallback') else ''}.",
-             f"{result['n_texts']} evaluation texts ({result['texts']}), protocol {result['protocol']}, server {result['server']}.", "",
-             "| variant | vs | mean cos | min cos | max abs | rel L2 | top-10 agreement | floor (mean/min) | pass |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    kept = result.get("kept_from_earlier_runs") or {}
+             f"{result['n_texts']} evaluation texts ({result['texts']}), protocol {result['protocol']}, server {result['server']}.", ""]
+    kept, rows = result.get("kept_from_earlier_runs") or {}, []
     for name, row in result["variants"].items():
         for ref in ("pytorch_fp32", "onnx_fp32"):
             r = row.get(ref)
@@ -71,8 +68,10 @@ def to_markdown(result: dict) -> str:
                 continue
             floor = row["floor"]
             label = f"{name} (earlier run, {kept[name]})" if name in kept else name
-            lines.append(f"| {label} | {ref} | {r['mean_cos']:.6f} | {r['min_cos']:.6f} | {r['max_abs']:.3g} | {r['rel_l2']:.3g} | "
-                         f"{r['top10']:.3f} | {floor['mean_cos']}/{floor['min_cos']} | {'yes' if row['pass'] else 'NO'} |")
+            rows.append([label, ref, f"{r['mean_cos']:.6f}", f"{r['min_cos']:.6f}", f"{r['max_abs']:.3g}", f"{r['rel_l2']:.3g}",
+                         f"{r['top10']:.3f}", f"{floor['mean_cos']}/{floor['min_cos']}", "yes" if row["pass"] else "NO"])
+    lines += markdown.table(["variant", "vs", "mean cos", "min cos", "max abs", "rel L2", "top-10 agreement", "floor (mean/min)",
+                             "pass"], rows)
     if result.get("status") != "complete":
         lines += ["", f"**INCOMPLETE**: {result.get('error')}"]
     return "\n".join(lines) + "\n"
@@ -97,7 +96,7 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
     print(f"reference: PyTorch FP32 on {len(texts)} texts ({manifest['model']['used']})")
     ref = embed_torch(manifest, Path(artifacts), texts)
     result = {"model": manifest["model"], "texts": io.rel(texts_path), "n_texts": len(texts),
-              "texts_sha256": texts_digest(texts), "protocol": protocol,
+              "texts_sha256": texts_sha256(texts), "protocol": protocol,
               "variants": {}, "status": "incomplete", "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     logs = io.ensure_writable_dir(Path(logs))
     out, progress = logs / "quality.json", logs / "quality.json.partial"
@@ -137,7 +136,7 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
         print(f"quality run interrupted at {result['error']}; {finish(result, earlier, out, progress)[1]}", file=sys.stderr)
         raise
     except Exception as e:  # server gone or an inference error: say where, keep what was measured, mark incomplete
-        result["error"] = f"{step}: {str(e).splitlines()[0] if str(e).strip() else type(e).__name__}"
+        result["error"] = f"{step}: {io.first_line(e)}"
         raise StageError(f"quality run failed at {result['error']}; {finish(result, earlier, out, progress)[1]}") from e
     merged, where = finish(result, earlier, out, progress)
     if merged is None:  # a repository without ensembles: never write an empty result
@@ -145,10 +144,6 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
     if failures:
         raise StageError("quality floors not met:\n  " + "\n  ".join(failures))
     return merged
-
-
-def texts_digest(texts: list[str]) -> str:
-    return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
 
 
 def kept_variants(path: Path, result: dict, variants: list[str]) -> dict:

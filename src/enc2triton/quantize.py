@@ -31,12 +31,12 @@ from typing import Callable
 from . import cli, host, io, metrics, spec
 from .calibration import split_calibration
 from .fp16 import to_fp16
-from .int8_search import METHOD_VERSION, Int8Settings, build_int8, search_int8
+from .int8_search import METHOD_VERSION, Int8Settings, build_int8, search_int8, search_record
 from .io import StageError
 from .markdown import table as md_table
-from .onnx_graph import QDQ_OPS, load, qdq_summary, save_checked
-from .texts import load_tokenizer, read_texts
-from .variant_quality import cache_reference, latency_ms, quality, texts_sha256
+from .onnx_graph import QDQ_OPS, load, qdq_summary, save_checked, weight_matmuls
+from .texts import load_tokenizer, read_calibration, read_texts, texts_sha256
+from .variant_quality import cache_reference, latency_ms, quality
 
 __all__ = ["BUILDERS", "NOT_BUILT", "VARIANTS", "Int8Settings", "quality", "run", "main"]
 
@@ -71,9 +71,7 @@ class Stage:
     _model: object = field(init=False, default=None)
 
     def __post_init__(self):
-        fp32 = (self.manifest.get("variants") or {}).get("fp32", {}).get("onnx")
-        if not io.is_valid(fp32, self.artifacts):
-            raise StageError("the fp32 ONNX export is missing or changed since it was recorded: run `python torch2onnx.py` first")
+        fp32 = io.fp32_export(self.manifest, self.artifacts)
         self.fp32_entry, self.fp32_path, self.fp32_sha = fp32, io.resolve(fp32["path"], self.artifacts), fp32["sha256"]
         self.inputs = list(self.manifest["inputs"])
         self.max_length = int(self.manifest.get("shapes", {}).get("max_seq", 512))
@@ -115,14 +113,10 @@ def _record(artifacts: Path, precision: str, entry: dict) -> None:
     io.update_manifest("variants", entry, artifacts, key=precision)
 
 
-def _up_to_date(entry: dict | None, artifacts: Path, **sources: str) -> bool:
-    return bool(entry) and io.is_valid(entry.get("onnx"), artifacts) and all(entry.get(k) == v for k, v in sources.items())
-
-
 # ------------------------------------------------------------------------------------------ builders
 def build_fp16(st: Stage) -> dict:
     entry, path = st.recorded("fp16"), st.paths["fp16"]
-    if not st.force and _up_to_date(entry, st.artifacts, source_sha256=st.fp32_sha):
+    if not st.force and io.variant_up_to_date(entry, st.artifacts, source_sha256=st.fp32_sha):
         print("fp16: up to date" + (" (fused GPU graph from enc2triton.optimize; --force rebuilds the portable one)" if entry.get("fused") else ""))
         return entry
     t0 = time.perf_counter()
@@ -145,16 +139,6 @@ def _cache_key(fp32_sha: str, texts: list[str], s: Int8Settings, max_length: int
     blob = json.dumps({"fp32": fp32_sha, "texts": texts_sha256(texts), "settings": s.as_dict(), "max_length": max_length,
                        "config": model_cfg, "version": METHOD_VERSION, "onnxruntime": onnxruntime.__version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _calibration_texts(st: Stage) -> list[str]:
-    """The calibration texts: present, and never the evaluation texts."""
-    calibration, evaluation = Path(st.calibration), st.evaluation
-    if not calibration.exists():
-        raise StageError(f"calibration texts {calibration} not found (int8 needs them; never the evaluation texts)")
-    if evaluation and Path(evaluation).exists() and calibration.resolve() == Path(evaluation).resolve():
-        raise StageError("refusing to calibrate on the evaluation texts")
-    return read_texts(calibration)
 
 
 def _cached_search(st: Stage, calib_texts: list[str], key: str) -> tuple[dict, Path, bool]:
@@ -202,9 +186,9 @@ def _int8_entry(st: Stage, search: dict, info: dict, key: str, calib_texts: list
 
 def build_int8_variant(st: Stage) -> dict:
     entry, path = st.recorded("int8"), st.paths["int8"]
-    calib_texts = _calibration_texts(st)
+    calib_texts = read_calibration(st.calibration, st.evaluation)
     key = _cache_key(st.fp32_sha, calib_texts, st.settings, st.max_length, st.manifest.get("model", {}).get("config_sha256"))
-    if not st.force and _up_to_date(entry, st.artifacts, source_sha256=st.fp32_sha, search_key=key):
+    if not st.force and io.variant_up_to_date(entry, st.artifacts, source_sha256=st.fp32_sha, search_key=key):
         print("int8: up to date")
         return entry
     t0 = time.perf_counter()
@@ -229,10 +213,10 @@ def build_int8_variant(st: Stage) -> dict:
 
 def build_best(st: Stage) -> dict:
     i8, entry, path = st.recorded("int8"), st.recorded("best"), st.paths["best"]
-    if not _up_to_date(i8, st.artifacts, source_sha256=st.fp32_sha):
+    if not io.variant_up_to_date(i8, st.artifacts, source_sha256=st.fp32_sha):
         raise StageError("best needs a valid int8 variant: run with int8")
     i8_sha = i8["onnx"]["sha256"]
-    if not st.force and "int8" not in st.built and _up_to_date(entry, st.artifacts, source_sha256=st.fp32_sha, int8_sha256=i8_sha):
+    if not st.force and "int8" not in st.built and io.variant_up_to_date(entry, st.artifacts, source_sha256=st.fp32_sha, int8_sha256=i8_sha):
         print("best: up to date")
         return entry
     t0 = time.perf_counter()
@@ -260,14 +244,13 @@ def build_fp8(st: Stage) -> dict:
     from .texts import length_batches
 
     entry, path = st.recorded("fp8"), st.paths["fp8"]
-    calib_texts = _calibration_texts(st)
-    if not st.force and _up_to_date(entry, st.artifacts, source_sha256=st.fp32_sha, calibration_sha256=texts_sha256(calib_texts)):
+    calib, _ = split_calibration(read_calibration(st.calibration, st.evaluation), st.settings)  # the texts int8 calibrates on
+    if not st.force and io.variant_up_to_date(entry, st.artifacts, source_sha256=st.fp32_sha, calibration_sha256=texts_sha256(calib)):
         print("fp8: up to date")
         return entry
     t0 = time.perf_counter()
     model = st.fp32_model()
-    acts = list(dict.fromkeys(a for _, a, _ in fp8_qdq.weight_matmuls(model)))
-    calib, _ = split_calibration(calib_texts, st.settings)  # the texts int8 calibrates on
+    acts = list(dict.fromkeys(a for _, a, _ in weight_matmuls(model)))
     _, feeds = length_batches(st.tokenizer, calib, st.inputs, st.max_length, st.settings.batch_size)
     cal = calibrate(model, acts, feeds, st.progress, desc="fp8 calibration")
     q, info = fp8_qdq.build(model, cal["absmax"])
@@ -276,7 +259,7 @@ def build_fp8(st: Stage) -> dict:
              "method": "FP8 E4M3 Q/DQ on the linear layers' MatMuls: activations per tensor (calibrated |max| / 448), weights "
                        "per output channel (DequantizeLinear axis 1); attention, LayerNorm, Softmax and pooling FP32; opset 19 "
                        "(TensorRT 10 --stronglyTyped, TensorRT 11 as is)",
-             "source_sha256": st.fp32_sha, "calibration_sha256": texts_sha256(calib_texts),
+             "source_sha256": st.fp32_sha, "calibration_sha256": texts_sha256(calib),
              "calibration": {"data": io.rel(st.calibration), "samples": len(calib), "tokens": cal["tokens"],
                              "statistic": "|max| over real tokens (padding excluded)"},
              **info, "seconds": round(time.perf_counter() - t0, 1)}
@@ -312,7 +295,8 @@ def run(artifacts: Path | None = None, logs: Path | None = None, precisions=VARI
     st = Stage(artifacts, io.load_manifest(artifacts), s, calibration, evaluation, force, progress, no_cache, cache_dir)
     result = {"model": st.manifest.get("model", {}).get("used"),
               "fp32": {"path": st.fp32_entry["path"], "sha256": st.fp32_sha, "mb": _mb(st.fp32_path)},
-              "evaluation_texts": io.rel(evaluation) if st.eval_texts else None, "variants": {}}
+              "evaluation_texts": io.rel(evaluation) if st.eval_texts else None, "variants": {},
+              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for p, build in BUILDERS.items():
         if p in precisions or any(p in REQUIRES.get(q, ()) for q in precisions):
             entry = build(st)
@@ -345,15 +329,16 @@ def _variants_table(st: Stage, result: dict, old_table: dict, measure_latency: b
         fl = spec.FLOORS.get(p)
         row["floor"] = f"mean >= {fl['mean_cos']}, min >= {fl['min_cos']}" if fl else None
         row["pass"] = metrics.passes(row, fl) if fl and row["mean_cos"] is not None else None
+        unserved = spec.variant("onnx", p).unserved
         if e.get("fused"):
             row["note"] = "fused GPU graph (enc2triton.optimize): not measured on CPU"
-        elif p == "fp8":
-            row["note"] = "TensorRT's fp8 source: ONNX Runtime has no FP8 kernels, so no CPU latency; quality as written"
+        elif unserved:  # a graph ONNX Runtime does not serve (FP8: TensorRT's source) has no CPU latency to measure
+            row["note"] = f"not served: {unserved}; no CPU latency, quality as written"
         elif p in table and not measure_latency:
             row["cpu_ms_b8_s128"] = table[p].get("cpu_ms_b8_s128")
             row["cpu_ms_b8_s128_min"] = table[p].get("cpu_ms_b8_s128_min")
         table[p] = row
-    timed = [p for p, r in rows.items() if not r.get("entry", {}).get("fused") and p != "fp8"]
+    timed = [p for p, r in rows.items() if not r.get("entry", {}).get("fused") and "note" not in table[p]]
     if measure_latency and timed:
         lat = latency_ms({p: rows[p]["path"] for p in timed}, st.tokenizer, st.inputs, st.eval_texts or ["latency sample sentence"])
         for p in timed:
@@ -381,17 +366,15 @@ def _write_logs(logs: Path, st: Stage, result: dict, measure_latency: bool) -> N
     table = _variants_table(st, result, old.get("variants_table") or {}, measure_latency)
     int8 = result["variants"].get("int8") or (old.get("int8") or {})
     search = st.search
-    if search is None and int8.get("search_cache"):
-        # recorded relative to the artifacts folder (runs before 2026-11-30: to the project root)
-        where = (io.resolve(int8["search_cache"], st.artifacts), spec.ROOT / int8["search_cache"],
-                 st.artifacts / "quantize_cache" / Path(int8["search_cache"]).name)
-        cp = next((c for c in where if c.exists()), None)
-        search = io.read_json(cp) if cp else None
+    if search is None and (cp := search_record(int8, st.artifacts)):
+        search = io.read_json(cp)
+    machine = host.describe()
     out = {
-        "model": result["model"], "evaluation_texts": result["evaluation_texts"],
+        "model": result["model"], "evaluation_texts": result["evaluation_texts"], "host": machine,
+        "started": result["started"], "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "note": "quality = sentence embeddings vs the fp32 ONNX export on the evaluation texts (never used to choose anything); "
                 "latency = ONNX Runtime CPU, batch 8 x 128 tokens, median (and min) of 10 round-robin runs on "
-                f"{host.describe()} (noisy where other processes share the machine; "
+                f"{machine} (noisy where other processes share the machine; "
                 "x86 ORT has no FP16 kernels, so fp16/best are not faster here)",
         "variants_table": table,
         "int8": {k: v for k, v in int8.items() if k not in ("quantized_nodes",)} if int8 else {},

@@ -89,6 +89,16 @@ def _cos(x) -> str:
     return f"{x:.6f}" if _num(x) else "-"
 
 
+def _cos_pair(d: dict, prefix: str = "") -> str:
+    """'mean / min' cosine of a quality record (prefix "exact_": the graph-as-written pair of a variants row)."""
+    return f"{_cos(d.get(prefix + 'mean_cos'))} / {_cos(d.get(prefix + 'min_cos'))}"
+
+
+def _verdict(ok, other="-"):
+    """pass / FAIL of a recorded floor check; `other` where none was recorded."""
+    return ("pass" if ok else "FAIL") if isinstance(ok, bool) else other
+
+
 def _top(x) -> str:
     return f"{x:.3f}" if _num(x) else "-"
 
@@ -456,9 +466,9 @@ def _summary_cells(ctx: Ctx, v: spec.Variant, big: int | None) -> list[str]:
     if q:
         m, at = q["m"], q["at"]
         ok = q["pass"]
-        local = [_link(f"{_cos(m.get('mean_cos'))} / {_cos(m.get('min_cos'))}", at),
+        local = [_link(_cos_pair(m), at),
                  _link(_top(m.get("top10")), at) if _num(m.get("top10")) else None,
-                 _link("pass" if ok else "FAIL", at) if isinstance(ok, bool) else None, q["from"]]
+                 _link(_verdict(ok), at) if isinstance(ok, bool) else None, q["from"]]
     if v.name == spec.REFERENCE and not q:
         local = ["reference", None, None, None]
     local += [_served_cell(ctx, v), _engine_cell(ctx, v)]
@@ -647,7 +657,7 @@ def quality_section(ctx: Ctx) -> list[str]:
         floor, ok = v.get("floor") or {}, v.get("pass")
         floor_txt = " / ".join(f"{k} {x:g}" if _num(x) else f"{k} {x}" for k, x in floor.items()) or "-"
         body.append([name, ref, *(fmt(metrics.get(c), 6) for c in cols), floor_txt,
-                     ("pass" if ok else "FAIL") if isinstance(ok, bool) else ok])
+                     _verdict(ok, ok)])
     ready = q.get("server_ready_seconds")
     out += [f"{_v(q.get('n_texts', '?'))} texts ({_path(q.get('texts'))}) through Triton over {_v(q.get('protocol', '?'))}"
             + (f"; the server had every model ready {fmt(ready)} s after launch" if _num(ready) else "")
@@ -656,9 +666,10 @@ def quality_section(ctx: Ctx) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ ONNX variants (quantize.json)
-def _note_host(note: str | None) -> str | None:
-    m = re.search(r"runs on (.+?) \(", note or "")
-    return _host(m.group(1)) if m else None
+def _quantize_host(qz: dict) -> str | None:
+    """The machine quantize.json was written on: its `host` (logs before 2026-11-30 name it only inside the note)."""
+    m = re.search(r"runs on (.+?) \(", qz.get("note") or "")
+    return _host(qz.get("host") or (m.group(1) if m else None))
 
 
 def variants_section(ctx: Ctx) -> list[str]:
@@ -666,7 +677,7 @@ def variants_section(ctx: Ctx) -> list[str]:
     qz = ctx.get("quantize")
     if qz is None:
         return out + _absent(ctx, "quantize", "variants")
-    out += provenance(ctx, "logs/quantize.json", _minute(qz.get("started")), _note_host(qz.get("note")), qz.get("started"))
+    out += provenance(ctx, "logs/quantize.json", _minute(qz.get("started")), _quantize_host(qz), qz.get("started"))
     out += [f"{_v(qz.get('model'))}: every graph's sentence embeddings vs the FP32 ONNX export over "
             f"{_path(qz.get('evaluation_texts'))}; graph-exact = ONNX Runtime with graph optimizations off (the Q/DQ "
             "arithmetic as written, what TensorRT implements); CPU ms = ONNX Runtime CPU, batch 8 x 128 tokens, median / "
@@ -677,10 +688,9 @@ def variants_section(ctx: Ctx) -> list[str]:
         if str(r.get("note", "")).startswith("not built"):
             rows.append([name, "not built (below)"] + [""] * 6)
         else:
-            exact = f"{_cos(r.get('exact_mean_cos'))} / {_cos(r.get('exact_min_cos'))}" if _num(r.get("exact_mean_cos")) else "-"
+            exact = _cos_pair(r, "exact_") if _num(r.get("exact_mean_cos")) else "-"
             ms = f"{fmt(r.get('cpu_ms_b8_s128'))} / {fmt(r.get('cpu_ms_b8_s128_min'))}" if _num(r.get("cpu_ms_b8_s128")) else "-"
-            rows.append([name, r.get("mb"), f"{_cos(r.get('mean_cos'))} / {_cos(r.get('min_cos'))}", _top(r.get("top10")), exact, ms,
-                         r.get("floor"), ("pass" if r["pass"] else "FAIL") if isinstance(r.get("pass"), bool) else "-"])
+            rows.append([name, r.get("mb"), _cos_pair(r), _top(r.get("top10")), exact, ms, r.get("floor"), _verdict(r.get("pass"))])
         if r.get("note"):
             notes.append(f"- {name}: {r['note']}")
     out += table(["variant", "MB", "mean / min cos", "top-10", "graph-exact mean / min cos", "CPU ms median / min",
@@ -755,9 +765,9 @@ def int8_section(qz: dict) -> list[str]:
             f"- **Held-out quality vs target**: mean cos {_cos(held.get('mean_cos'))} (target >= {_v(target.get('mean_cos'))}), "
             f"min cos {_cos(held.get('min_cos'))} (target >= {_v(target.get('min_cos'))}): "
             f"{'meets the target' if meets else 'BELOW the target'}"
-            + (f"; ONNX Runtime CPU on the same slice: {_cos(ort.get('mean_cos'))} / {_cos(ort.get('min_cos'))}" if ort else "") + ".",
-            f"- **Evaluation texts** (never used to choose): mean / min cos {_cos(q.get('mean_cos'))} / {_cos(q.get('min_cos'))}, "
-            f"top-10 {fmt(q.get('top10'))} (ONNX Runtime CPU); graph as written {_cos(qe.get('mean_cos'))} / {_cos(qe.get('min_cos'))}.",
+            + (f"; ONNX Runtime CPU on the same slice: {_cos_pair(ort)}" if ort else "") + ".",
+            f"- **Evaluation texts** (never used to choose): mean / min cos {_cos_pair(q)}, "
+            f"top-10 {fmt(q.get('top10'))} (ONNX Runtime CPU); graph as written {_cos_pair(qe)}.",
             f"- **Search cost**: {fmt(srch.get('evaluations'))} held-out evaluations in {fmt(srch.get('seconds'))} s "
             f"(calibration pass {fmt((srch.get('calibration') or {}).get('seconds'))} s); the whole INT8 build "
             f"{fmt(sec.get('total'))} s{' (search result reused from the cache)' if i8.get('search_cached') else ''}.", ""]
@@ -784,9 +794,9 @@ def fp8_section(qz: dict) -> list[str]:
     ok = row.get("pass")
     out += [f"- **Method**: {e.get('method') or FP8_METHOD}" + ("" if e.get("method") else " (as quantize.build_fp8 builds it)") + ".",
             f"- **Calibration**: {calib}.",
-            f"- **Quality** vs the FP32 ONNX export: mean / min cos {_cos(row.get('mean_cos'))} / {_cos(row.get('min_cos'))}, "
+            f"- **Quality** vs the FP32 ONNX export: mean / min cos {_cos_pair(row)}, "
             f"top-10 {fmt(row.get('top10'))}; floor {_v(row.get('floor'))}: "
-            f"{('pass' if ok else 'FAIL') if isinstance(ok, bool) else '-'} ({_v(row.get('note', 'measured on the CPU'))}).",
+            f"{_verdict(ok)} ({_v(row.get('note', 'measured on the CPU'))}).",
             f"- **Size**: {fmt(row.get('mb'))} MB.",
             f"- **Not served**: {v.unserved if v and v.unserved else 'TensorRT source only'}.", ""]
     return out
@@ -815,9 +825,9 @@ def torch_section(ctx: Ctx) -> list[str]:
         if built:
             q, c = built.get("quality") or {}, built.get("compiled") or {}
             fl = q.get("floor") or {}
-            rows.append([name, f"{_cos(q.get('mean_cos'))} / {_cos(q.get('min_cos'))}", _top(q.get("top10")),
+            rows.append([name, _cos_pair(q), _top(q.get("top10")),
                          f"{_v(fl.get('mean_cos'))} / {_v(fl.get('min_cos'))}" if fl else "-",
-                         ("pass" if q["pass"] else "FAIL") if isinstance(q.get("pass"), bool) else "-",
+                         _verdict(q.get("pass")),
                          c.get("compile_seconds"), c.get("load_seconds"), (built.get("package") or {}).get("bytes", 0) / 1e6,
                          f"min cos {_cos(c['min_cos_vs_eager'])}" if _num(c.get("min_cos_vs_eager"))
                          else f"max abs diff {fmt(c.get('max_abs_diff_vs_eager'))}"])
@@ -921,10 +931,17 @@ def _roof_cell(r: dict | None) -> str:
     return f"{100 * r['roof_fraction']:.2f}% of {r['roof']}{tf32}"
 
 
+def _bench_columns(b: dict) -> dict[str, bool]:
+    """Which optional columns any measured point has: MFU, the roofline fraction, GPU utilisation."""
+    rows = [r for e in (b.get("engines") or {}).values() for r in _ok(e)]
+    return {"mfu": any("mfu_fp16" in r for r in rows), "roof": any("roof_fraction" in r for r in rows),
+            "util": any(_util(r) for r in rows)}
+
+
 def _bench_intro(b: dict) -> list[str]:
     t = b.get("timing") or {}
     gflop = f"{b['flops_per_sequence'] / 1e9:.3f} GFLOP per sequence ({_v(b.get('flops_source'))})" if _num(b.get("flops_per_sequence")) else "FLOPs not recorded"
-    mfu = any("mfu_fp16" in r for e in (b.get("engines") or {}).values() for r in _ok(e))
+    mfu = _bench_columns(b)["mfu"]
     return [f"{_v(b.get('device'))}, seq {_v(b.get('seq_len'))}, {gflop}; {(b.get('roofline') or {}).get('note', 'no roofline')}. "
             f"Timing: {_v(t.get('warmup'))} warmup runs, then {fmt(t.get('budget_s'))} s per point (at least {_v(t.get('min_iters'))} "
             "runs)." + (" MFU = achieved FLOP/s over the GPU's dense FP16 tensor-core peak, one yardstick for every "
@@ -939,9 +956,7 @@ def _bench_overview(b: dict) -> list[str]:
         return ["no engine measured", ""]
     lo, hi = batches[0], batches[-1]
     at = lambda e, x: next((r for r in _ok(e) if r["batch"] == x), None)  # noqa: E731
-    rows_all = [r for e in engines.values() for r in _ok(e)]
-    cols = [("mfu", any("mfu_fp16" in r for r in rows_all)), ("roof", any("roof_fraction" in r for r in rows_all)),
-            ("util", any(_util(r) for r in rows_all))]
+    cols = list(_bench_columns(b).items())
     head = ["engine", "ours / peer", "precision", *(f"seq/s, batch {x}" for x in batches), f"ms per call, batch {lo}"]
     head += [h for h, (_, on) in zip((f"MFU (FP16 roof), batch {hi}", f"of own roof, batch {hi}", f"GPU util %, batch {hi}"), cols) if on]
     order = sorted(engines.items(), key=lambda ne: bool(ne[1].get("peer")))
@@ -959,9 +974,8 @@ def _bench_overview(b: dict) -> list[str]:
 
 
 def _bench_detail(b: dict) -> list[str]:
-    rows_all = [r for e in (b.get("engines") or {}).values() for r in e.get("rows") or []]
-    has_roof, has_mfu = any("roof_fraction" in r for r in rows_all), any("mfu_fp16" in r for r in rows_all)
-    has_util = any(_util(r) for r in rows_all)
+    shown = _bench_columns(b)
+    has_roof, has_mfu, has_util = shown["roof"], shown["mfu"], shown["util"]
     has_peer = any(e.get("peer") for e in (b.get("engines") or {}).values())
     head = ["engine", *(["peer"] if has_peer else []), "batch", "seq/s", "mean ms", "p50 ms", "p99 ms", "GFLOP/s", "runs"]
     head += (["MFU (FP16)"] if has_mfu else []) + (["of roof"] if has_roof else []) + (["GPU util %"] if has_util else [])
@@ -1197,7 +1211,7 @@ def main(argv=None) -> int:
         if not a.logs.is_dir():
             raise StageError(f"logs folder {a.logs} not found: run `make all` (or the stages you need) first")
         published = PUBLISHED if a.published is None else None if a.published.lower() == "none" else Path(a.published)
-        if a.published not in (None, "none") and not published.is_file():
+        if a.published is not None and published is not None and not published.is_file():  # 'none' in any case: none
             raise StageError(f"--published {a.published}: no such file")
         render(a.logs, a.out, published)
         print(f"wrote {a.out}")

@@ -48,7 +48,9 @@ def _instances(kind: str, count: int, gpus: list[int]) -> list[mc.ModelInstanceG
 
 def _batching(serving: spec.Serving, max_batch: int) -> mc.ModelDynamicBatching:
     return mc.ModelDynamicBatching(
-        preferred_batch_size=[b for b in serving.preferred_batch_sizes if b <= max_batch],  # the defaults fit any export
+        # an export with a smaller maximum batch (torch2onnx --max-batch) drops the larger defaults; sizes asked for
+        # explicitly over it are refused by the CLI
+        preferred_batch_size=[b for b in serving.preferred_batch_sizes if b <= max_batch],
         max_queue_delay_microseconds=serving.max_queue_delay_us,
         # beyond the queue bound a request is rejected at once, not left to wait without limit
         default_queue_policy=mc.ModelQueuePolicy(max_queue_size=serving.max_queue_size, timeout_action=mc.ModelQueuePolicy.REJECT),

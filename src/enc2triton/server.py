@@ -180,7 +180,7 @@ def _read_info(json_file: Path) -> ServerInfo:
         data = io.read_json(json_file)
         info = ServerInfo(**data)
     except (ValueError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors; TypeError: wrong keys
-        raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        raise ValueError(io.first_line(e)) from None
     if not isinstance(info.pid, int) or isinstance(info.pid, bool) or info.pid <= 0:
         raise ValueError(f"pid {info.pid!r} is not a process id")
     return info

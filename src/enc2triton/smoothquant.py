@@ -6,16 +6,14 @@ import copy
 
 import numpy as np
 
-from .onnx_graph import toposort
+from .onnx_graph import drop_unused_initializers, toposort, weight_matmuls
 
 
 def smooth_groups(model) -> dict[str, list[str]]:
     """Activation tensor -> the weight MatMuls that read it as their left input with a 2-D weight (Q/K/V share one)."""
-    inits = {i.name: i for i in model.graph.initializer}
     groups: dict[str, list[str]] = {}
-    for n in model.graph.node:
-        if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2 and n.input[0] not in inits:
-            groups.setdefault(n.input[0], []).append(n.name)
+    for node, act, _ in weight_matmuls(model):
+        groups.setdefault(act, []).append(node)
     return groups
 
 
@@ -49,7 +47,7 @@ def smooth_model(model, factors: dict[str, np.ndarray]):
     byname = {n.name: n for n in g.node}
     groups = smooth_groups(m)
     for k, (t, sj) in enumerate(factors.items()):
-        base = f"{t}_smoothquant"
+        base = smoothed_name(t)
         g.initializer.append(numpy_helper.from_array((1.0 / sj).astype(np.float32), f"{base}_inv_scale"))
         g.node.append(helper.make_node("Mul", [t, f"{base}_inv_scale"], [base], name=f"{t}/SmoothQuant/Mul"))
         for c in groups[t]:
@@ -58,14 +56,19 @@ def smooth_model(model, factors: dict[str, np.ndarray]):
             name = f"{node.input[1]}_smoothquant_{k}"
             g.initializer.append(numpy_helper.from_array((w * sj[:, None]).astype(np.float32), name))
             node.input[0], node.input[1] = base, name
-    used = {x for n in g.node for x in n.input}
-    keep = [i for i in g.initializer if i.name in used]  # the unscaled weights are no longer read
-    del g.initializer[:]
-    g.initializer.extend(keep)
+    drop_unused_initializers(g)  # the unscaled weights are no longer read
     toposort(g)
     return m
 
 
+SUFFIX = "_smoothquant"
+
+
+def smoothed_name(tensor: str) -> str:
+    """The smoothed copy (X / s) of activation `tensor` that its MatMuls read instead."""
+    return tensor + SUFFIX
+
+
 def smoothed_source(tensor: str) -> str:
     """The original activation a smoothed MatMul input (`X_smoothquant`) was made from (itself otherwise)."""
-    return tensor[: -len("_smoothquant")] if tensor.endswith("_smoothquant") else tensor
+    return tensor.removesuffix(SUFFIX)

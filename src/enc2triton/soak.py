@@ -104,8 +104,7 @@ class RssSampler(threading.Thread):
 
 def error_key(e: BaseException) -> str:
     """The first line of an error, which is what failures are counted by."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:240]
+    return io.first_line(e)[:240]
 
 
 def text_inputs(texts: list[str], batch: int) -> list:
@@ -214,11 +213,17 @@ def rss_growth(rss: list[int]) -> dict:
 
 def status_printer(sampler: RssSampler, seconds: float):
     """The soak's status line (every STATUS_EVERY seconds): progress, failures, recent rate, server memory."""
+    # Each call reads only the records appended since the previous one (it runs inside the load loop): calls are at
+    # least STATUS_EVERY apart, so a request started in the last STATUS_EVERY seconds finished after the previous call.
+    seen = {"records": 0, "failed": 0}
+
     def status(elapsed: float, recs: list) -> None:
-        recent = [r for r in recs if r[0] >= elapsed - STATUS_EVERY]
+        new = recs[seen["records"]:]
+        seen["records"], seen["failed"] = len(recs), seen["failed"] + sum(r[2] is not None for r in new)
+        recent = sum(r[0] >= elapsed - STATUS_EVERY for r in new)
         last = sampler.samples[-1] if sampler.samples else (0, 0, 0)
-        print(f"soak: {elapsed:.0f}/{seconds:.0f} s, {len(recs):,} requests, {sum(r[2] is not None for r in recs)} failed, "
-              f"{len(recent) / STATUS_EVERY:.1f} req/s in the last {STATUS_EVERY:.0f} s, server RSS {last[1] / 2**20:,.0f} MiB",
+        print(f"soak: {elapsed:.0f}/{seconds:.0f} s, {len(recs):,} requests, {seen['failed']} failed, "
+              f"{recent / STATUS_EVERY:.1f} req/s in the last {STATUS_EVERY:.0f} s, server RSS {last[1] / 2**20:,.0f} MiB",
               flush=True)
     return status
 
@@ -231,9 +236,7 @@ def soak(model: str = spec.ensemble_name(spec.REFERENCE), seconds: float = 600.0
     from . import server
 
     logs = io.ensure_writable_dir(Path(logs))
-    texts = read_texts(texts_path)
-    if not texts:
-        raise StageError(f"{texts_path} has no texts")
+    texts = read_texts(texts_path)  # refuses an empty file
     interval = sample_every or max(1.0, min(5.0, seconds / 30))
     with server.running(repository, logs, quiet=quiet) as info:
         model_ready(info, model)

@@ -53,10 +53,6 @@ class Precision:
     roof: str  # the GPU peak (a ROOF_BYTES key) that bounds it
     floor: dict  # sentence embeddings vs the FP32 reference: mean and min cosine over the evaluation texts
 
-    @property
-    def element_bytes(self) -> int:
-        return ROOF_BYTES[self.roof]
-
 
 _P = (
     Precision("fp32", "fp32", {"mean_cos": 0.99999, "min_cos": 0.9999}),

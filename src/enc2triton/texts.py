@@ -27,6 +27,23 @@ def read_texts(path: Path) -> list[str]:
     return texts
 
 
+def read_calibration(calibration: Path, evaluation: Path | None) -> list[str]:
+    """The calibration texts: present, and never the evaluation texts (what a variant is judged on)."""
+    calibration = Path(calibration)
+    if not calibration.exists():
+        raise StageError(f"calibration texts {calibration} not found (quantization needs them; never the evaluation texts)")
+    if evaluation and Path(evaluation).exists() and calibration.resolve() == Path(evaluation).resolve():
+        raise StageError("refusing to calibrate on the evaluation texts")
+    return read_texts(calibration)
+
+
+def texts_sha256(texts: list[str]) -> str:
+    """The digest a log or cache records of the texts it measured on (joined by newlines, UTF-8)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+
+
 def tokenize(tokenizer, texts: list[str], input_names, max_length: int, pad_to: int | None = None) -> dict[str, np.ndarray]:
     """int64 feeds for `input_names`: padded to the longest text (or exactly `pad_to`), truncated at max_length."""
     enc = tokenizer(texts, padding="max_length" if pad_to else "longest", truncation=True,

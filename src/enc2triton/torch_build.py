@@ -25,7 +25,9 @@ import numpy as np
 
 from . import cli, host, io, markdown, metrics, spec
 from .io import StageError
-from .texts import length_batches, load_tokenizer, read_texts
+from .int8_search import search_record
+from .smoothquant import smoothed_name
+from .texts import length_batches, load_tokenizer, read_calibration, read_texts
 
 PRECISIONS = spec.family_precisions("torch")
 PACKAGES = "torch"  # folder under artifacts/
@@ -42,8 +44,6 @@ class NotBuilt(StageError):
 # ------------------------------------------------------------------------------------------ the reference
 def load_reference(manifest: dict, device: str):
     """(Hugging Face model, our FP32 encoder) from the checkpoint the export recorded, on `device`."""
-    import torch
-
     from . import models, torch_model
 
     m = manifest["model"]
@@ -54,7 +54,7 @@ def load_reference(manifest: dict, device: str):
         enc = torch_model.from_hf(hf.model)
     except ValueError as e:
         raise NotBuilt(str(e)) from None
-    return hf.to(device), enc.to(device), torch
+    return hf.to(device), enc.to(device)
 
 
 def embed(module, feeds, order, device: str) -> np.ndarray:
@@ -93,14 +93,22 @@ def build_fp16(enc, ctx: dict) -> tuple[object, dict]:
     return enc.half(), {"method": "FP16 weights and activations; SDPA attention, LayerNorm with FP32 statistics; FP32 outputs"}
 
 
-def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
+def _calibrate(enc, ctx: dict) -> tuple[dict, dict]:
+    """(|max| of every linear layer's input over the calibration texts, the calibration record with its time)."""
     from . import torch_model
 
     t0 = time.perf_counter()
     amax = torch_model.input_amax(enc, ctx["calib_feeds"], ctx["device"])
+    return amax, {**ctx["calibration"], "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
+    from . import torch_model
+
+    amax, calibration = _calibrate(enc, ctx)
     info = {"method": "E4M3 activations (one static scale per linear layer input: calibrated |max| / 448) and E4M3 weights "
                       "(per output channel), torch._scaled_mm with row-wise scales, BF16 elsewhere",
-            "calibration": {**ctx["calibration"], "seconds": round(time.perf_counter() - t0, 1)},
+            "calibration": calibration,
             "activation_amax": {f"layers.{i}.{n}": round(v, 6) for (i, n), v in amax.items()}}
     return torch_model.to_fp8(enc, amax), info
 
@@ -109,12 +117,11 @@ def build_int8(enc, ctx: dict) -> tuple[object, dict]:
     from . import torch_model
 
     if ctx.get("int8_ranges") == "max":
-        t0 = time.perf_counter()
-        amax = torch_model.input_amax(enc, ctx["calib_feeds"], ctx["device"])
+        amax, calibration = _calibrate(enc, ctx)
         plan = {k: {"clip": v} for k, v in amax.items()}
         info = {"method": "W8A8 symmetric, every linear layer, activation clip = calibrated |max| per tensor, no SmoothQuant: "
                           "the same kernels as the searched plan, for speed measurements on random weights (--int8-ranges max)",
-                "calibration": {**ctx["calibration"], "seconds": round(time.perf_counter() - t0, 1)},
+                "calibration": calibration,
                 "linear_layers_quantized": len(plan), "linear_layers": len(plan), "kept_fp16": []}
     else:
         plan, info = int8_plan(ctx["manifest"], ctx["artifacts"], enc.cfg)
@@ -136,12 +143,10 @@ def int8_plan(manifest: dict, artifacts: Path, cfg) -> tuple[dict, dict]:
     if not i8.get("onnx") or not i8.get("search_cache"):
         raise NotBuilt("torch_int8 reuses the ONNX INT8 search (SmoothQuant factors, ranges, excluded layers): "
                        "run `python -m enc2triton.quantize` first")
-    # recorded relative to the artifacts folder (older runs: to the project root they ran in; the file keeps its name)
-    where = (io.resolve(i8["search_cache"], artifacts), spec.ROOT / i8["search_cache"],
-             artifacts / "quantize_cache" / Path(i8["search_cache"]).name)
-    cache = next((c for c in where if c.exists()), where[0])
-    if not cache.exists():
-        raise NotBuilt(f"the ONNX INT8 search record {cache} is gone: rerun `python -m enc2triton.quantize --force`")
+    cache = search_record(i8, artifacts)
+    if cache is None:
+        raise NotBuilt(f"the ONNX INT8 search record {io.resolve(i8['search_cache'], artifacts)} is gone: "
+                       "rerun `python -m enc2triton.quantize --force`")
     search = io.read_json(cache)
     fp32 = io.resolve(manifest["variants"]["fp32"]["onnx"]["path"], artifacts)
     inputs = {n.name: n.input[0] for n in onnx.load(str(fp32), load_external_data=False).graph.node if n.op_type == "MatMul"}
@@ -165,7 +170,7 @@ def int8_plan(manifest: dict, artifacts: Path, cfg) -> tuple[dict, dict]:
                 continue
             t = inputs[names[0]]
             smooth = torch.tensor(factors[t]) if t in factors else None
-            plan[(i, ours)] = {"clip": clips[f"{t}_smoothquant" if t in factors else t], "smooth": smooth}
+            plan[(i, ours)] = {"clip": clips[smoothed_name(t) if t in factors else t], "smooth": smooth}
     info = {"method": "W8A8 symmetric: activations per tensor with the ONNX search's clip, weights per output channel, "
                       "torch._int_mm (int32 accumulate); SmoothQuant factors from the same search; attention, LayerNorm and "
                       "the layers the search kept FP32 in FP16",
@@ -217,7 +222,7 @@ def check_engine(path: Path, eager: np.ndarray, ctx: dict) -> tuple[np.ndarray, 
     from .engines import TorchEngine
     from .texts import in_order
 
-    eng = TorchEngine(path, "gpu" if ctx["device"] == "cuda" else "cpu", cuda_graphs=ctx["device"] == "cuda")
+    eng = TorchEngine(path, "gpu" if ctx["device"] == "cuda" else "cpu")
     got = in_order([eng.run(f, ["sentence_embedding"])["sentence_embedding"] for f in ctx["eval_feeds"]], ctx["eval_order"])
     one = eng.run({k: v[:1] for k, v in ctx["eval_feeds"][0].items()}, ["sentence_embedding"])["sentence_embedding"]
     cos = metrics.cosine_rows(got, eager)
@@ -233,9 +238,7 @@ def check_engine(path: Path, eager: np.ndarray, ctx: dict) -> tuple[np.ndarray, 
 def _context(manifest: dict, artifacts: Path, device: str, calibration: Path, evaluation: Path) -> dict:
     tok = load_tokenizer(io.resolve(manifest["tokenizer_dir"], artifacts))
     names, max_seq = list(manifest["inputs"]), int(manifest["shapes"]["max_seq"])
-    calib = read_texts(calibration)
-    if Path(calibration).resolve() == Path(evaluation).resolve():
-        raise StageError("refusing to calibrate on the evaluation texts")
+    calib = read_calibration(calibration, evaluation)
     evals = read_texts(evaluation)
     _, calib_feeds = length_batches(tok, calib, names, max_seq, 16)
     order, eval_feeds = length_batches(tok, evals, names, max_seq, 16)
@@ -277,7 +280,7 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
     extras = {spec.TORCH.extras[0]: io.artifact_entry(out.with_suffix(".json"), art)}
     if compiled["compile"]:
         extras[spec.TORCH.extras[1]] = io.artifact_entry(out.with_suffix(".cache"), art)
-    floor, q = spec.PRECISIONS[p].floor, metrics.compare(ref, served)
+    floor, q = spec.FLOORS[p], metrics.compare(ref, served)
     return {"package": io.artifact_entry(out, art), "extras": extras,
             "device": device, "torch": meta["torch"], "gpu": meta["gpu"], **info,
             "quality": {**q, **ctx["evaluation"], "reference": "our FP32 encoder (= Hugging Face FP32)", "runtime": check["engine"],
@@ -304,7 +307,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
         return {"built": {}, "skipped": {p: GPU_ONLY for p in precisions}}
     ctx = _context(manifest, artifacts, device, calibration, evaluation)
     ctx["int8_ranges"], ctx["compile"] = int8_ranges, compile_cache
-    hf, enc32, _ = load_reference(manifest, device)
+    hf, enc32 = load_reference(manifest, device)
     result = {"model": manifest["model"], "device": device, "host": host.describe(), "torch": torch.__version__,
               "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
               "verification": verify_against_hf(hf, enc32, ctx["tokenizer"], ctx["names"], ctx["eval_texts"], ctx["max_seq"], device),

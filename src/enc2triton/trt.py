@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from . import host, io, spec
+from . import cli, host, io, spec
 from .io import StageError
 
 ALL = spec.family_precisions("trt")
@@ -394,7 +394,6 @@ def _build_one(precision: str, manifest: dict, artifacts: Path, logs: Path, tc: 
             repro.chmod(0o755)
         finally:
             tmp_layers.unlink(missing_ok=True)
-    engine.chmod(0o644)  # mkstemp made it 0600; Triton may run as another user
     return {"status": "built", "engine": io.artifact_entry(engine, artifacts), "reason": None,
             "meta": io.rel(meta_path, artifacts), "reproduce": io.rel(repro, artifacts), "variant": variant,
             "tensorrt": str(version), "gpu": meta["gpu"], "log": str(log_path), "build_seconds": seconds}
@@ -420,16 +419,17 @@ def build_engines(manifest: dict, artifacts_dir: Path, logs_dir: Path, precision
         print(f"{', '.join(spec.model_name('trt', p) for p in precisions)}: skipped: {reason}", flush=True)
         return section
     for p in precisions:
+        name = spec.model_name("trt", p)
         try:
             section[p] = _build_one(p, manifest, artifacts, logs, tc, gpu, workspace_mb, extra, verbose)
-            print(f"trt_{p}: built {section[p]['engine']['path']} (TensorRT {tc.version}, "
+            print(f"{name}: built {section[p]['engine']['path']} (TensorRT {tc.version}, "
                   f"{section[p]['build_seconds']:.0f}s)", flush=True)
         except Skip as e:
             section[p] = {"status": "skipped", "engine": None, "reason": str(e)}
-            print(f"trt_{p}: skipped: {e}", flush=True)
+            print(f"{name}: skipped: {e}", flush=True)
         except StageError as e:
             section[p] = {"status": "failed", "engine": None, "reason": str(e)}
-            print(f"trt_{p}: FAILED: {e}", flush=True)
+            print(f"{name}: FAILED: {e}", flush=True)
         manifest["trt"] = section
         io.update_manifest("trt", section, artifacts)  # after each precision: a crash keeps earlier builds
     return section
@@ -481,14 +481,13 @@ def dry_run(manifest: dict, artifacts: Path, precisions: Sequence[str], version:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="convert_to_trt.sh", description="Step 3: build TensorRT engines (TensorRT 10.x or 11.x) from the ONNX "
-        "variants in the manifest. Without TensorRT every precision is reported as skipped (exit 0).")
+    ap = cli.parser("convert_to_trt.sh", "Step 3: build TensorRT engines (TensorRT 10.x or 11.x) from the ONNX variants in "
+                    "the manifest. Without TensorRT every precision is reported as skipped (exit 0).", logs=False)
     ap.add_argument("--precision", action="append", choices=ALL, help="repeatable; default: all "
                     f"({', '.join(ALL)}; fp8 only where compute capability >= 8.9)")
-    ap.add_argument("--artifacts", type=Path, default=spec.ARTIFACTS, help="artifacts folder with manifest.json (default %(default)s)")
     ap.add_argument("--logs", type=Path, default=spec.LOGS, help="where trt_build_<precision>.log go (default %(default)s)")
-    ap.add_argument("--workspace-mb", type=int, default=DEFAULT_WORKSPACE_MB, help="builder workspace in MiB (default %(default)s)")
+    ap.add_argument("--workspace-mb", type=cli.at_least(1), default=DEFAULT_WORKSPACE_MB,
+                    help="builder workspace in MiB (default %(default)s)")
     ap.add_argument("--verbose", action="store_true", help="pass --verbose to trtexec and echo its log")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only (works without TensorRT)")
     ap.add_argument("--assume-version", metavar="X.Y.Z", help="with --dry-run: the TensorRT version to "
@@ -498,14 +497,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = _parser()
-    args = ap.parse_args(argv)
-    if args.assume_version and not args.dry_run:
-        ap.error("--assume-version only applies with --dry-run")
-    if args.workspace_mb <= 0:
-        ap.error("--workspace-mb must be positive")
-    precisions = tuple(dict.fromkeys(args.precision or ALL))
-    extra = ("--verbose",) if args.verbose else ()
-    try:
+
+    def body(args) -> int:
+        if args.assume_version and not args.dry_run:
+            ap.error("--assume-version only applies with --dry-run")
+        precisions = tuple(dict.fromkeys(args.precision or ALL))
+        extra = ("--verbose",) if args.verbose else ()
         manifest = io.load_manifest(args.artifacts)
         if args.dry_run:
             if args.assume_version:
@@ -519,10 +516,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         section = build_engines(manifest, args.artifacts, args.logs, precisions, workspace_mb=args.workspace_mb,
                                 extra=extra, verbose=args.verbose)
-    except StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 1 if any(section[p]["status"] == "failed" for p in precisions) else 0
+        return 1 if any(section[p]["status"] == "failed" for p in precisions) else 0
+    return cli.run(ap, body, argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 (metrics.compare), with the fp32 reference embeddings cached across variants, and a round-robin latency."""
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -10,11 +9,7 @@ import numpy as np
 
 from . import metrics
 from .engines import ort_session
-from .texts import in_order, length_batches, tokenize
-
-
-def texts_sha256(texts: list[str]) -> str:
-    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
+from .texts import in_order, length_batches, texts_sha256, tokenize
 
 
 def embed(path_or_session, texts, tokenizer, input_names, max_length: int, batch_size: int = 16) -> np.ndarray:
