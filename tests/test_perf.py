@@ -92,6 +92,16 @@ def test_real_sweep_starts_and_stops_its_server(tiny_repo, tiny_artifacts, tmp_p
         assert [r["concurrency"] for r in perf.parse_csv(csv.read_text())] == [1, 2]
         assert len(e["commands"]) >= 2 and all(" -i grpc " in c for c in e["commands"])
     assert set(s["models"]["ensemble_onnx_fp32"]["rows"][0]["composing"]) == {"tokenizer", "onnx_fp32"}
+    # every level carries the server's own statistics and the models' phase metrics (serving_stats)
+    ens = s["models"]["ensemble_onnx_fp32"]["rows"][0]
+    stats = ens["server_stats"]
+    assert {"tokenizer", "onnx_fp32", "ensemble_onnx_fp32"} <= set(stats)
+    assert stats["onnx_fp32"]["executions"] >= 1 and stats["onnx_fp32"]["items_per_execution"] >= 1
+    assert {"read", "engine", "respond", "execute"} <= set(stats["onnx_fp32"]["phase_ms_per_execution"])
+    assert {"read", "tokenize", "respond"} <= set(stats["tokenizer"]["phase_ms_per_execution"])
+    bd = perf.serving_stats.breakdown(ens, "ensemble_onnx_fp32")
+    assert bd["tokenizer"]["queue_ms"] >= 0 and bd["model"]["compute_ms"] > 0 and bd["rest_ms"] >= 0
+    assert s["cores"]["rule"] == "auto"
     assert "--input-data" in s["models"]["onnx_fp32"]["commands"][0]
     raw = json.loads((logs / "perf_inputs" / "onnx_fp32.json").read_text())["data"][0]
     assert set(raw) == {"input_ids", "attention_mask"} and raw["input_ids"]["shape"] == [128]

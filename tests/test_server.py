@@ -45,7 +45,8 @@ def test_configs_parse_back_and_follow_the_manifest(repo, tiny_artifacts):
     assert tok.dynamic_batching.default_queue_policy.max_queue_size == spec.Serving.max_queue_size
     model = repository.read_config(repo / "onnx_fp32" / "config.pbtxt")
     assert [i.name for i in model.input] == m["inputs"]
-    assert list(model.output[1].dims) == [m["model"]["hidden_size"]]
+    assert [(o.name, list(o.dims)) for o in model.output] == [("sentence_embedding", [m["model"]["hidden_size"]])]
+    assert all(i.allow_ragged_batch for i in model.input)  # the Python-backend runner groups lengths itself
     assert all(b <= m["shapes"]["max_batch"] for b in model.dynamic_batching.preferred_batch_size)
     ens = repository.read_config(repo / "ensemble_onnx_fp32" / "config.pbtxt")
     assert [s.model_name for s in ens.ensemble_scheduling.step] == ["tokenizer", "onnx_fp32"]
@@ -111,7 +112,8 @@ def test_gpu_instance_groups_one_per_gpu(tiny_artifacts, tmp_path):
 def test_serving_defaults_per_device():
     assert spec.Serving.for_device("cpu") == spec.Serving()
     gpu16 = spec.Serving.for_device("gpu", cpus=16)
-    assert (gpu16.model_instances, gpu16.tokenizer_instances) == (4, 12)  # what results/h100/tuning measured best
+    assert (gpu16.model_instances, gpu16.tokenizer_instances) == (spec.Serving.gpu_model_instances, 12)
+    assert gpu16.preferred_batch_sizes == () and gpu16.max_queue_delay_us == 0  # greedy batchers on a GPU
     assert spec.Serving.for_device("gpu", cpus=2).tokenizer_instances == 2 and spec.Serving.for_device("gpu", cpus=64).tokenizer_instances == 12
     assert spec.Serving.for_device("gpu", cpus=16, model_instances=None, tokenizer_instances=3).tokenizer_instances == 3
     # two GPUs on the 32-core machine: the tokenizer gets 12 instances per GPU, within 3/4 of the cores

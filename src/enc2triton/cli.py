@@ -65,6 +65,20 @@ def int_list(what: str, minimum: int = 1) -> Callable[[str], tuple[int, ...]]:
     return parse
 
 
+def cpu_list(text: str) -> list[int]:
+    """argparse type: a Linux CPU list (0-11,14) of cores this process may use."""
+    from .host import parse_cpus, usable_cpus
+
+    try:
+        cpus = parse_cpus(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    missing = [c for c in cpus if c not in usable_cpus()]
+    if missing:
+        raise argparse.ArgumentTypeError(f"cores {missing} are not usable here (usable: {', '.join(map(str, usable_cpus()))})")
+    return cpus
+
+
 def at_least(minimum: float, kind: type = int) -> Callable[[str], float]:
     """argparse type: a number >= minimum (rejects -1 where a count or a length is meant)."""
     def parse(text: str):

@@ -122,3 +122,65 @@ class GpuSampler:
         mem = [[s[g][2] for s in self.samples if len(s) == n] for g in range(n)]
         return {"gpus": n, "samples": len(self.samples), "util_mean": [round(sum(u) / len(u), 1) for u in util],
                 "util_max": [max(u) for u in util], "mem_max_mib": [max(m) for m in mem]}
+
+
+# ------------------------------------------------------------------------------------------ cores
+def parse_cpus(text: str) -> list[int]:
+    """'0-11,14' -> [0, ..., 11, 14]; ValueError on anything else."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"not a CPU list: {text!r} (e.g. 0-11,14)")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return sorted(cpus)
+
+
+def format_cpus(cpus: list[int] | None) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    if not cpus:
+        return ""
+    runs, start = [], cpus[0]
+    for a, b in zip(cpus, cpus[1:] + [None]):
+        if b != a + 1:
+            runs.append(f"{start}-{a}" if a != start else f"{a}")
+            start = b
+    return ",".join(runs)
+
+
+def usable_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def split_cpus(client: str = "auto") -> tuple[list[int] | None, list[int] | None]:
+    """(server cores, client cores) for a load test on one machine, standing in for a separate client machine.
+    'auto': with 8 or more usable cores the client (perf_analyzer) gets the last quarter (at least 2) and the server
+    the rest; with fewer, nobody is pinned (halving a small machine would measure the halving). 'none': no pinning.
+    A CPU list: the client gets those cores, the server the others."""
+    cpus = usable_cpus()
+    if client == "none":
+        return None, None
+    if client == "auto":
+        if len(cpus) < 8:
+            return None, None
+        mine = cpus[-max(2, len(cpus) // 4):]
+    else:
+        mine = [c for c in parse_cpus(client) if c in cpus]
+        if not mine or len(mine) == len(cpus):
+            raise ValueError(f"client cores {client!r} must be some, not all, of the usable cores {format_cpus(cpus)}")
+    return [c for c in cpus if c not in mine], mine
+
+
+def pinned(cpus: list[int] | None):
+    """A preexec_fn that pins a child process (and everything it starts) to `cpus`; None when not pinning."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def process_cpus(pid: int) -> str:
+    """The cores a running process may use ('0-15'), '' when unknown."""
+    try:
+        return format_cpus(sorted(os.sched_getaffinity(pid)))
+    except OSError:
+        return ""

@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 
-from . import cli, host, io, repository, server, spec, tools
+from . import cli, host, io, repository, server, serving_stats, spec, tools
 from .io import StageError
-from .texts import load_tokenizer, read_texts, token_stats, tokenize
+from .texts import load_tokenizer, passages, read_texts, token_stats, tokenize
 
 CONCURRENCY = (1, 2, 4, 8, 16, 32)
 FULL = tuple(range(1, 33))
@@ -212,7 +212,8 @@ class LevelError(RuntimeError):
         self.unstable = unstable  # only noise: the next level may well work
 
 
-def run_level(tool: tools.Tool, cmd_for, settings: Settings, log: list[str], commands: list[str]) -> tuple[dict, str]:
+def run_level(tool: tools.Tool, cmd_for, settings: Settings, log: list[str], commands: list[str],
+              cpus: list[int] | None = None) -> tuple[dict, str]:
     """One concurrency level; an unstable level is retried once with twice as many windows twice as long."""
     for attempt, s in enumerate((settings, settings.doubled())):
         with tempfile.TemporaryDirectory(prefix="pa-") as tmp:
@@ -220,7 +221,8 @@ def run_level(tool: tools.Tool, cmd_for, settings: Settings, log: list[str], com
             cmd = cmd_for(s, csv_path)
             commands.append(shlex.join(cmd))
             try:
-                p = subprocess.run(cmd, capture_output=True, text=True, env=tool.environ(), timeout=s.timeout)
+                p = subprocess.run(cmd, capture_output=True, text=True, env=tool.environ(), timeout=s.timeout,
+                                   preexec_fn=host.pinned(cpus))
             except subprocess.TimeoutExpired as e:
                 out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
                 log.append(out)
@@ -259,8 +261,16 @@ class ServerGone(StageError):
     pass
 
 
+def _server_stats(info: server.ServerInfo) -> dict | None:
+    try:
+        return serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
+    except (OSError, ValueError, KeyError):  # a measurement aid: a level is not lost for it
+        return None
+
+
 def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, protocol: str, levels, batch: int,
-          data: Path, logs: Path, settings: Settings, step: list[int], total: int, cycle: int | None = None) -> dict:
+          data: Path, logs: Path, settings: Settings, step: list[int], total: int, cycle: int | None = None,
+          client_cpus: list[int] | None = None) -> dict:
     """All concurrency levels of one model into `entry` (its summary entry). Writes its CSV (or .incomplete) and log."""
     entry.update({"kind": spec.kind_of(model), "status": "incomplete", "input_data": io.rel(data), "window_cycle": cycle,
                   "rows": [], "failed": [], "commands": []})
@@ -272,11 +282,15 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
             print(f"[{step[0]}/{total}] {model}  concurrency {c} ...", flush=True)
             t0 = time.perf_counter()
             try:
+                before = _server_stats(info)
                 with host.GpuSampler() as gpu:
                     row, text = run_level(tool, lambda s, p: pa_command(tool, model, url, protocol, c, batch, data, p, s, cycle),
-                                          settings, log, entry["commands"])
+                                          settings, log, entry["commands"], client_cpus)
                 if gpu_util := gpu.summary():
                     row["gpu"] = gpu_util
+                after = _server_stats(info)
+                if before and after:  # the whole perf_analyzer run, warm-up and every window
+                    row["server_stats"] = serving_stats.delta(before, after)
             except LevelError as e:
                 alive = server.alive(info.pid) and server.is_ready(info)
                 entry["failed"].append({"concurrency": c, "error": str(e) + ("" if alive else "; the server is gone")})
@@ -316,7 +330,8 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
 
 def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifacts: Path = spec.ARTIFACTS,
         models: list[str] | None = None, levels=CONCURRENCY, protocol: str = "grpc", batch: int = 1,
-        seq_len: int = 128, texts_path: Path = spec.EVALUATION_TEXTS, settings: Settings = Settings()) -> dict:
+        seq_len: int = 128, texts_path: Path = spec.EVALUATION_TEXTS, settings: Settings = Settings(),
+        client_cpus: str = "auto", passage_tokens: int = 0) -> dict:
     repo, logs = Path(repository_dir), io.ensure_writable_dir(Path(logs))
     if not (repo / "tokenizer").is_dir() and not (repo / "repository.json").exists():
         raise StageError(f"{repo} is not a generated model repository: run `make repository` first")
@@ -329,6 +344,8 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
     tool = tools.find_perf_analyzer()
     texts = read_texts(texts_path)
     tok = repo_tokenizer(repo, artifacts)
+    if passage_tokens:  # document-length load: consecutive texts joined into passages of up to passage_tokens tokens
+        texts = passages(tok, texts, passage_tokens)
     model_info = (io.read_json(repo / "repository.json").get("model") if (repo / "repository.json").exists() else None) \
         or io.load_manifest(artifacts, required=False).get("model")
     data_dir = io.ensure_writable_dir(logs / "perf_inputs")
@@ -346,11 +363,12 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
         "repository": io.rel(repo.resolve()), "protocol": protocol, "batch_size": batch, "concurrency": list(levels),
         "settings": {**asdict(settings), "window_per_concurrency": WINDOW_PER_CONCURRENCY, "max_cycle": MAX_CYCLE,
                      "why": STABILITY},
-        "inputs": {"texts": io.rel(texts_path), "n_texts": len(texts), "text_tokens": token_stats(tok, texts), "seq_len": seq_len},
+        "inputs": {"texts": io.rel(texts_path), "n_texts": len(texts), "text_tokens": token_stats(tok, texts), "seq_len": seq_len,
+                   "passage_tokens": passage_tokens or None},
         "hardware": host.hardware(),
         "perf_analyzer": {"path": str(tool.path), "version": pa_version(tool), "source": tool.source},
         "notes": [ENSEMBLE_NOTE, "throughput counts inferences (requests x batch size); latencies are per request",
-                  "perf_analyzer and the server share this machine's CPU cores"],
+                  "perf_analyzer and the server run on this machine: see 'cores' for which cores each had"],
         "models": {}, "errors": [],
     }
     out, progress = logs / "perf_summary.json", logs / "perf_summary.json.partial"
@@ -359,10 +377,14 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
     if others:
         print(f"keeping earlier results for {', '.join(others)} (same repository and settings); sweeping {', '.join(names)}")
     total, step = len(names) * len(levels), [0]
+    server_cpus, pa_cpus = host.split_cpus(client_cpus)
     try:
-        with server.running(repo, logs) as info:
+        with server.running(repo, logs, cpus=server_cpus) as info:
             summary["server"] = {"version": server_version(info), "binary": info.binary, "url": info.url(protocol),
                                  "pid": info.pid, "ready_seconds": info.ready_seconds}
+            # a separate client machine, approximated: perf_analyzer and the server on their own cores (when pinned)
+            summary["cores"] = {"server": host.process_cpus(info.pid), "client": host.format_cpus(pa_cpus) or host.process_cpus(os.getpid()),
+                                "rule": client_cpus}
             io.write_json(progress, summary)
             states = server.model_states(info) or {}
             for n in names:
@@ -376,7 +398,7 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
                     step[0] += len(levels)
                     continue
                 entry = summary["models"][n] = {"measured": summary["started"]}
-                sweep(entry, n, info, tool, protocol, levels, batch, inputs[n], logs, settings, step, total, cycles.get(n))
+                sweep(entry, n, info, tool, protocol, levels, batch, inputs[n], logs, settings, step, total, cycles.get(n), pa_cpus)
                 summary["errors"] += [f"{n}: failed at concurrency {f['concurrency']}: {f['error']}" for f in entry["failed"]]
                 io.write_json(progress, summary)  # progress survives a crash of the next model; the result is swapped in at the end
     except KeyboardInterrupt:
@@ -452,7 +474,7 @@ def kept_entries(path: Path, summary: dict) -> dict:
     def rule(d: dict) -> dict:  # how it was measured; the explanation and the hang guard do not change the numbers
         return {k: v for k, v in (d.get("settings") or {}).items() if k not in ("why", "timeout")}
     if (any(prev.get(k) != summary.get(k) for k in same) or rule(prev) != rule(summary)
-            or (prev.get("inputs") or {}).get("seq_len") != summary["inputs"]["seq_len"]):
+            or any((prev.get("inputs") or {}).get(k) != summary["inputs"].get(k) for k in ("seq_len", "passage_tokens"))):
         return {}
     return {n: {**e, "measured": e.get("measured", prev.get("started"))} for n, e in prev["models"].items()
             if isinstance(e, dict)}
@@ -476,6 +498,9 @@ def main(argv=None) -> int:
                     help="items per request (default %(default)s: concurrency drives the dynamic batcher)")
     ap.add_argument("--seq-len", type=cli.at_least(1), default=128, help="token length of the raw models' inputs (default %(default)s)")
     ap.add_argument("--texts", type=Path, default=spec.EVALUATION_TEXTS, help="one text per line (default %(default)s)")
+    ap.add_argument("--passage-tokens", type=cli.at_least(0), default=0,
+                    help="send passages instead of sentences: consecutive texts joined into passages of up to this many tokens "
+                    "(documents, as a retrieval index embeds them; default %(default)s: the texts as they are)")
     ap.add_argument("--window-requests", type=cli.at_least(1), default=Settings.window_requests,
                     help="count_windows: requests per window at least (default %(default)s)")
     ap.add_argument("--window-ms", type=cli.at_least(1), help="use time windows of this length instead of count windows")
@@ -485,12 +510,19 @@ def main(argv=None) -> int:
                     help="windows per level at most before it counts as unstable (default %(default)s)")
     ap.add_argument("--timeout", type=cli.at_least(1, float), default=Settings.timeout,
                     help="seconds per perf_analyzer run (default %(default)s)")
+    ap.add_argument("--client-cpus", default="auto", help="cores for perf_analyzer, e.g. 12-15; the server it starts gets the "
+                    "others (a separate client machine, approximated). 'auto': the last quarter of the cores on machines with "
+                    "8 or more, nobody pinned on smaller ones; 'none': no pinning (default %(default)s)")
 
     def body(a) -> int:
         if a.full and a.concurrency:
             ap.error("--full and --concurrency exclude each other")
         levels = FULL if a.full else a.concurrency or CONCURRENCY
         settings = Settings(a.window_requests, a.window_ms, a.stability, a.max_trials, a.timeout)
+        try:
+            host.split_cpus(a.client_cpus)
+        except ValueError as e:
+            ap.error(f"--client-cpus: {e}")
         models = [m.strip() for m in a.models.split(",") if m.strip()] if a.models else None
 
         def _interrupt(signum, frame):  # SIGTERM like Ctrl-C: mark partial results, stop the server we started
@@ -498,7 +530,8 @@ def main(argv=None) -> int:
 
         signal.signal(signal.SIGTERM, _interrupt)
         try:
-            s = run(a.repository, a.logs, a.artifacts, models, levels, a.protocol, a.batch_size, a.seq_len, a.texts, settings)
+            s = run(a.repository, a.logs, a.artifacts, models, levels, a.protocol, a.batch_size, a.seq_len, a.texts, settings,
+                    a.client_cpus, a.passage_tokens)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)  # run() said where what was measured went
             return 130

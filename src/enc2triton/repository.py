@@ -27,8 +27,9 @@ from .io import StageError
 
 MODELS_SRC = Path(__file__).parent / "triton_models"
 # What a Python-backend model folder holds besides its artifact: the runner and the engine modules it imports.
+METRICS_FILE = (MODELS_SRC / "stage_metrics.py", "enc2triton_stage_metrics.py")  # beside every Python-backend model
 RUNNER_FILES = ((MODELS_SRC / "runner.py", "model.py"), (Path(__file__).parent / "engines.py", "enc2triton_engines.py"),
-                (Path(__file__).parent / "torch_model.py", "enc2triton_torch_model.py"))
+                (Path(__file__).parent / "torch_model.py", "enc2triton_torch_model.py"), METRICS_FILE)
 
 
 def _tensor(cls, name: str, dtype, dims):
@@ -57,9 +58,9 @@ def _batching(serving: spec.Serving, max_batch: int) -> mc.ModelDynamicBatching:
     )
 
 
-def tokenizer_config(manifest: dict, serving: spec.Serving) -> mc.ModelConfig:
+def tokenizer_config(manifest: dict, serving: spec.Serving, name: str = spec.TOKENIZER) -> mc.ModelConfig:
     shapes = manifest["shapes"]
-    cfg = mc.ModelConfig(name="tokenizer", backend="python", max_batch_size=shapes["max_batch"])
+    cfg = mc.ModelConfig(name=name, backend="python", max_batch_size=shapes["max_batch"])
     cfg.input.append(_tensor(mc.ModelInput, spec.TEXT_INPUT, mc.TYPE_STRING, [1]))
     for name in manifest["inputs"]:
         cfg.output.append(_tensor(mc.ModelOutput, name, mc.TYPE_INT64, [-1]))
@@ -70,19 +71,17 @@ def tokenizer_config(manifest: dict, serving: spec.Serving) -> mc.ModelConfig:
     return cfg
 
 
-def _io(cfg: mc.ModelConfig, manifest: dict) -> None:
+def _outputs(cls, manifest: dict, outputs: tuple[str, ...]) -> list:
     hidden = manifest["model"]["hidden_size"]
-    for name in manifest["inputs"]:
-        cfg.input.append(_tensor(mc.ModelInput, name, mc.TYPE_INT64, [-1]))
-    cfg.output.append(_tensor(mc.ModelOutput, "last_hidden_state", mc.TYPE_FP32, [-1, hidden]))
-    cfg.output.append(_tensor(mc.ModelOutput, "sentence_embedding", mc.TYPE_FP32, [hidden]))
+    dims = {"sentence_embedding": [hidden], "last_hidden_state": [-1, hidden]}
+    return [_tensor(cls, name, mc.TYPE_FP32, dims[name]) for name in outputs]
 
 
 def model_config(variant: spec.Variant, manifest: dict, serving: spec.Serving, native: bool, kind: str,
-                 gpus: list[int]) -> mc.ModelConfig:
+                 gpus: list[int], name: str | None = None) -> mc.ModelConfig:
     """native: the server has the family's backend (NVIDIA containers); else the Python-backend runner."""
     shapes, family = manifest["shapes"], variant.family
-    cfg = mc.ModelConfig(name=variant.name, max_batch_size=shapes["max_batch"])
+    cfg = mc.ModelConfig(name=name or variant.name, max_batch_size=shapes["max_batch"])
     if native:
         cfg.platform = family.platform
         cfg.default_model_filename = family.file
@@ -91,20 +90,22 @@ def model_config(variant: spec.Variant, manifest: dict, serving: spec.Serving, n
         _params(cfg, runtime=family.runtime, artifact=family.file, vocab_size=manifest["model"]["vocab_size"],
                 max_length=shapes["max_seq"],
                 intra_op_threads=0 if kind == "gpu" else max(1, (os.cpu_count() or 1) // max(1, serving.model_instances)))
-    _io(cfg, manifest)
+    # ragged: the runner pads and groups requests of different lengths itself; a native backend needs equal shapes
+    ragged = serving.ragged and not native
+    for n in manifest["inputs"]:
+        cfg.input.append(mc.ModelInput(name=n, data_type=mc.TYPE_INT64, dims=[-1], allow_ragged_batch=ragged))
+    cfg.output.extend(_outputs(mc.ModelOutput, manifest, serving.outputs))
     cfg.dynamic_batching.CopyFrom(_batching(serving, shapes["max_batch"]))
     cfg.instance_group.extend(_instances(kind, serving.model_instances, gpus))
     return cfg
 
 
-def ensemble_config(model: str, manifest: dict, outputs: tuple[str, ...] = spec.Serving.ensemble_outputs) -> mc.ModelConfig:
-    hidden = manifest["model"]["hidden_size"]
-    dims = {"sentence_embedding": [hidden], "last_hidden_state": [-1, hidden]}
+def ensemble_config(model: str, manifest: dict, outputs: tuple[str, ...] = spec.Serving.outputs,
+                    tokenizer: str = spec.TOKENIZER) -> mc.ModelConfig:
     cfg = mc.ModelConfig(name=spec.ensemble_name(model), platform="ensemble", max_batch_size=manifest["shapes"]["max_batch"])
     cfg.input.append(_tensor(mc.ModelInput, spec.TEXT_INPUT, mc.TYPE_STRING, [1]))
-    for name in outputs:
-        cfg.output.append(_tensor(mc.ModelOutput, name, mc.TYPE_FP32, dims[name]))
-    tok = cfg.ensemble_scheduling.step.add(model_name="tokenizer", model_version=-1)
+    cfg.output.extend(_outputs(mc.ModelOutput, manifest, outputs))
+    tok = cfg.ensemble_scheduling.step.add(model_name=tokenizer, model_version=-1)
     tok.input_map[spec.TEXT_INPUT] = spec.TEXT_INPUT
     run = cfg.ensemble_scheduling.step.add(model_name=model, model_version=-1)
     for name in manifest["inputs"]:
@@ -167,6 +168,42 @@ def grouped(skipped: list[str]) -> list[str]:
     return [f"{', '.join(names)}: skipped: {why}" for why, names in by_reason.items()]
 
 
+def write_models(dest: Path, manifest: dict, artifacts: Path, models: list[dict], serving: spec.Serving, device: str,
+                 gpus: list[int], have: set[str], tag: str = "", tokenizer_tag: str | None = None) -> list[str]:
+    """The tokenizer, every planned model and its ensemble under `dest`, named <name><tag> (a search's candidates
+    live side by side on one server; candidates with the same tokenizer settings share tokenizer<tokenizer_tag>).
+    Returns the model names written."""
+    tok_name = spec.TOKENIZER + (tag if tokenizer_tag is None else tokenizer_tag)
+    tok_dir = dest / tok_name
+    written = []
+    if not tok_dir.exists():
+        write_config(tok_dir, tokenizer_config(manifest, serving, tok_name))
+        (tok_dir / "1").mkdir(parents=True)
+        shutil.copy2(MODELS_SRC / "tokenizer.py", tok_dir / "1" / "model.py")
+        shutil.copy2(METRICS_FILE[0], tok_dir / "1" / METRICS_FILE[1])
+        shutil.copytree(io.resolve(manifest["tokenizer_dir"], artifacts), tok_dir / "1" / "tokenizer")
+        written.append(tok_name)
+    for m in models:
+        v = m["variant"]
+        name = v.name + tag
+        is_native = v.family.runtime in have and v.family.platform is not None
+        cfg = model_config(v, manifest, serving, is_native, device, gpus, name)
+        mdir = dest / name
+        write_config(mdir, cfg)
+        _place(m["src"], mdir / "1" / v.family.file)
+        for extra, src in m["extras"].items():
+            _place(src, mdir / "1" / extra)
+        if not is_native:
+            for src, dst in RUNNER_FILES:
+                shutil.copy2(src, mdir / "1" / dst)
+        ens = spec.ensemble_name(name)
+        write_config(dest / ens, ensemble_config(name, manifest, serving.outputs, tok_name))
+        (dest / ens / "1").mkdir(parents=True)
+        written += [name, ens]
+        print(f"  {name}: {'native ' + cfg.platform if is_native else 'python backend, ' + v.family.runtime} ({device})")
+    return written
+
+
 def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serving: spec.Serving | None = None,
              device: str = "cpu", gpus: list[int] | None = None, native: bool | None = None,
              only: list[str] | None = None) -> Path:
@@ -182,28 +219,7 @@ def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serv
     recover(out)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}.", suffix=".partial"))
     try:
-        tok_dir = tmp / "tokenizer"
-        write_config(tok_dir, tokenizer_config(manifest, serving))
-        (tok_dir / "1").mkdir(parents=True)
-        shutil.copy2(MODELS_SRC / "tokenizer.py", tok_dir / "1" / "model.py")
-        shutil.copytree(io.resolve(manifest["tokenizer_dir"], artifacts), tok_dir / "1" / "tokenizer")
-        written = ["tokenizer"]
-        for m in models:
-            v = m["variant"]
-            is_native = v.family.runtime in have and v.family.platform is not None
-            cfg = model_config(v, manifest, serving, is_native, device, gpus or [])
-            mdir = tmp / v.name
-            write_config(mdir, cfg)
-            _place(m["src"], mdir / "1" / v.family.file)
-            for name, src in m["extras"].items():
-                _place(src, mdir / "1" / name)
-            if not is_native:
-                for src, dst in RUNNER_FILES:
-                    shutil.copy2(src, mdir / "1" / dst)
-            write_config(tmp / v.ensemble, ensemble_config(v.name, manifest, serving.ensemble_outputs))
-            (tmp / v.ensemble / "1").mkdir(parents=True)
-            written += [v.name, v.ensemble]
-            print(f"  {v.name}: {'native ' + cfg.platform if is_native else 'python backend, ' + v.family.runtime} ({device})")
+        written = write_models(tmp, manifest, artifacts, models, serving, device, gpus or [], have)
         for line in grouped(skipped):
             print(f"  {line}")
         io.write_json(tmp / "repository.json", {"models": written, "skipped": skipped, "device": device,
@@ -332,13 +348,19 @@ def main(argv=None) -> int:
     ap.add_argument("--tokenizer-instances", type=cli.at_least(1), help=f"CPU instances of the tokenizer (default cpu "
                     f"{spec.Serving.tokenizer_instances}, gpu 3/4 of the cores up to {spec.Serving.gpu_tokenizer_instances_max} per GPU)")
     ap.add_argument("--preferred-batch-sizes", type=cli.int_list("preferred batch sizes"),
-                    help="dynamic batcher's preferred sizes, comma-separated, each <= the export's max batch (default "
-                    + ",".join(map(str, spec.Serving.preferred_batch_sizes)) + ")")
-    ap.add_argument("--max-queue-delay-us", type=cli.at_least(0), default=spec.Serving.max_queue_delay_us,
-                    help="how long the dynamic batcher may hold a request to grow a batch (default %(default)s)")
-    ap.add_argument("--ensemble-hidden-state", action="store_true", help="ensembles also return last_hidden_state (default: embedding only)")
+                    help="dynamic batcher's preferred sizes, comma-separated, each <= the export's max batch (default cpu "
+                    + ",".join(map(str, spec.Serving.preferred_batch_sizes)) + ", gpu none)")
+    ap.add_argument("--max-queue-delay-us", type=cli.at_least(0),
+                    help="how long the dynamic batcher may hold a request to grow a batch (default cpu "
+                    f"{spec.Serving.max_queue_delay_us}, gpu 0: greedy, see spec.Serving.for_device)")
+    ap.add_argument("--hidden-state", "--ensemble-hidden-state", action="store_true",
+                    help="raw models and ensembles also return last_hidden_state (default: the sentence embedding only)")
+    ap.add_argument("--no-ragged", action="store_true", help="Python-backend models batch only requests of equal length "
+                    "(default: requests of any length batch together; the runner groups them by length)")
     ap.add_argument("--variants", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                     help="comma-separated variants to serve, e.g. onnx_fp32,onnx_fp16,torch_fp16 (default: every one built)")
+    ap.add_argument("--tuned", type=Path, help="take instances and batching from a serving-config search (logs/tune.json of "
+                    "`python -m enc2triton.tune`); options given here still win")
     ap.add_argument("--if-stale", action="store_true", help="do nothing when the repository matches the manifest, these settings and this code")
 
     def body(a) -> None:
@@ -353,13 +375,21 @@ def main(argv=None) -> int:
                 raise StageError(f"--preferred-batch-sizes {','.join(map(str, too_big))} exceed the export's max batch {max_batch} "
                                  "(the largest batch the models accept): choose sizes <= it, or re-export with "
                                  "`torch2onnx.py --max-batch N`")
-        outputs = ("sentence_embedding", "last_hidden_state") if a.ensemble_hidden_state else spec.Serving.ensemble_outputs
+        outputs = ("sentence_embedding", "last_hidden_state") if a.hidden_state else spec.Serving.outputs
         if a.instances == 1:
             print("warning: one instance per model: Triton 2.51's dynamic batcher can then hold a request for its "
                   "500 ms idle wait (see spec.Serving)", file=sys.stderr)
-        serving = spec.Serving.for_device(a.device, gpus=len(gpus), model_instances=a.instances, tokenizer_instances=a.tokenizer_instances,
-                                          ensemble_outputs=outputs, preferred_batch_sizes=tuple(sorted(set(a.preferred_batch_sizes))) if a.preferred_batch_sizes else None,
-                                          max_queue_delay_us=a.max_queue_delay_us)
+        tuned = {}
+        if a.tuned:
+            from .tune import chosen_overrides
+
+            tuned = chosen_overrides(a.tuned, a.device)
+        explicit = {"model_instances": a.instances, "tokenizer_instances": a.tokenizer_instances,
+                    "ragged": False if a.no_ragged else None, "max_queue_delay_us": a.max_queue_delay_us,
+                    "preferred_batch_sizes": tuple(sorted(set(a.preferred_batch_sizes))) if a.preferred_batch_sizes else None}
+        # explicit options win over the search's choice, which wins over the device's defaults
+        serving = spec.Serving.for_device(a.device, gpus=len(gpus), outputs=outputs,
+                                          **{**tuned, **{k: v for k, v in explicit.items() if v is not None}})
         unknown = [v for v in a.variants or [] if v not in spec.BY_NAME]
         if unknown:
             raise StageError(f"unknown variant(s) {', '.join(unknown)}: known are {', '.join(spec.BY_NAME)}")

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import cli, io, spec, tools
+from . import host as hostinfo  # `host` is the bind address here
 from .io import StageError
 
 
@@ -37,6 +38,10 @@ class ServerInfo:
     started: float = field(default_factory=time.time)
     models: dict = field(default_factory=dict)
     ready_seconds: float | None = None  # from launch until every model was ready (or had failed)
+    cpus: str = ""  # the cores it was pinned to ('' = not pinned)
+    # its stubs' /dev/shm regions, recorded once ready: stubs with custom metrics exit without removing theirs when the
+    # server is SIGKILLed, and by the next start they are gone, so their command lines can no longer name them
+    regions: list = field(default_factory=list)
 
     @property
     def http(self) -> str:
@@ -143,17 +148,20 @@ def stub_regions(stubs: list[int]) -> list[str]:
 def remove_regions(regions: list[str]) -> None:
     """A stub removes its region when it exits cleanly; one killed (SIGKILL) leaves it in /dev/shm."""
     for r in regions:
-        with contextlib.suppress(OSError):
-            (Path("/dev/shm") / Path(r).name).unlink()
+        name = Path(str(r)).name
+        if name.startswith("triton_python_backend_shm_region_"):  # a region of a stub, never anything else in /dev/shm
+            with contextlib.suppress(OSError):
+                (Path("/dev/shm") / name).unlink()
 
 
 def clean_orphans(pid: int, grace: float = 2.0) -> list[int]:
     """Kill the stubs a dead server left behind (those still there after `grace` seconds) and remove
     their shared-memory regions."""
+    regions = stub_regions(orphans(pid))  # now: a stub that exits during the grace period may not remove its own
     deadline = time.time() + grace
     while (stubs := orphans(pid)) and time.time() < deadline:
         time.sleep(0.1)
-    regions = stub_regions(stubs)
+    regions += stub_regions(stubs)
     for p in stubs:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(p, signal.SIGKILL)
@@ -216,6 +224,7 @@ def status(logs: Path = spec.LOGS) -> ServerInfo | None:
     if alive(info.pid):
         return info
     clean_orphans(info.pid)
+    remove_regions(info.regions)
     pid_file.unlink(missing_ok=True)
     json_file.unlink(missing_ok=True)
     return None
@@ -232,7 +241,7 @@ def server_env(env: dict) -> dict:
 
 def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str = spec.Serving.host,
           http_port: int | None = None, grpc_port: int | None = None, metrics_port: int | None = None,
-          model_control: bool = False, timeout: float = 300.0, quiet: bool = False) -> ServerInfo:
+          model_control: bool = False, timeout: float = 300.0, quiet: bool = False, cpus: list[int] | None = None) -> ServerInfo:
     repository = Path(repository).resolve()
     logs = io.ensure_writable_dir(Path(logs))
     if not repository.is_dir():
@@ -267,8 +276,10 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
     if log_file.exists() and log_file.stat().st_size:  # the last run's log (why it died) survives one restart
         log_file.replace(log_file.with_suffix(".prev.log"))
     with open(log_file, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env(tool.environ()), start_new_session=True)
-    info = ServerInfo(proc.pid, host, ports["http"], ports["grpc"], ports["metrics"], str(repository), str(log_file), str(tool.path))
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env(tool.environ()), start_new_session=True,
+                                preexec_fn=hostinfo.pinned(cpus))  # its stubs inherit the cores
+    info = ServerInfo(proc.pid, host, ports["http"], ports["grpc"], ports["metrics"], str(repository), str(log_file), str(tool.path),
+                      cpus=hostinfo.format_cpus(cpus))
     io.write_text(pid_file, f"{proc.pid}\n")
     expected = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").exists())
     deadline = time.time() + timeout
@@ -300,11 +311,13 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
         pid_file.unlink(missing_ok=True)
         raise
     info.models = {n: s.get("state") for n, s in done.items()}
+    info.regions = stub_regions(orphans(info.pid))
     info.ready_seconds = round(time.time() - info.started, 1)
     failed = {n: s.get("reason", "") for n, s in done.items() if s.get("state") != "READY"}
     io.write_json(json_file, asdict(info))
     if not quiet:
-        print(f"tritonserver pid {info.pid} ({tool.source}) ready: HTTP {info.http}  gRPC {info.grpc}  metrics {host}:{info.metrics_port}")
+        print(f"tritonserver pid {info.pid} ({tool.source}) ready: HTTP {info.http}  gRPC {info.grpc}  metrics {host}:{info.metrics_port}"
+              + (f"  cores {info.cpus}" if info.cpus else ""))
         print(f"  {len(done) - len(failed)}/{len(done)} models ready in {info.ready_seconds} s; log {log_file}")
     for name, reason in failed.items():  # the reason's first line; its traceback is in the log
         lines = (reason or "no reason given").strip().splitlines()
@@ -341,7 +354,7 @@ def stop(logs: Path = spec.LOGS, quiet: bool = False) -> bool:
     regions = stub_regions(orphans(info.pid))
     _terminate(info.pid)
     clean_orphans(info.pid, grace=10)
-    remove_regions(regions)  # those of stubs the escalation to SIGKILL ended
+    remove_regions(regions + list(info.regions))  # those of stubs the escalation to SIGKILL ended
     pid_file.unlink(missing_ok=True)
     json_file.unlink(missing_ok=True)
     if not quiet:
@@ -384,12 +397,14 @@ def main(argv=None) -> int:
     ap.add_argument("--metrics-port", type=cli.at_least(1), help="default: a free port")
     ap.add_argument("--model-control", action="store_true", help="allow clients to load/unload models (default: off)")
     ap.add_argument("--timeout", type=cli.at_least(1, float), default=300.0, help="seconds to wait for every model (default %(default)s)")
+    ap.add_argument("--cpus", type=cli.cpu_list, help="pin the server (and its Python-backend stubs) to these cores, e.g. 0-11 "
+                    "(default: not pinned)")
 
     def body(a) -> int:
         if a.action in ("stop", "restart"):
             stop(a.logs)
         if a.action in ("start", "restart"):
-            start(a.repository, a.logs, a.host, a.http_port, a.grpc_port, a.metrics_port, a.model_control, a.timeout)
+            start(a.repository, a.logs, a.host, a.http_port, a.grpc_port, a.metrics_port, a.model_control, a.timeout, cpus=a.cpus)
         if a.action == "status":
             info = status(a.logs)
             if not info:

@@ -156,19 +156,28 @@ def ensemble_name(model: str) -> str:
     return ENSEMBLE_PREFIX + model
 
 
+# A serving-config search (tune.py) serves several copies of a model side by side: <name>__<candidate>.
+TAG_SEP = "__"
+
+
+def untagged(name: str) -> str:
+    return name.split(TAG_SEP, 1)[0]
+
+
 def kind_of(name: str) -> str:
     """'tokenizer', 'ensemble' or 'model' for a Triton model name of this project."""
+    name = untagged(name)
     return "tokenizer" if name == TOKENIZER else "ensemble" if name.startswith(ENSEMBLE_PREFIX) else "model"
 
 
 def raw_model(name: str) -> str:
-    """The model an ensemble runs (the name itself for a model)."""
+    """The model an ensemble runs (the name itself for a model; a candidate's tag stays)."""
     return name.removeprefix(ENSEMBLE_PREFIX)
 
 
 def variant_of(name: str) -> Variant | None:
     """The variant a model or ensemble name serves; None for the tokenizer or a name outside the registry."""
-    return BY_NAME.get(raw_model(name))
+    return BY_NAME.get(untagged(raw_model(name)))
 
 
 @dataclass(frozen=True)
@@ -206,26 +215,33 @@ class Serving:
     # request sits out the batcher's 500 ms idle wait: p99 ~505 ms instead of ~5 ms on a raw model
     # (scripts/instances_ab.py, results/cpu_instances/).
     model_instances: int = 2
-    # On a GPU (per GPU): 4 model instances and up to 12 tokenizer instances overlap the Python
-    # runner's host work with the GPU; on the H100 (16 cores) they took the FP16 ensemble from
-    # 15.1-19.4k to 20.0-20.5k texts/s at p99 < 50 ms; 6 instances fell back to 17.6k
-    # (results/h100/tuning/).
-    gpu_model_instances: int = 4
+    # Per GPU. Every instance is a process with its own CUDA context, and contexts on one GPU time-slice instead of
+    # running side by side: more instances overlap more host work but queue for the GPU (measured by
+    # `python -m enc2triton.tune`, results/h200/tune/).
+    gpu_model_instances: int = 2
     gpu_tokenizer_instances_max: int = 12
-    # What ensembles return. last_hidden_state is batch x seq x hidden floats: copying it out of the
-    # model and back to every client costs more than the embedding itself, so it is opt-in.
-    ensemble_outputs: tuple[str, ...] = ("sentence_embedding",)
+    # What ensembles and raw models return. last_hidden_state is batch x seq x hidden floats (64x the embedding of a
+    # 128-token DistilBERT sequence): copying it out of every model and to every client that asks for all outputs
+    # (perf_analyzer does) costs more than computing it, so it is opt-in (`repository --hidden-state`).
+    outputs: tuple[str, ...] = ("sentence_embedding",)
+    # Python-backend runners accept requests of different lengths in one execution (Triton's allow_ragged_batch) and
+    # group them by length themselves. Without it the dynamic batcher only merges requests of equal shape, and texts of
+    # mixed lengths split every batch (results/h200/ before 2026-12: 5.6 texts per execution at concurrency 128).
+    ragged: bool = True
     host: str = "127.0.0.1"
 
     @classmethod
     def for_device(cls, device: str, cpus: int | None = None, gpus: int = 1, **overrides) -> "Serving":
         """Defaults for `device` ('cpu' | 'gpu') and the number of GPUs served; explicit overrides (None = default) win.
-        The tokenizer (CPU) feeds every GPU: up to 12 instances per GPU, within 3/4 of the cores."""
+        The tokenizer (CPU) feeds every GPU: up to 12 instances per GPU, within 3/4 of the cores. On a GPU the batchers
+        are greedy (no preferred sizes, no delay): an instance that frees up takes everything queued, up to the maximum
+        batch, because a Python-backend execution costs far more than padding a batch to the engine's next CUDA-graph
+        size, and under load the queue fills the batch by itself."""
         base = {}
         if device == "gpu":
             cpus = cpus or os.cpu_count() or 1
             cap = cls.gpu_tokenizer_instances_max * max(1, gpus)
-            base = {"model_instances": cls.gpu_model_instances,
+            base = {"model_instances": cls.gpu_model_instances, "preferred_batch_sizes": (), "max_queue_delay_us": 0,
                     "tokenizer_instances": max(cls.tokenizer_instances, min(cap, cpus * 3 // 4))}
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 

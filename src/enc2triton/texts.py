@@ -87,3 +87,17 @@ def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def passages(tokenizer, texts: list[str], max_tokens: int) -> list[str]:
+    """Consecutive texts joined (with a space) into passages of at most `max_tokens` tokens each, as full as the next
+    text allows: document-length inputs (a retrieval index embeds passages, not sentences) made of real sentences."""
+    lens = [len(ids) - 2 for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]  # without [CLS]/[SEP]
+    out, cur, n = [], [], 2
+    for text, k in zip(texts, lens):
+        if cur and n + k > max_tokens:
+            out.append(" ".join(cur))
+            cur, n = [], 2
+        cur.append(text)
+        n += k
+    return out + ([" ".join(cur)] if cur else [])

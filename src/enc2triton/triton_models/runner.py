@@ -4,7 +4,8 @@ PyTorch package), through the project's engine interface.
 
 Used where the server lacks the native `onnxruntime_onnx` / `tensorrt_plan` backends (the PyPI
 tritonserver has only the Python backend). Copied as <model>/1/model.py, with the engine module beside
-it as enc2triton_engines.py: the model folder is self-contained.
+it as enc2triton_engines.py: the model folder is self-contained. Its phases (reading requests, the engine's copies and
+GPU time, writing responses) are custom metrics on the server's /metrics (enc2triton_stage_metrics.py).
 """
 import json
 import os
@@ -19,6 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np
 
 import enc2triton_engines as engines
+try:
+    from enc2triton_stage_metrics import StageMetrics  # in a Triton model folder
+except ImportError:
+    from enc2triton.triton_models.stage_metrics import StageMetrics
 
 try:
     import triton_python_backend_utils as pb_utils
@@ -41,6 +46,7 @@ class TritonPythonModel:
         self.max_length = int(params.get("max_length", "0")) or None
         self.output_names = [o["name"] for o in config["output"]]
         self.output_dtypes = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}
+        self.metrics = StageMetrics(args["model_name"])
         # The model log shows which provider really runs (a CPU fallback is otherwise silent).
         print(f"[{args['model_name']}] {params.get('runtime', 'onnxruntime')} providers: {self.runner.providers}", flush=True)
         if hasattr(self.runner, "warmup"):  # CUDA graphs for every serving shape, before the first request
@@ -72,18 +78,38 @@ class TritonPythonModel:
             raise ValueError("attention_mask must hold 0 and 1 only")
 
     def _run(self, feeds, idx, names, responses):
+        t0 = time.perf_counter()
         merged = {n: np.concatenate([feeds[i][n] for i in idx]) if len(idx) > 1 else feeds[idx[0]][n] for n in self.input_names}
+        t1 = time.perf_counter()
         out = self.runner.run(merged, list(names))
+        t2 = time.perf_counter()
         start = 0
         for i in idx:
             size = feeds[i][self.input_names[0]].shape[0]
             tensors = [pb_utils.Tensor(n, out[n][start:start + size].astype(self.output_dtypes[n], copy=False)) for n in names]
             responses[i] = pb_utils.InferenceResponse(tensors)
             start += size
+        m = self.metrics
+        m.time("merge", t1 - t0)
+        m.time("respond", time.perf_counter() - t2)
+        timing = getattr(self.runner, "timing", None)
+        if timing:  # the engine's own split: host staging, copies and GPU (CUDA events), the wait for them
+            self.runner.timing = None
+            for phase in ("host_in", "h2d", "gpu", "d2h", "wait", "host_out"):
+                m.time(phase, timing[phase])
+            m.count("padded_rows", timing["rows"])
+            m.count("padded_tokens", timing["tokens"])
+        else:
+            m.time("engine", t2 - t1)
+        rows, seq = merged[self.input_names[0]].shape
+        m.count("engine_calls")
+        m.count("rows", rows)
+        m.count("tokens", rows * seq)
 
     def execute(self, requests):
-        # Requests merged by the dynamic batcher share one shape (the tokenizer buckets lengths), so
-        # they run as one batch; different shapes or requested outputs run as separate groups.
+        # Requests of one length run as one batch; with ragged batching (the default) the dynamic batcher also merges
+        # requests of different lengths, which run as one group per length; different requested outputs likewise.
+        t_start = time.perf_counter()
         responses = [None] * len(requests)
         groups, feeds = {}, {}
         for i, request in enumerate(requests):
@@ -96,6 +122,7 @@ class TritonPythonModel:
             feeds[i] = feed
             key = (tuple(feed[n].shape[1:] for n in self.input_names), self._wanted(request))
             groups.setdefault(key, []).append(i)
+        self.metrics.time("read", time.perf_counter() - t_start)
         for (_, names), idx in groups.items():
             try:
                 self._run(feeds, idx, names, responses)
@@ -105,7 +132,14 @@ class TritonPythonModel:
                         self._run(feeds, [i], names, responses)
                     except Exception as e:
                         responses[i] = _error(f"inference failed: {e}", "INTERNAL")
+        self.metrics.time("execute", time.perf_counter() - t_start)
+        self.metrics.count("executions")
+        self.metrics.count("requests", len(requests))
+        self.metrics.tick()
         return responses
+
+    def finalize(self):
+        self.metrics.flush()
 
 
 def _error(message, kind):

@@ -7,6 +7,7 @@ rounded up to a length bucket: the model's dynamic batcher can only merge reques
 import json
 import os
 import sys
+import time
 
 # The stub runs Python in isolated mode (PYTHONPATH ignored): the launcher passes extra paths here.
 for _p in os.environ.get("ENC2TRITON_SYS_PATH", "").split(os.pathsep):
@@ -15,10 +16,19 @@ for _p in os.environ.get("ENC2TRITON_SYS_PATH", "").split(os.pathsep):
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Instances are the parallelism: one Rust thread pool per instance process on every core would oversubscribe them.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 try:
     import triton_python_backend_utils as pb_utils
 except ImportError:  # unit tests import this module without a server
     pb_utils = None
+
+try:
+    from enc2triton_stage_metrics import StageMetrics  # in a Triton model folder
+except ImportError:
+    from enc2triton.triton_models.stage_metrics import StageMetrics
 
 
 class InputError(ValueError):
@@ -96,10 +106,12 @@ class TritonPythonModel:
             [b for b in params.get("buckets", "").split(",") if b],
         )
         self.input_name = config["input"][0]["name"]
+        self.metrics = StageMetrics(args["model_name"])
 
     def execute(self, requests):
         # All valid requests of this execute are tokenized together and padded to one length, so the
         # model's dynamic batcher can merge every one of them; a bad request fails alone.
+        t0 = time.perf_counter()
         responses = [None] * len(requests)
         texts, spans = [], []
         for i, request in enumerate(requests):
@@ -112,11 +124,26 @@ class TritonPythonModel:
                 texts.extend(items)
             except InputError as e:
                 responses[i] = self._error(str(e))
+        t1 = time.perf_counter()
+        m = self.metrics
         if texts:
             feed = self.tokenizer(texts)
+            t2 = time.perf_counter()
             for i, a, b in spans:
                 responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor(n, feed[n][a:b]) for n in self.output_names])
+            m.time("tokenize", t2 - t1)
+            m.time("respond", time.perf_counter() - t2)
+            m.count("texts", len(texts))
+            m.count("tokens", feed[self.output_names[0]].size)
+        m.time("read", t1 - t0)
+        m.time("execute", time.perf_counter() - t0)
+        m.count("executions")
+        m.count("requests", len(requests))
+        m.tick()
         return responses
+
+    def finalize(self):
+        self.metrics.flush()
 
     @staticmethod
     def _error(message):

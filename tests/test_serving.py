@@ -1,0 +1,118 @@
+"""The GPU-serving machinery on the CPU: ragged batching, the phase metrics, core pinning, passages, the config search."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from enc2triton import host, io, perf, repository, server, serving_stats, spec, tune
+from enc2triton.texts import load_tokenizer, passages, read_texts, tokenize
+from triton_helpers import local_embed  # noqa: F401
+
+
+def _raw(client, m, ids: np.ndarray):
+    inputs = []
+    for name in m["inputs"]:
+        a = ids if name == "input_ids" else np.ones_like(ids)
+        i = httpclient.InferInput(name, list(a.shape), "INT64")
+        i.set_data_from_numpy(a)
+        inputs.append(i)
+    return client.infer("onnx_fp32", inputs, outputs=[httpclient.InferRequestedOutput("sentence_embedding")]).as_numpy("sentence_embedding")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("ragged", [True, False])
+def test_ragged_batching_merges_requests_of_different_lengths(tiny_artifacts, tmp_path, ragged, monkeypatch):
+    """With ragged batching the batcher hands the runner requests of any length in one execution (it groups them);
+    without it only equal shapes merge. A long queue delay makes the batcher wait for all 8 requests."""
+    monkeypatch.setenv("ENC2TRITON_METRICS_FLUSH_S", "0")  # the phase metrics of every execution, at once
+    serving = spec.Serving(max_queue_delay_us=2_000_000, preferred_batch_sizes=(), ragged=ragged)
+    repo = repository.generate(tiny_artifacts, tmp_path / "r", serving=serving)
+    cfg = repository.read_config(repo / "onnx_fp32" / "config.pbtxt")
+    assert all(i.allow_ragged_batch == ragged for i in cfg.input)
+    assert [o.name for o in cfg.output] == ["sentence_embedding"]  # last_hidden_state is opt-in
+    m = io.load_manifest(tiny_artifacts)
+    from enc2triton.engines import ort_session
+    sess = ort_session(tiny_artifacts / "onnx" / "model_fp32.onnx")
+    rng = np.random.default_rng(0)
+    feeds = [rng.integers(1000, 2000, size=(1, n)).astype(np.int64) for n in (8, 16, 8, 24, 16, 8, 24, 16)]
+    logs = tmp_path / "logs"
+    info = server.start(repo, logs, timeout=180, quiet=True)
+    try:
+        before = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
+        c = httpclient.InferenceServerClient(info.http, concurrency=8)
+        with cf.ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda ids: _raw(c, m, ids), feeds))
+        after = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
+    finally:
+        server.stop(logs, quiet=True)
+    for ids, out in zip(feeds, got):
+        want = sess.run(["sentence_embedding"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+        np.testing.assert_allclose(out, want, atol=1e-5)
+    d = serving_stats.delta(before, after)["onnx_fp32"]
+    assert d["requests"] == 8
+    if ragged:  # 8 requests of 3 lengths: one execution per instance at most (2), one engine call per length in each
+        assert d["executions"] <= 2 and d["phase_items"]["engine_calls"] <= 6
+    else:  # equal shapes only: at least one execution per length
+        assert d["executions"] >= 3
+
+
+def test_serving_stats_delta_and_breakdown():
+    def snap(n, execs, ns):
+        stat = {"inferences": n, "executions": execs, "success": (n, ns), "fail": (0, 0), "queue": (n, ns // 4),
+                "compute_input": (n, 0), "compute_infer": (n, ns // 2), "compute_output": (n, 0), "batches": {4: execs}}
+        return {"models": {"tokenizer": stat, "torch_fp16": stat, "ensemble_torch_fp16": stat},
+                "phases": {"torch_fp16": {"seconds": {"gpu": execs * 2e-4, "execute": execs * 3e-4}, "items": {"executions": execs}}}}
+    d = serving_stats.delta(snap(0, 0, 0), snap(40, 10, 40_000_000))
+    assert d["torch_fp16"]["items_per_execution"] == 4 and d["torch_fp16"]["queue_ms"] == 0.25
+    assert d["torch_fp16"]["phase_ms_per_execution"] == {"gpu": 0.2, "execute": 0.3} and d["torch_fp16"]["batch_sizes"] == {"4": 10}
+    bd = serving_stats.breakdown({"avg_ms": 2.0, "server_stats": d}, "ensemble_torch_fp16")
+    # Triton's 0.5 ms of compute per execution: 0.3 in the model's execute() (0.2 of it GPU), 0.2 in the Python backend
+    assert bd["model"]["phases_ms"] == {"gpu": 0.2, "python_backend": 0.2, "other": 0.1}
+    assert bd["rest_ms"] == 0.5  # 2 x (0.25 + 0.5) = 1.5 ms of 2.0 is queue + compute
+
+
+def test_core_split_and_lists(monkeypatch):
+    assert host.parse_cpus("0-3,6") == [0, 1, 2, 3, 6] and host.format_cpus([0, 1, 2, 3, 6]) == "0-3,6"
+    with pytest.raises(ValueError):
+        host.parse_cpus("a-b")
+    monkeypatch.setattr(host, "usable_cpus", lambda: list(range(16)))
+    assert host.split_cpus("auto") == (list(range(12)), [12, 13, 14, 15])
+    assert host.split_cpus("14-15") == (list(range(14)), [14, 15]) and host.split_cpus("none") == (None, None)
+    monkeypatch.setattr(host, "usable_cpus", lambda: [0, 1])
+    assert host.split_cpus("auto") == (None, None)  # a 2-core box is not halved
+    with pytest.raises(ValueError):
+        host.split_cpus("0-1")
+
+
+def test_passages_are_real_texts_up_to_a_token_budget(tiny_artifacts):
+    tok = load_tokenizer(tiny_artifacts / "tokenizer")
+    texts = read_texts(spec.EVALUATION_TEXTS)
+    ps = passages(tok, texts, 128)
+    assert " ".join(ps) == " ".join(texts)  # every text, in order, once
+    lens = [len(x) for x in tok(ps)["input_ids"]]
+    single = max(len(x) for x in tok(texts)["input_ids"])
+    assert all(n <= max(128, single) for n in lens) and np.median(lens) > 64
+
+
+@pytest.mark.server
+def test_tune_measures_candidates_and_repository_applies_the_choice(tiny_artifacts, tmp_path, capsys):
+    logs = tmp_path / "logs"
+    r = tune.run(tiny_artifacts, logs, device="cpu", loads=((2, 2),), instances=(2,), tokenizer_instances=(2,),
+                 settings=perf.Settings(window_ms=300, max_trials=4, stability=100), budget=5000)
+    assert r["status"] == "complete" and (logs / "tune.md").exists() and not (logs / "tune_repository").exists()
+    assert [c["changed"] for c in r["candidates"]] == ["defaults", "ragged=off", "batching=greedy"]
+    for c in r["candidates"]:
+        res = c["results"]["2x2"]
+        assert res["throughput"] > 0 and "ensemble_onnx_fp32" + spec.TAG_SEP + c["id"] in res["server_stats"]
+    out = tmp_path / "repo"
+    assert repository.main(["--artifacts", str(tiny_artifacts), "--out", str(out), "--tuned", str(logs / "tune.json")]) == 0
+    chosen = next(c for c in r["candidates"] if c["id"] == r["chosen"]["id"])
+    cfg = repository.read_config(out / "onnx_fp32" / "config.pbtxt")
+    assert all(i.allow_ragged_batch == chosen["serving"]["ragged"] for i in cfg.input)
+    assert repository.main(["--artifacts", str(tiny_artifacts), "--out", str(tmp_path / "g"), "--device", "gpu", "--gpus", "0",
+                            "--tuned", str(logs / "tune.json")]) == 1
+    assert "measured for --device cpu" in capsys.readouterr().err
