@@ -234,5 +234,5 @@ def test_every_gpu_engine_family_gets_one_instance_group_per_gpu(torch_art):
     for name in ("onnx_fp16", "trt_fp16", "torch_fp8"):
         cfg = repository.model_config(spec.BY_NAME[name], m, serving, native=False, kind="gpu", gpus=[0, 1])
         gpu = repository.mc.ModelInstanceGroup.KIND_GPU
-        assert [(g.kind, list(g.gpus), g.count) for g in cfg.instance_group] == [(gpu, [0], 4), (gpu, [1], 4)], name
+        assert [(g.kind, list(g.gpus), g.count) for g in cfg.instance_group] == [(gpu, [0], spec.Serving.gpu_model_instances), (gpu, [1], spec.Serving.gpu_model_instances)], name
     assert serving.tokenizer_instances == 24
