@@ -6,12 +6,13 @@ export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 MODEL ?= distilbert-base-uncased
 DEVICE ?= cpu
 
-.PHONY: setup all test test-fast export variants trt repository serve stop quality perf bench report clean help
+.PHONY: setup peers all test test-fast export variants trt repository serve stop quality perf bench report clean help
 
 help:
 	@echo "make setup   install everything into .venv and check tritonserver + perf_analyzer start"
 	@echo "make all     export -> variants -> trt -> repository -> quality -> perf -> bench -> report (MODEL=..., DEVICE=cpu|gpu)"
 	@echo "make test    the test suite (real tritonserver, perf_analyzer and ONNX Runtime)"
+	@echo "make peers   the serving peer infinity-emb in its own venv .venv-peers (python -m enc2triton.serving_peers)"
 
 # pip runs only when requirements.txt changed; the start check always runs (a few seconds).
 setup: .venv/.installed
@@ -22,6 +23,15 @@ setup: .venv/.installed
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -c "import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()['purelib'], 'enc2triton.pth').write_text('$(CURDIR)/src\n')"
+	touch $@
+
+# infinity-emb cannot share .venv (requirements-peers.txt says why): its own venv, found by serving_peers.py
+peers: .venv-peers/.installed
+
+.venv-peers/.installed: requirements-peers.txt
+	test -x .venv-peers/bin/python || python3 -m venv .venv-peers
+	.venv-peers/bin/python -m pip install -q --upgrade pip
+	.venv-peers/bin/python -m pip install -q -r requirements-peers.txt
 	touch $@
 
 # perf can fail on an overloaded machine (unstable measurements): the report is still written, then make fails

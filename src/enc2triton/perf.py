@@ -213,8 +213,9 @@ class LevelError(RuntimeError):
 
 
 def run_level(tool: tools.Tool, cmd_for, settings: Settings, log: list[str], commands: list[str],
-              cpus: list[int] | None = None) -> tuple[dict, str]:
-    """One concurrency level; an unstable level is retried once with twice as many windows twice as long."""
+              cpus: list[int] | None = None, parse=None) -> tuple[dict, str]:
+    """One concurrency level; an unstable level is retried once with twice as many windows twice as long.
+    parse: the CSV's reader (default parse_csv; serving_peers.parse_csv for perf_analyzer's openai CSV)."""
     for attempt, s in enumerate((settings, settings.doubled())):
         with tempfile.TemporaryDirectory(prefix="pa-") as tmp:
             csv_path = Path(tmp) / "level.csv"
@@ -230,7 +231,7 @@ def run_level(tool: tools.Tool, cmd_for, settings: Settings, log: list[str], com
             out = p.stdout + p.stderr
             log.append(f"$ {shlex.join(cmd)}\n{out}")
             if p.returncode == 0 and csv_path.exists():
-                return parse_csv(csv_path.read_text())[0], csv_path.read_text()
+                return (parse or parse_csv)(csv_path.read_text())[0], csv_path.read_text()
             if p.returncode < 0:
                 raise LevelError(f"perf_analyzer killed by signal {-p.returncode}")
             if UNSTABLE in out and attempt == 0:
