@@ -66,10 +66,16 @@ serve-run() {
     sweep passages --models ensemble_torch_fp16,ensemble_torch_fp8 --concurrency 8,16,32 --batch-size 16 --passage-tokens 128
     sweep raw64 --models torch_fp16,torch_fp8 --concurrency 2,4,8 --batch-size 64 --seq-len 128
     step ./serve.sh stop --logs "$L"
-    [ -f scripts/gpu_peer.sh ] && step bash scripts/gpu_peer.sh "$A" "$L" "$SERVER_CPUS" "$CLIENT_CPUS"
+    # the serving peer on the same GPU, the same checkpoint (torch2onnx cached the random weights there), texts and client
+    source scripts/gpu_peer.sh install
+    step $PY -m enc2triton.serving_peers --logs "$L" --model .cache/random/distilbert-base-uncased --device gpu --per-request 1,16 \
+        --concurrency 16,32,64,128,256 --batch-size 256 --client-cpus $CLIENT_CPUS
     step $PY -m enc2triton.bench --artifacts "$A" --logs "$L" --device gpu --cuda-graph --peers --profile --batches 1,8,64,256 \
         --variants torch_fp16,torch_fp8,torch_int8 --budget 1.0
     step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
+    mkdir -p "$L/passages"
+    step $PY -m enc2triton.serving_peers --logs "$L/passages" --model .cache/random/distilbert-base-uncased --device gpu \
+        --per-request 16 --concurrency 8,16,32 --batch-size 256 --passage-tokens 128 --no-quality --client-cpus $CLIENT_CPUS
 }
 
 # each phase under a deadline, so what was measured is packed and returned within the device call's 10 minutes

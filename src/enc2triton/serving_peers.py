@@ -410,6 +410,8 @@ def main(argv=None) -> int:
                     help="count_windows: requests per window at least (default %(default)s)")
     ap.add_argument("--stability", type=cli.at_least(0.1, float), default=perf.Settings.stability, help="(default %(default)s)")
     ap.add_argument("--max-trials", type=cli.at_least(3), default=perf.Settings.max_trials, help="(default %(default)s)")
+    ap.add_argument("--passage-tokens", type=cli.at_least(0), default=0, help="passages instead of sentences, as "
+                    "run_tests.sh --passage-tokens (default %(default)s: the texts as they are)")
     ap.add_argument("--no-quality", action="store_true", help="skip the embedding check against PyTorch FP32")
     ap.add_argument("--client-cpus", default="auto", help="cores for perf_analyzer, the peer gets the others (as run_tests.sh; "
                     "default %(default)s)")
@@ -420,13 +422,17 @@ def main(argv=None) -> int:
 
         signal.signal(signal.SIGTERM, _interrupt)
         texts = read_texts(a.texts)
+        if a.passage_tokens:
+            from .texts import load_tokenizer, passages
+
+            texts = passages(load_tokenizer(a.model), texts, a.passage_tokens)
         settings = perf.Settings(a.window_requests, None, a.stability, a.max_trials)
         try:
             server_cpus, pa_cpus = hostinfo.split_cpus(a.client_cpus)
         except ValueError as e:
             ap.error(f"--client-cpus: {e}")
         out = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "hardware": hostinfo.hardware(), "texts": io.rel(a.texts),
-               "n_texts": len(texts), "settings": asdict(settings), "concurrency": list(a.concurrency), "runs": {}}
+               "n_texts": len(texts), "passage_tokens": a.passage_tokens or None, "settings": asdict(settings), "concurrency": list(a.concurrency), "runs": {}}
         with start(a.peer, a.model, a.device, logs=a.logs, cpus=server_cpus, batch_size=a.batch_size, dtype=a.dtype) as h:
             out["peer"] = h.record()
             print(f"{h.peer} {h.version} serving {h.model} on {h.url} (ready in {h.ready_seconds} s; log {h.log})", flush=True)
