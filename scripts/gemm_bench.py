@@ -18,6 +18,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tokens", type=int, default=32768, help="M: batch x sequence (256 x 128)")
     ap.add_argument("--no-autotune", action="store_true", help="skip the inductor max-autotune INT8 kernels (slow to compile)")
+    ap.add_argument("--autotune-gemms", default="ffn1", help="which GEMMs get the (slow) autotuned INT8 kernel (default %(default)s)")
     a = ap.parse_args()
     import torch
     from triton.testing import do_bench
@@ -48,7 +49,7 @@ def main() -> int:
         r["fp8_tflops"] = rate(do_bench(lambda: torch._scaled_mm(x8, w8, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16),
                                         return_mode="median"), k, n)
         r["int8_int_mm_tops"] = rate(do_bench(lambda: torch._int_mm(xi, wi), return_mode="median"), k, n)
-        if int_mm_tuned is not None:
+        if int_mm_tuned is not None and name in a.autotune_gemms.split(","):
             t0 = time.time()
             ref = torch._int_mm(xi, wi)
             got = int_mm_tuned(xi, wi)
