@@ -374,3 +374,16 @@ def test_axis_ticks_between_integers_keep_their_decimals():
     fmt = ax.yaxis.get_major_formatter()
     assert [fmt(y, 0) for y in (0, 2.5, 7.5, 20, 12500)] == ["0", "2.5", "7.5", "20", "12,500"]  # 2.5 once read "2"
     plt.close(fig)
+
+
+def test_unstable_levels_are_marked_and_left_out_of_budgets(logs, tmp_path):
+    """A level measured without a stable window shows with its mark and note, and never as a best-within-budget."""
+    s = io.read_json(logs / "perf_summary.json")
+    name, e = next(iter(s["models"].items()))
+    row = e["rows"][0]
+    row["unstable"] = {"windows": 6, "measured_over_requests": 384, "window_spread_pct": 21.0}
+    e["unstable"], s["unstable"] = [row["concurrency"]], [f"{name} at concurrency {row['concurrency']}"]
+    io.write_json(logs / "perf_summary.json", s)
+    text = _render(logs, tmp_path)
+    assert report.UNSTABLE_MARK in text and "unstable at concurrency" in text and "Not a clean number" in text
+    assert report._within([row]) is None

@@ -55,8 +55,9 @@ STABILITY = (
     "mostly burns trials; p50..p99 are read from the CSV either way. 15% instead of perf_analyzer's 10%: on a small "
     "CPU box client and server share the cores and window-to-window noise of ~10% is the floor. At most 8 windows "
     "(a slow model at 5 infer/s then takes <= 160 s per level); an unstable level is retried once with windows twice as "
-    "long and twice as many of them, then reported as failed (perf_analyzer itself "
-    "refuses to report an unstable level).")
+    "long and twice as many of them; still unstable, it is measured once over a fixed number of requests "
+    "(--request-count, as many as the 3 windows perf_analyzer would merge) and recorded with unstable: its spread "
+    "between windows, marked in the summary and the report, never a clean number and never a failure of the run.")
 UNSTABLE = "Failed to obtain stable measurement"
 WINDOW_PER_CONCURRENCY = 10  # count windows hold at least 10 x concurrency requests
 MAX_CYCLE = 1024  # text inputs up to this many entries: windows are whole passes over them
@@ -73,6 +74,7 @@ class Settings:
     max_trials: int = 8
     timeout: float = 600.0          # seconds per perf_analyzer run (a hung server must not hang the sweep)
     factor: int = 1                 # the retry of an unstable level doubles the windows
+    request_count: int | None = None  # the last resort of an unstable level: one fixed-size measurement
 
     def doubled(self) -> "Settings":
         # longer windows alone do not help where the noise is slow (2-core box, ensembles at c=4: window means of
@@ -80,6 +82,10 @@ class Settings:
         # with 16 windows of 128: 3 of 5 settled)
         return replace(self, factor=self.factor * 2, window_ms=self.window_ms and self.window_ms * 2,
                        max_trials=self.max_trials * 2, timeout=self.timeout * 2)
+
+    def fixed(self, concurrency: int = 1, cycle: int | None = None) -> "Settings":
+        # as many requests as the 3 windows perf_analyzer merges into a stable result, with no stability check
+        return replace(self, request_count=3 * self.window_count(concurrency, cycle))
 
     def window_count(self, concurrency: int = 1, cycle: int | None = None) -> int:
         # a window must span many batcher cycles: at concurrency c the server merges up to c requests per
@@ -93,6 +99,8 @@ class Settings:
         return count
 
     def flags(self, concurrency: int = 1, cycle: int | None = None) -> list[str]:
+        if self.request_count:
+            return ["--request-count", str(self.request_count)]
         count = self.window_count(concurrency, cycle)
         mode = (["--measurement-mode", "time_windows", "--measurement-interval", str(self.window_ms)] if self.window_ms
                 else ["--measurement-mode", "count_windows", "--measurement-request-count", str(count)])
@@ -207,19 +215,19 @@ def pa_command(tool: tools.Tool, model: str, url: str, protocol: str, concurrenc
 
 
 class LevelError(RuntimeError):
-    def __init__(self, msg: str, unstable: bool = False):
-        super().__init__(msg)
-        self.unstable = unstable  # only noise: the next level may well work
+    pass
 
 
 def run_level(tool: tools.Tool, cmd_for, settings: Settings, log: list[str], commands: list[str],
-              cpus: list[int] | None = None, parse=None) -> tuple[dict, str]:
-    """One concurrency level; an unstable level is retried once with twice as many windows twice as long.
+              cpus: list[int] | None = None, parse=None, concurrency: int = 1, cycle: int | None = None) -> tuple[dict, str]:
+    """One concurrency level; an unstable level is retried once with twice as many windows twice as long, then
+    measured once over a fixed number of requests and returned with row["unstable"] (the windows' spread).
     parse: the CSV's reader (default parse_csv; serving_peers.parse_csv for perf_analyzer's openai CSV)."""
-    for attempt, s in enumerate((settings, settings.doubled())):
+    windows = []
+    for attempt, s in enumerate((settings, settings.doubled(), settings.doubled().fixed(concurrency, cycle))):
         with tempfile.TemporaryDirectory(prefix="pa-") as tmp:
             csv_path = Path(tmp) / "level.csv"
-            cmd = cmd_for(s, csv_path)
+            cmd = cmd_for(s, csv_path) + (["-v"] if attempt == 1 else [])  # the retry prints every window's numbers
             commands.append(shlex.join(cmd))
             try:
                 p = subprocess.run(cmd, capture_output=True, text=True, env=tool.environ(), timeout=s.timeout,
@@ -231,22 +239,48 @@ def run_level(tool: tools.Tool, cmd_for, settings: Settings, log: list[str], com
             out = p.stdout + p.stderr
             log.append(f"$ {shlex.join(cmd)}\n{out}")
             if p.returncode == 0 and csv_path.exists():
-                return (parse or parse_csv)(csv_path.read_text())[0], csv_path.read_text()
+                row = (parse or parse_csv)(csv_path.read_text())[0]
+                if s.request_count:
+                    row["unstable"] = unstable_note(windows, s.request_count)
+                return row, csv_path.read_text()
             if p.returncode < 0:
                 raise LevelError(f"perf_analyzer killed by signal {-p.returncode}")
-            if UNSTABLE in out and attempt == 0:
-                print("      unstable; retrying with twice as many windows twice as long", flush=True)
+            if UNSTABLE in out and not s.request_count:
+                windows += window_throughputs(out)
+                print("      unstable; " + ("retrying with twice as many windows twice as long" if attempt == 0 else
+                                           "measuring once over a fixed number of requests (recorded as unstable)"),
+                      flush=True)
                 continue
             tail = [ln for ln in out.strip().splitlines() if ln.strip()][-3:]
-            raise LevelError(f"perf_analyzer exit {p.returncode}: " + " | ".join(tail), UNSTABLE in out)
+            raise LevelError(f"perf_analyzer exit {p.returncode}: " + " | ".join(tail))
     raise AssertionError("unreachable")
 
 
+_PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) ")
+
+
+def window_throughputs(out: str) -> list[float]:
+    """The throughput of every measurement window perf_analyzer printed (its 'Pass [n] throughput: ...' lines)."""
+    return [float(m) for m in _PASS.findall(out)]
+
+
+def unstable_note(windows: list[float], requests: int) -> dict:
+    """What marks a level measured without a stable window: how far apart its windows were."""
+    note = {"windows": len(windows), "measured_over_requests": requests,
+            "why": "no 3 consecutive windows within the stability band in two tries: one fixed-count measurement"}
+    if windows and min(windows) > 0:
+        note["window_spread_pct"] = round(100.0 * (max(windows) / min(windows) - 1.0), 1)
+    return note
+
+
 def _best(rows: list[dict]) -> dict | None:
-    if not rows:
+    """The fastest level; a level measured without a stable window only where no level was stable."""
+    pool = [r for r in rows if not r.get("unstable")] or rows
+    if not pool:
         return None
-    b = max(rows, key=lambda r: r["throughput"])
-    return {"concurrency": b["concurrency"], "throughput": b["throughput"], "p99_ms": b["p99_ms"]}
+    b = max(pool, key=lambda r: r["throughput"])
+    return {"concurrency": b["concurrency"], "throughput": b["throughput"], "p99_ms": b["p99_ms"],
+            **({"unstable": True} if b.get("unstable") else {})}
 
 
 def _fix_ensemble(row: dict, composing: dict) -> None:
@@ -286,7 +320,7 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
                 before = _server_stats(info)
                 with host.GpuSampler() as gpu:
                     row, text = run_level(tool, lambda s, p: pa_command(tool, model, url, protocol, c, batch, data, p, s, cycle),
-                                          settings, log, entry["commands"], client_cpus)
+                                          settings, log, entry["commands"], client_cpus, concurrency=c, cycle=cycle)
                 if gpu_util := gpu.summary():
                     row["gpu"] = gpu_util
                 after = _server_stats(info)
@@ -298,12 +332,12 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
                 print(f"      FAILED: {model} at concurrency {c}: {entry['failed'][-1]['error']}", file=sys.stderr, flush=True)
                 if not alive:
                     raise ServerGone(f"server pid {info.pid} died during {model} at concurrency {c}; log: {info.log}")
-                if not e.unstable:  # a hard error (timeout, crash, bad input) would repeat at every level
-                    break
-                continue
+                break  # a hard error (timeout, crash, bad input) would repeat at every level; noise does not get here
             if spec.kind_of(model) == "ensemble":
                 _fix_ensemble(row, parse_composing(log[-1]).get(c, {}))
             entry["rows"].append(row)
+            if row.get("unstable"):
+                entry.setdefault("unstable", []).append(c)
             csv_lines = [ln for ln in text.splitlines() if ln.strip()]
             header = header or csv_lines[0]
             if csv_lines[0] != header:
@@ -311,7 +345,8 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
             lines += csv_lines[1:]
             util = (row.get("gpu") or {}).get("util_mean")
             print(f"      {row['throughput']:.1f} infer/s  p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  "
-                  + (f"GPU util {util} %  " if util else "") + f"({time.perf_counter() - t0:.0f}s)", flush=True)
+                  + (f"GPU util {util} %  " if util else "") + ("UNSTABLE  " if row.get("unstable") else "")
+                  + f"({time.perf_counter() - t0:.0f}s)", flush=True)
         else:
             entry["status"] = "incomplete" if entry["failed"] else "complete"
     finally:
@@ -457,6 +492,9 @@ def _finish(summary: dict, earlier: dict, names: list[str], order: list[str], ou
         summary["kept_from_earlier_runs"] = kept
     if done_here and all(e.get("status") == "complete" for e in models.values()):
         summary["status"] = "complete"
+    unstable = [f"{n} at concurrency {c}" for n, e in models.items() for c in e.get("unstable") or []]
+    if unstable:  # measured, but not to the stability rule: marked wherever the numbers are shown
+        summary["unstable"] = unstable
     io.write_json(progress, summary)
     os.replace(progress, out)  # the swap: perf_summary.json is only ever a whole result
     where = f"results in {out}" + (f" (earlier results kept for {', '.join(kept)})" if kept else "")
@@ -541,8 +579,12 @@ def main(argv=None) -> int:
         for n, e in s["models"].items():
             b = e.get("best") or {}
             print(f"{n:<24} {b.get('throughput', float('nan')):>12.1f} {b.get('concurrency', '-'):>5} "
-                  f"{b.get('p99_ms', float('nan')):>8.1f}  {e['status']}" + (f" (earlier run, {kept[n]})" if n in kept else ""))
+                  f"{b.get('p99_ms', float('nan')):>8.1f}  {e['status']}" + (f" (earlier run, {kept[n]})" if n in kept else "")
+                  + (f" (unstable at c={','.join(map(str, e['unstable']))})" if e.get("unstable") else ""))
         print(f"summary: {Path(a.logs) / 'perf_summary.json'}")
+        if s.get("unstable"):
+            print("UNSTABLE (measured once over a fixed request count, marked in the summary and report; rerun on a "
+                  "quieter machine for clean numbers):\n  " + "\n  ".join(s["unstable"]), file=sys.stderr)
         if s["status"] != "complete":
             print("INCOMPLETE:\n  " + "\n  ".join(s["errors"]), file=sys.stderr)
             return 1

@@ -888,6 +888,16 @@ def _perf_intro(ctx: Ctx, p: dict) -> list[str]:
     return out + [f"- {n}" for n in p.get("notes", [])] + [""]
 
 
+UNSTABLE_MARK = "†"
+UNSTABLE_NOTE = (f"{UNSTABLE_MARK} unstable: no 3 consecutive windows within the stability band in two tries; measured "
+                 "once over a fixed request count (perf_summary.json: the windows' spread). Not a clean number: left out "
+                 "of every best-within-budget comparison; rerun on a quieter machine.")
+
+
+def _mark(value, row: dict):
+    return f"{fmt(value)} {UNSTABLE_MARK}" if row.get("unstable") else value
+
+
 def _perf_levels(e: dict) -> list[str]:
     comp = sorted({c for r in e["rows"] for c in (r.get("composing") or {})})
     util = any(_util(r) for r in e["rows"])
@@ -895,13 +905,14 @@ def _perf_levels(e: dict) -> list[str]:
     head += [f"{c} queue/compute ms" for c in comp] + (["GPU util % mean (max)"] if util else [])
     rows = []
     for r in e["rows"]:
-        cells = [r["concurrency"], r["throughput"], r["p50_ms"], r["p90_ms"], r["p95_ms"], r["p99_ms"],
+        cells = [_mark(r["concurrency"], r), _mark(r["throughput"], r), r["p50_ms"], r["p90_ms"], r["p95_ms"], r["p99_ms"],
                  r.get("server_queue_ms"), _compute(r)]
         for c in comp:
             x = (r.get("composing") or {}).get(c) or {}
             cells.append(f"{fmt(x.get('queue_ms'))} / {fmt(_compute(x))}")
         rows.append(cells + ([_util(r)] if util else []))
-    return table(head, rows) + ["", f"CSV: {Path(str(e.get('csv') or '-')).name}", ""]
+    note = [UNSTABLE_NOTE, ""] if any(r.get("unstable") for r in e["rows"]) else []
+    return table(head, rows) + [""] + note + [f"CSV: {Path(str(e.get('csv') or '-')).name}", ""]
 
 
 def perf_section(ctx: Ctx) -> list[str]:
@@ -918,9 +929,12 @@ def perf_section(ctx: Ctx) -> list[str]:
         best = e.get("best") or {}
         fails = "".join(f"; failed at concurrency {_v(f.get('concurrency'))}: {_v(f.get('error'))}" for f in e.get("failed") or [])
         name = _link(n, n) if e.get("rows") else n
-        rows.append([name, e.get("kind"), best.get("throughput"), best.get("concurrency"), best.get("p99_ms"),
-                     str(e.get("status", "-")) + fails])
+        shaky = f"; unstable at concurrency {fmt(e['unstable'])}" if e.get("unstable") else ""
+        rows.append([name, e.get("kind"), _mark(best.get("throughput"), best), best.get("concurrency"), best.get("p99_ms"),
+                     str(e.get("status", "-")) + shaky + fails])
     out += table(["model", "kind", "best infer/s", "at concurrency", "p99 ms there", "status"], rows) + [""]
+    if p.get("unstable"):
+        out += [UNSTABLE_NOTE, ""]
     for n, e in p.get("models", {}).items():
         if e.get("rows"):
             out += [f"### {n}", ""] + _perf_levels(e)
@@ -993,8 +1007,9 @@ def where_section(ctx: Ctx) -> list[str]:
 
 
 def _within(rows: list[dict], budget: float = P99_BUDGET_MS) -> dict | None:
-    """The fastest level whose p99 is within the budget (None: none is)."""
-    ok = [r for r in rows or [] if r.get("p99_ms") is not None and r["p99_ms"] <= budget and r.get("throughput")]
+    """The fastest stable level whose p99 is within the budget (None: none is)."""
+    ok = [r for r in rows or [] if r.get("p99_ms") is not None and r["p99_ms"] <= budget and r.get("throughput")
+          and not r.get("unstable")]  # an unstable level is not a clean number
     return max(ok, key=lambda r: r["throughput"]) if ok else None
 
 

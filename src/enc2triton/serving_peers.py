@@ -358,17 +358,18 @@ def sweep(handle: PeerServer, texts: list[str], per_request: int, levels, settin
             try:
                 with hostinfo.GpuSampler() as gpu:
                     row, text = perf.run_level(tool, lambda s, p: perf_command(tool, handle, c, data, p, s, cycle), settings,
-                                               log, entry["commands"], client_cpus, parse=parse)
+                                               log, entry["commands"], client_cpus, parse=parse,
+                                               concurrency=c, cycle=cycle)
                 if gpu_util := gpu.summary():
                     row["gpu"] = gpu_util
             except perf.LevelError as e:
                 gone = "" if handle.alive() else f"; {handle.peer} is gone (log {handle.log})"
                 entry["failed"].append({"concurrency": c, "error": str(e) + gone})
                 print(f"      FAILED at concurrency {c}: {entry['failed'][-1]['error']}", file=sys.stderr, flush=True)
-                if gone or not e.unstable:
-                    break
-                continue
+                break
             entry["rows"].append(row)
+            if row.get("unstable"):
+                entry.setdefault("unstable", []).append(c)
             csv_lines = [ln for ln in text.splitlines() if ln.strip()]
             header = header or csv_lines[0]
             lines += csv_lines[1:]
