@@ -194,6 +194,30 @@ def test_torch_variant_served_by_the_runner(torch_art, tmp_path):
 
 
 @pytest.mark.slow
+def test_sentence_embeddings_run_one_call_per_length_bucket(torch_art):
+    """A merged batch padded to its longest text: each row runs trimmed to the smallest bucket holding its last real
+    token, one engine call per bucket, the rows back in their order; the embeddings are those of the padded batch."""
+    art, _, _ = torch_art
+    m = io.load_manifest(art)
+    eng = engines.open_engine("torch", io.resolve(m["torch"]["fp16"]["package"]["path"], art), "cpu")
+    _, tok = _hf(Path(m["model"]["path"]))
+    texts = ["short", "a rather longer sentence " * 6, "mid sized text here", "tiny", "x " * 60]
+    feed = tokenize(tok, texts, eng.inputs, 128)
+    feed = {n: np.pad(v, ((0, 0), (0, 128 - v.shape[1]))) for n, v in feed.items()}  # as the tokenizer pads a batch
+    groups = eng.length_groups(feed["attention_mask"])
+    lengths = feed["attention_mask"].sum(axis=1)
+    assert sorted(i for rows, _ in groups for i in rows) == list(range(len(texts)))
+    for rows, length in groups:
+        assert all(lengths[r] <= length for r in rows) and length in eng.meta["seq_buckets"] + [128]
+    assert len(groups) >= 3
+    grouped = eng.run(feed, ["sentence_embedding"])["sentence_embedding"]
+    padded = eng._run_eager(feed, ["sentence_embedding"])["sentence_embedding"]
+    cos = (grouped * padded).sum(1) / np.linalg.norm(grouped, axis=1) / np.linalg.norm(padded, axis=1)
+    assert grouped.shape == padded.shape and cos.min() > 0.9999
+    one = {n: v[:1, :16] for n, v in feed.items()}  # one bucket, already trimmed: a single call, as before
+    assert eng.length_groups(one["attention_mask"]) == [(np.array([0]), 16)] or len(eng.length_groups(one["attention_mask"])) == 1
+
+
 def test_compile_cache_round_trip(torch_art, tmp_path):
     """torch.compile once at build time, its portable cache saved; a fresh engine loads the cache and compiles from it."""
     import subprocess

@@ -264,13 +264,48 @@ class TorchEngine:
         return dict(zip(self.outputs, outs)), b, s
 
     def run(self, feed: dict, outputs) -> dict:
-        if self.cuda_graphs:
-            return self._run_graph(feed, outputs)
+        one = self._run_graph if self.cuda_graphs else self._run_eager
+        if "last_hidden_state" in outputs or "attention_mask" not in feed:
+            return one(feed, outputs)
+        return self._run_by_length(feed, outputs, one)
+
+    def _run_eager(self, feed: dict, outputs) -> dict:
         res, b, s = self._forward({n: feed[n] for n in self.inputs})
         got = {}
         for n in outputs:
             t = res[n][:b, :s] if n == "last_hidden_state" else res[n][:b]
             got[n] = t.float().cpu().numpy()
+        return got
+
+    def length_groups(self, mask: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        """(rows, length) per sequence bucket: every row trimmed to the smallest bucket that holds its last real token.
+        A merged batch arrives padded to its longest text (the tokenizer pads a whole execution, the runner merges
+        requests): 16 texts of ~33 tokens padded to 196 cost the GPU 6x the tokens they hold."""
+        b, s = mask.shape
+        real = mask != 0
+        lengths = np.where(real.any(axis=1), s - np.argmax(real[:, ::-1], axis=1), 1)
+        cuts = np.array([c for c in self.meta["seq_buckets"] if c < s] + [s])
+        group = np.searchsorted(cuts, lengths)  # the smallest cut >= the row's length
+        return [(np.flatnonzero(group == g), int(cuts[g])) for g in np.unique(group)]
+
+    def _run_by_length(self, feed: dict, outputs, one) -> dict:
+        """Sentence embeddings only (trailing padding changes nothing in them): one engine call per length bucket."""
+        groups = self.length_groups(feed["attention_mask"])
+        if len(groups) == 1 and groups[0][1] == feed["attention_mask"].shape[1]:
+            return one(feed, outputs)
+        b = feed["attention_mask"].shape[0]
+        got, timing = {}, {}
+        for rows, length in groups:
+            part = one({n: np.ascontiguousarray(feed[n][rows, :length]) for n in self.inputs}, outputs)
+            for n, v in part.items():
+                if n not in got:
+                    got[n] = np.empty((b,) + v.shape[1:], v.dtype)
+                got[n][rows] = v
+            for k, v in (getattr(self, "timing", None) or {}).items():
+                timing[k] = timing.get(k, 0) + v
+            self.timing = None
+        if timing:
+            self.timing = {**timing, "calls": len(groups)}
         return got
 
     def _run_graph(self, feed: dict, outputs) -> dict:

@@ -99,6 +99,7 @@ class TritonPythonModel:
                 m.time(phase, timing[phase])
             m.count("padded_rows", timing["rows"])
             m.count("padded_tokens", timing["tokens"])
+            m.count("graph_calls", timing.get("calls", 1))  # one per length bucket of the batch
         else:
             m.time("engine", t2 - t1)
         rows, seq = merged[self.input_names[0]].shape
