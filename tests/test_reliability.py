@@ -100,10 +100,10 @@ def test_rss_growth_judges_the_level_not_single_peaks():
 
 
 @pytest.mark.slow
-def test_soak_60s_no_failures_no_memory_growth(live, repo):
+def test_soak_30s_no_failures_no_memory_growth(live, repo):
     info = live.ensure()
     logs = live.logs
-    rc = soak.main(["--minutes", "1", "--concurrency", "64", "--model", "ensemble_onnx_fp32",
+    rc = soak.main(["--minutes", "0.5", "--concurrency", "64", "--model", "ensemble_onnx_fp32",
                     "--repository", str(repo), "--logs", str(logs)])
     r = io.read_json(logs / "soak.json")
     assert rc == 0, r["failures"]
@@ -290,7 +290,8 @@ def test_server_killed_mid_run_tests_sh(live, tiny_artifacts, repo, root):
     # long count windows at concurrency 1 on the ensemble: the kill lands inside perf_analyzer's measurement
     sweep = subprocess.Popen([str(ROOT / "run_tests.sh"), "--repository", str(repo), "--logs", str(logs),
                               "--artifacts", str(tiny_artifacts), "--models", "tokenizer,ensemble_onnx_fp32",
-                              "--concurrency", "1,2", "--window-requests", "3000", "--max-trials", "4"],
+                              "--concurrency", "1", "--window-requests", "1500", "--max-trials", "4",
+                              "--stability", "50"],  # stability is not what this tests: no retries
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
 
