@@ -203,7 +203,7 @@ def test_kept_models_and_window_rule_are_stated(logs, tmp_path):
     perf["settings"]["window_per_concurrency"] = 10
     perf["settings"]["max_cycle"] = 1024
     io.write_json(logs / "perf_summary.json", perf)
-    text = _render(logs, tmp_path)
+    text = " ".join(_render(logs, tmp_path).split())  # prose is wrapped: compare words
     assert f"Measured in this run: {first}; kept from earlier runs of the same repository and inputs: {rest[0]} (2026-01-02 03:04:05)" in text
     assert (f"count windows of max({perf['settings']['window_requests']}, 10 x concurrency) requests (for text inputs "
             f"rounded up to whole passes over the {perf['inputs']['n_texts']} texts)") in text
@@ -387,3 +387,11 @@ def test_unstable_levels_are_marked_and_left_out_of_budgets(logs, tmp_path):
     text = _render(logs, tmp_path)
     assert report.UNSTABLE_MARK in text and "unstable at concurrency" in text and "Not a clean number" in text
     assert report._within([row]) is None
+
+
+def test_no_prose_line_over_600_characters(cpu_logs, tmp_path):
+    """The stability paragraph alone was 1,326 characters: prose is wrapped, tables are left whole."""
+    text = _render(cpu_logs, tmp_path)
+    long = [ln[:80] for ln in text.splitlines() if len(ln) > report.LONG_LINE and not ln.startswith("|")]
+    assert not long, long
+    assert "Stability settings used:" in text

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1330,6 +1331,27 @@ def _published(path: Path | None, bench: dict | None) -> dict | None:
     return None if d == bench or not isinstance(d, dict) or not d.get("engines") else d
 
 
+LONG_LINE = 600  # prose past this does not read in a terminal or a diff
+WRAP = 120
+
+
+def wrap_prose(lines: list[str]) -> list[str]:
+    """Long prose lines wrapped at WRAP characters (Markdown joins them back into one paragraph); tables, headings
+    and code blocks as they are."""
+    out, code = [], False
+    for line in lines:
+        for ln in line.split("\n"):
+            code ^= ln.startswith("```")
+            if len(ln) <= LONG_LINE or code or ln.lstrip().startswith(("|", "#")):
+                out.append(ln)
+                continue
+            lead = ln[:len(ln) - len(ln.lstrip())]
+            bullet = "- " if ln.lstrip().startswith("- ") else ""
+            out += textwrap.wrap(ln.strip(), WRAP, initial_indent=lead, subsequent_indent=lead + " " * len(bullet),
+                                 break_long_words=False, break_on_hyphens=False)
+    return out
+
+
 def render(logs_dir: Path = spec.LOGS, out: Path = spec.ROOT / "REPORT.md", published: Path | None = PUBLISHED) -> str:
     """Write the report for `logs_dir` to `out` (PNGs into `logs_dir`); `published`: the GPU benchmark the summary quotes
     (None: none). Returns the text."""
@@ -1348,7 +1370,7 @@ def render(logs_dir: Path = spec.LOGS, out: Path = spec.ROOT / "REPORT.md", publ
                     torch_section, perf_section, where_section, peer_section, tune_section, bench_section, published_section, target_section,
                     reliability_section):
         lines += section(ctx)
-    text = "\n".join(lines).rstrip() + "\n"
+    text = "\n".join(wrap_prose(lines)).rstrip() + "\n"
     io.write_text(out, text)
     return text
 
