@@ -116,3 +116,14 @@ def test_tune_measures_candidates_and_repository_applies_the_choice(tiny_artifac
     assert repository.main(["--artifacts", str(tiny_artifacts), "--out", str(tmp_path / "g"), "--device", "gpu", "--gpus", "0",
                             "--tuned", str(logs / "tune.json")]) == 1
     assert "measured for --device cpu" in capsys.readouterr().err
+
+
+def test_tune_score_leaves_out_a_load_nobody_meets():
+    """A load every candidate serves over the budget says nothing about them; an unstable level is not within it."""
+    from enc2triton import tune
+    cands = [{"results": {"16x64": {"throughput": 19000, "p99_ms": 80}, "1x128": {"throughput": 7600, "p99_ms": 30}}},
+             {"results": {"16x64": {"throughput": 16000, "p99_ms": 90}, "1x128": {"throughput": 9100, "p99_ms": 35}}},
+             {"results": {"16x64": {"throughput": 17000, "p99_ms": 95}, "1x128": {"throughput": 9900, "p99_ms": 20,
+                                                                                  "unstable": {"windows": 8}}}}]
+    assert tune.score(cands, None, 50.0) == ["16x64"]
+    assert [c["score"] for c in cands] == [round(7600 / 9100, 4), 1.0, round(1e-9, 4)]

@@ -77,18 +77,23 @@ def build(artifacts: Path, out: Path, variant: str, cands: list[dict], device: s
     return names
 
 
-def score(cands: list[dict], loads, budget: float) -> None:
-    """Each candidate's `score`: geometric mean over loads of its throughput over the load's best (0 over budget)."""
+def score(cands: list[dict], loads, budget: float) -> list[str]:
+    """Each candidate's `score`: geometric mean over loads of its throughput over the load's best (0 over budget or
+    unstable). A load no candidate serves within the budget says nothing about them: it is left out of the score (and
+    returned, to be reported), rather than zeroing every candidate."""
     best = {}
     for c in cands:
         for key, r in c["results"].items():
-            ok = r.get("throughput") if r.get("p99_ms") is not None and r["p99_ms"] <= budget else 0.0
+            ok = r.get("throughput") if (r.get("p99_ms") is not None and r["p99_ms"] <= budget
+                                         and not r.get("unstable")) else 0.0
             r["within_budget"] = bool(ok)
             best[key] = max(best.get(key, 0.0), ok or 0.0)
+    scored = [k for k in best if best[k]]
     for c in cands:
         shares = [(c["results"].get(k, {}).get("throughput", 0.0) if c["results"].get(k, {}).get("within_budget") else 0.0)
-                  / best[k] if best.get(k) else 0.0 for k in best]
+                  / best[k] for k in scored]
         c["score"] = round(math.exp(sum(math.log(max(x, 1e-9)) for x in shares) / len(shares)), 4) if shares else 0.0
+    return [k for k in best if not best[k]]
 
 
 def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = "gpu", gpus: list[int] | None = None,
@@ -139,15 +144,20 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
                 row = (entry.get("rows") or [{}])[0]
                 rec["results"][f"{b}x{conc}"] = {
                     "throughput": row.get("throughput"), "p50_ms": row.get("p50_ms"), "p99_ms": row.get("p99_ms"),
+                    "unstable": row.get("unstable"),
                     "avg_ms": row.get("avg_ms"), "gpu": row.get("gpu"), "server_stats": row.get("server_stats"),
                     "failed": entry.get("failed") or None}
             io.write_json(partial, result)
-    score(result["candidates"], loads, budget)
+    unscored = score(result["candidates"], loads, budget)
+    if unscored:
+        result["unscored_loads"] = unscored
+        print(f"no candidate within p99 {budget:g} ms at {', '.join(unscored)} (texts per request x concurrency): "
+              "left out of the choice; pick loads a server can meet the budget at", file=sys.stderr)
     chosen = max(result["candidates"], key=lambda c: c.get("score", 0.0))
     if not chosen.get("score"):
         result["status"] = "failed"
         io.write_json(partial, result)
-        raise StageError(f"no candidate served within p99 {budget:g} ms at every load; measurements in {partial}")
+        raise StageError(f"no candidate served within p99 {budget:g} ms at any load; measurements in {partial}")
     result["chosen"] = {"id": chosen["id"], "changed": chosen["changed"], "overrides": chosen["overrides"]}
     result["status"], result["finished"] = "complete", time.strftime("%Y-%m-%d %H:%M:%S")
     io.write_json(out, result)
@@ -168,7 +178,7 @@ def render(result: dict) -> str:
             r = c["results"].get(k) or {}
             tput = r.get("throughput")
             per_req = int(k.split("x")[0])
-            cells.append("failed" if tput is None else f"{tput:,.0f} ({r['p99_ms']:.1f})" + ("" if r.get("within_budget") else " over budget"))
+            cells.append("failed" if tput is None else f"{tput:,.0f} ({r['p99_ms']:.1f})" + ("" if r.get("within_budget") else " unstable" if r.get("unstable") else " over budget"))
             model = next((s for n, s in (r.get("server_stats") or {}).items() if spec.kind_of(n) == "model"), None)
             batch.append(f"{model['items_per_execution']:.0f}" if model and model.get("items_per_execution") else "-")
         mark = " **chosen**" if result.get("chosen", {}).get("id") == c["id"] else ""
@@ -181,6 +191,8 @@ def render(result: dict) -> str:
              f"over gRPC, {where}; p99 budget {result['p99_budget_ms']:g} ms. Throughput in texts/s (perf_analyzer's "
              "inferences/s: requests x texts per request).", "",
              *markdown.table(head, rows), ""]
+    if result.get("unscored_loads"):
+        lines += [f"No candidate within the budget at {', '.join(result['unscored_loads'])}: left out of the choice.", ""]
     if result.get("chosen"):
         lines.append(f"Chosen: {result['chosen']['id']} ({result['chosen']['changed']}); `python -m enc2triton.repository --tuned "
                      "logs/tune.json` serves with it.")
