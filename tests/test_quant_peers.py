@@ -80,6 +80,10 @@ def test_real_modelopt_beside_ours_on_tiny_model(modelopt_python, tiny_artifacts
     assert saved["rows"] == json.loads(json.dumps(d["rows"]))
     md = (logs / "quant_peers.md").read_text()
     assert md.startswith("# " + qp.TITLE) and "| ModelOpt int8_max | int8 |" in md
+    # a rerun of no configuration refreshes our rows and keeps ModelOpt's (same export and texts)
+    again = qp.run(art, logs, configs=(), progress=False)
+    assert [r["name"] for r in again["rows"]] == [r["name"] for r in d["rows"]]
+    assert json.loads((logs / "quant_peers.json").read_text())["rows"][-1]["exact_mean_cos"] == d["rows"][-1]["exact_mean_cos"]
     # the report renders it
     body = report.render(logs, tmp_path / "REPORT.md", published=None)
     assert "## " + qp.TITLE in body and "ModelOpt fp8_max" in body

@@ -58,11 +58,12 @@ class Config:
     mode: str     # ModelOpt quantize_mode
     method: str   # ModelOpt calibration_method
     about: str
+    extra: tuple = ()  # more quantize() arguments, (name, value) pairs (a diagnostic configuration's change)
 
     def settings(self) -> dict:
         """What modelopt.onnx.quantization.quantize gets besides the paths and the calibration reader."""
         return {"quantize_mode": self.mode, "calibration_method": self.method, "calibration_eps": ["cpu"],
-                "high_precision_dtype": "fp32", "log_level": "WARNING"}
+                "high_precision_dtype": "fp32", "log_level": "WARNING", **{k: list(v) if isinstance(v, tuple) else v for k, v in self.extra}}
 
 
 CONFIGS = {c.name: c for c in (
@@ -70,7 +71,14 @@ CONFIGS = {c.name: c for c in (
     Config("int8_entropy", "int8", "entropy", "INT8, entropy calibration (ModelOpt's default method)"),
     Config("fp8_max", "fp8", "max", "FP8 E4M3, max calibration"),
     Config("fp8_entropy", "fp8", "entropy", "FP8 E4M3, entropy calibration (ModelOpt's default method)"),
+    # diagnostic: ModelOpt's INT8 default also puts Q/DQ on both inputs of every residual Add (TensorRT fuses an int8
+    # residual add); this one keeps Q/DQ on MatMul inputs only, where ours puts them
+    Config("int8_max_matmul_only", "int8", "max", "INT8, max calibration, Q/DQ on MatMul inputs only "
+           "(op_types_to_quantize ['MatMul']: a diagnostic, ours quantizes only there too)", (("op_types_to_quantize", ("MatMul",)),)),
+    Config("int8_entropy_matmul_only", "int8", "entropy", "INT8, entropy calibration, Q/DQ on MatMul inputs only (diagnostic)",
+           (("op_types_to_quantize", ("MatMul",)),)),
 )}
+DEFAULT_CONFIGS = ("int8_max", "int8_entropy", "fp8_max", "fp8_entropy")
 OURS = ("int8", "best", "fp8")  # the manifest's variants ModelOpt is compared with
 FLOOR_OF = {"int8": "int8", "fp8": "fp8"}  # a ModelOpt mode -> the floor of our precision it stands beside
 
@@ -202,7 +210,7 @@ def our_rows(manifest: dict) -> list[dict]:
     variants = manifest.get("variants") or {}
     for p in OURS:
         e = variants.get(p) or {}
-        row = {"who": "ours", "name": f"ours {p}", "variant": p, "precision": "fp8" if p == "fp8" else "int8"}
+        row = {"who": "ours", "name": f"ours {p}", "variant": p, "precision": {"fp8": "fp8", "best": "int8 + fp16"}.get(p, "int8")}
         if not e.get("onnx"):
             rows.append({**row, "note": "not built: run python -m enc2triton.quantize"})
             continue
@@ -214,18 +222,19 @@ def our_rows(manifest: dict) -> list[dict]:
             row.update(_q(e.get("quality")))
             row.update(_q(e.get("quality_graph_exact"), "exact_"))
             kept = e.get("excluded_nodes") or []
-            row["placement"] = (f"{e.get('quantized_count', '-')} of {e.get('candidate_count', e.get('quantized_count', '-'))} MatMuls"
-                                + (f", {len(kept)} kept FP32" if kept else ""))
+            # best records no candidate count of its own: its int8 graph's (the same Q/DQ placement)
+            total = e.get("candidate_count") or (variants.get("int8") or {}).get("candidate_count") or "-"
+            row["placement"] = f"{e.get('quantized_count', '-')} of {total} MatMuls" + (f", {len(kept)} kept FP32" if kept else "")
         row["method"] = {"int8": "SmoothQuant + range method per tensor role + measured sensitivity search",
                          "best": "the int8 graph, FP16 wherever no Q/DQ sits (TensorRT --best)",
                          "fp8": "per-tensor |max| activations, per-channel weights, linear layers only"}[p]
-        row["pass"] = _pass(row, row["precision"]) if p != "best" else _pass(row, "best")
+        row["pass"] = _pass(row, p)
         rows.append(row)
     return rows
 
 
 # ------------------------------------------------------------------------------------ the stage
-def run(artifacts: Path | None = None, logs: Path | None = None, configs=tuple(CONFIGS), calibration: Path = spec.CALIBRATION_TEXTS,
+def run(artifacts: Path | None = None, logs: Path | None = None, configs=DEFAULT_CONFIGS, calibration: Path = spec.CALIBRATION_TEXTS,
         evaluation: Path = spec.EVALUATION_TEXTS, work: Path | None = None, python: str | None = None, progress: bool = True) -> dict:
     artifacts = Path(artifacts or spec.ARTIFACTS)
     unknown = [c for c in configs if c not in CONFIGS]
@@ -302,6 +311,18 @@ def run(artifacts: Path | None = None, logs: Path | None = None, configs=tuple(C
         "floors": {p: spec.FLOORS.get(p) for p in ("int8", "best", "fp8")},
         "rows": rows,
     }
+    # a rerun of some configurations keeps the others' rows from the previous log of the same export and texts
+    old_path = logs / "quant_peers.json"
+    old = io.read_json(old_path) if old_path.exists() else {}
+    if (old.get("fp32") or {}).get("sha256") == fp32["sha256"] and (old.get("calibration") or {}).get("data_sha256") == \
+            result["calibration"]["data_sha256"] and (old.get("evaluation") or {}).get("data_sha256") == result["evaluation"]["data_sha256"]:
+        kept = [r for r in old.get("rows") or [] if r.get("who") == "modelopt" and r.get("config") not in configs]
+        if kept:
+            result["rows"] = [r for r in rows if r.get("who") != "modelopt"] + sorted(
+                kept + [r for r in rows if r.get("who") == "modelopt"], key=lambda r: list(CONFIGS).index(r["config"]) if r["config"] in CONFIGS else 99)
+            result["modelopt"]["configs"] = {**(old.get("modelopt") or {}).get("configs", {}), **result["modelopt"]["configs"]}
+            result["started_first"] = old.get("started_first") or old.get("started")
+            print(f"kept from the previous log: {', '.join(r['config'] for r in kept)}")
     io.write_json(logs / "quant_peers.json", result)
     io.write_text(logs / "quant_peers.md", render(result))
     print(f"logs: {logs / 'quant_peers.json'}, {logs / 'quant_peers.md'}")
@@ -365,15 +386,18 @@ def main(argv=None) -> int:
         ".venv-modelopt: make modelopt) on a copy of the manifest's fp32 export, calibrated on the texts our int8/fp8 "
         "calibrate on, measured with ONNX Runtime CPU on the evaluation texts beside our int8/best/fp8 variants. Writes "
         "logs/quant_peers.{json,md}; ModelOpt's graphs go to ARTIFACTS/quant_peers/."))
-    ap.add_argument("--configs", default=",".join(CONFIGS),
-                    help=f"comma-separated subset of {','.join(CONFIGS)} (default %(default)s)")
+    ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                    help=f"comma-separated subset of {','.join(CONFIGS)} (default %(default)s); a rerun keeps the previous "
+                         "log's rows of the configurations not rerun (same export and texts); 'none': rerun none, "
+                         "only our rows (from the manifest) and the Markdown are refreshed")
     ap.add_argument("--calibration", type=Path, default=spec.CALIBRATION_TEXTS, help="calibration texts (default %(default)s)")
     ap.add_argument("--evaluation", type=Path, default=spec.EVALUATION_TEXTS, help="evaluation texts (default %(default)s)")
     ap.add_argument("--python", default=None, help="ModelOpt's interpreter (default: $ENC2TRITON_MODELOPT_PYTHON, else "
                     ".venv-modelopt/bin/python)")
 
     def body(a) -> None:
-        run(a.artifacts, a.logs, tuple(c.strip() for c in a.configs.split(",") if c.strip()), a.calibration, a.evaluation,
+        configs = () if a.configs.strip().lower() == "none" else tuple(c.strip() for c in a.configs.split(",") if c.strip())
+        run(a.artifacts, a.logs, configs, a.calibration, a.evaluation,
             python=a.python)
     return cli.run(ap, body, argv)
 
