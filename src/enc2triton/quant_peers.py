@@ -167,10 +167,14 @@ def graph_summary(path: Path) -> dict:
     dq_out = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
     inits = {i.name: i for i in g.initializer}
     by_op: dict[str, int] = {}
+    adds = {1: 0, 2: 0}  # Adds by how many of their inputs come through Q/DQ (residual Adds: 1 = the shared residual input)
     for n in g.node:
         # Shape reads only a tensor's dimensions: a DequantizeLinear output it also reads is no quantized input
         if n.op_type not in (*QDQ_OPS, "Shape") and any(x in dq_out for x in n.input):
             by_op[n.op_type] = by_op.get(n.op_type, 0) + 1
+            if n.op_type == "Add":
+                k = min(2, sum(x in dq_out for x in n.input))
+                adds[k] += 1
     zps, qtypes = [], set()
     for n in g.node:
         if n.op_type in QDQ_OPS and len(n.input) > 2 and n.input[2] in inits:
@@ -181,8 +185,18 @@ def graph_summary(path: Path) -> dict:
     return {"quantize_linear": sum(n.op_type == "QuantizeLinear" for n in g.node),
             "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in g.node),
             "quantized_ops": dict(sorted(by_op.items())), "matmuls": matmuls, "quantized_matmuls": by_op.get("MatMul", 0),
+            "adds_one_input_qdq": adds[1], "adds_both_inputs_qdq": adds[2],
             "zero_points_all_zero": bool(all(np.all(np.asarray(z, np.float32) == 0) for z in zps)),
             "quantized_types": sorted(qtypes), "opset": max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=None)}
+
+
+def _shown(python: str) -> str:
+    """An interpreter's path for a log: relative to the checkout when inside it (a venv's python is a symlink out of it:
+    io.rel, which resolves, would print it absolute), else as given."""
+    try:
+        return str(Path(python).relative_to(spec.ROOT))
+    except ValueError:
+        return python
 
 
 # ------------------------------------------------------------------------------------ rows
@@ -266,7 +280,7 @@ def run(artifacts: Path | None = None, logs: Path | None = None, configs=DEFAULT
             print(f"modelopt {name}: quantizing ({cfg.about}) ...", flush=True)
         rec = run_modelopt(python, cfg, fp32_path, calib_npz, work)
         row = {"who": "modelopt", "name": f"ModelOpt {name}", "config": name, "precision": cfg.mode, "about": cfg.about,
-               "settings": cfg.settings(), "seconds": rec.get("seconds"), "log": io.rel(Path(rec["log"])) if rec.get("log") else None}
+               "settings": cfg.settings(), "seconds": rec.get("seconds"), "log": io.rel(Path(rec["log"]), artifacts) if rec.get("log") else None}
         if rec.get("error"):
             row["error"] = rec["error"]
             rows.append(row)
@@ -282,9 +296,11 @@ def run(artifacts: Path | None = None, logs: Path | None = None, configs=DEFAULT
         row.update(_q(quality(fp32_path, out, *args, graph_optimizations=False), "exact_"))
         row["measure_seconds"] = round(time.perf_counter() - t0, 1)
         gs = row["graph"]
-        others = {k: v for k, v in gs["quantized_ops"].items() if k != "MatMul"}
-        row["placement"] = (f"{gs['quantized_matmuls']} of {gs['matmuls']} MatMuls"
-                            + (", " + ", ".join(f"{v} {k}" for k, v in others.items()) if others else ""))
+        others = {k: v for k, v in gs["quantized_ops"].items() if k not in ("MatMul", "Add")}
+        adds = [f"{gs[k]} Add reading {w}" for k, w in (("adds_both_inputs_qdq", "both inputs through Q/DQ"),
+                                                        ("adds_one_input_qdq", "one input through Q/DQ")) if gs[k]]
+        row["placement"] = ", ".join([f"{gs['quantized_matmuls']} of {gs['matmuls']} MatMuls", *adds,
+                                      *(f"{v} {k}" for k, v in others.items())])
         row["pass"] = _pass(row, FLOOR_OF[cfg.mode])
         rows.append(row)
         if progress:
@@ -303,7 +319,7 @@ def run(artifacts: Path | None = None, logs: Path | None = None, configs=DEFAULT
         "quality_method": "variant_quality.quality: sentence embeddings vs the fp32 export, ONNX Runtime CPU; 'default' = default "
                           "graph optimizations (x86 int8 kernels), 'as written' = graph optimizations off (the Q/DQ arithmetic); "
                           "FP8 as written only (no FP8 kernels in ONNX Runtime); top-10 = nearest-neighbour agreement among the texts",
-        "modelopt": {"python": io.rel(Path(python)) if Path(python).is_absolute() else python, "versions": found,
+        "modelopt": {"python": _shown(python), "versions": found,
                      "common_settings": {"calibration_eps": ["cpu"], "high_precision_dtype": "fp32",
                                          "calibration_data_reader": "the project's length batches (above)",
                                          "everything else": "ModelOpt's defaults"},
