@@ -1084,9 +1084,12 @@ def quant_peer_section(ctx: Ctx) -> list[str]:
     theirs = [r for r in d.get("rows") or [] if r.get("who") == "modelopt" and r.get("precision") == "int8" and _num(r.get("mean_cos"))]
     if _num(ours.get("mean_cos")) and theirs:
         top = max(theirs, key=lambda r: r["mean_cos"])
+        dflt = next((r for r in theirs if r.get("config") == "int8_entropy"), None)  # ModelOpt's default INT8 recipe
+        shown = [("ModelOpt's default (int8_entropy)", dflt)] if dflt else []
+        shown += [] if top is dflt else [(f"{'its' if dflt else 'ModelOpt' + chr(39) + 's'} best here ({top.get('config')})", top)]
         out += [f"INT8, ORT default: ours {_cos(ours.get('mean_cos'))} mean / {_cos(ours.get('min_cos'))} min cosine in "
-                f"{fmt(ours.get('mb'))} MB; ModelOpt's best ({top.get('config')}) {_cos(top.get('mean_cos'))} / {_cos(top.get('min_cos'))} "
-                f"in {fmt(top.get('mb'))} MB.", ""]
+                f"{fmt(ours.get('mb'))} MB; " + ", ".join(f"{k} {_cos(r.get('mean_cos'))} / {_cos(r.get('min_cos'))} in "
+                                                                f"{fmt(r.get('mb'))} MB" for k, r in shown) + ".", ""]
     return out
 
 
