@@ -87,3 +87,14 @@ def test_real_modelopt_beside_ours_on_tiny_model(modelopt_python, tiny_artifacts
     # the report renders it
     body = report.render(logs, tmp_path / "REPORT.md", published=None)
     assert "## " + qp.TITLE in body and "ModelOpt fp8_max" in body
+
+
+def test_help_names_every_default(capsys):
+    with pytest.raises(SystemExit) as e:
+        qp.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("usage: python -m enc2triton.quant_peers")
+    for opt in ("--artifacts", "--logs", "--configs", "--calibration", "--evaluation", "--python"):
+        assert opt in out
+    flat = " ".join(out.split())  # argparse wraps the text
+    assert flat.count("(default") >= 5 and "make modelopt" in flat
