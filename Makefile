@@ -6,13 +6,14 @@ export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 MODEL ?= distilbert-base-uncased
 DEVICE ?= cpu
 
-.PHONY: setup peers all test test-fast export variants trt repository serve stop quality perf bench report clean help
+.PHONY: setup peers modelopt all test test-fast export variants trt repository serve stop quality perf bench report clean help
 
 help:
 	@echo "make setup   install everything into .venv and check tritonserver + perf_analyzer start"
 	@echo "make all     export -> variants -> trt -> repository -> quality -> perf -> bench -> report (MODEL=..., DEVICE=cpu|gpu)"
 	@echo "make test    the test suite (real tritonserver, perf_analyzer and ONNX Runtime)"
 	@echo "make peers   the serving peer infinity-emb in its own venv .venv-peers (python -m enc2triton.serving_peers)"
+	@echo "make modelopt  the quantization peer NVIDIA ModelOpt in its own venv .venv-modelopt (python -m enc2triton.quant_peers)"
 
 # pip runs only when requirements.txt changed; the start check always runs (a few seconds).
 setup: .venv/.installed
@@ -32,6 +33,19 @@ peers: .venv-peers/.installed
 	test -x .venv-peers/bin/python || python3 -m venv .venv-peers
 	.venv-peers/bin/python -m pip install -q --upgrade pip
 	.venv-peers/bin/python -m pip install -q -r requirements-peers.txt
+	touch $@
+
+# NVIDIA ModelOpt's ONNX PTQ cannot share .venv either (requirements-modelopt.txt says why): its own venv, found by
+# quant_peers.py; modelopt itself --no-deps (its [onnx] extra pulls GBs of CUDA packages)
+MODELOPT ?= nvidia-modelopt==0.47.0
+modelopt: .venv-modelopt/.installed
+
+.venv-modelopt/.installed: requirements-modelopt.txt
+	test -x .venv-modelopt/bin/python || python3 -m venv .venv-modelopt
+	.venv-modelopt/bin/python -m pip install -q --upgrade pip
+	.venv-modelopt/bin/python -m pip install -q -r requirements-modelopt.txt
+	.venv-modelopt/bin/python -m pip install -q --no-deps $(MODELOPT)
+	.venv-modelopt/bin/python -c "import modelopt.onnx.quantization"
 	touch $@
 
 # a noisy level is measured and marked unstable, not a failure; a real failure (crash, dead server): report, then make fails

@@ -395,3 +395,26 @@ def test_no_prose_line_over_600_characters(cpu_logs, tmp_path):
     long = [ln[:80] for ln in text.splitlines() if len(ln) > report.LONG_LINE and not ln.startswith("|")]
     assert not long, long
     assert "Stability settings used:" in text
+
+
+def test_quantization_peer_section_from_its_log(cpu_logs, tmp_path):
+    # quant_peers.json: python -m enc2triton.quant_peers on the bundled all-MiniLM-L6-v2 (results/cpu_modelopt/)
+    assert f"## {report.S_QPEER}" not in _render(cpu_logs, tmp_path)  # no log: no section, nothing about it
+    d = io.read_json(FIXTURES / "quant_peers.json")
+    shutil.copy(FIXTURES / "quant_peers.json", cpu_logs / "quant_peers.json")
+    text = _render(cpu_logs, tmp_path)
+    body = _section(text, report.S_QPEER)
+    assert body.startswith(f"## {report.S_QPEER}\n\n_From logs/quant_peers.json (python -m enc2triton.quant_peers): ")
+    assert f"NVIDIA ModelOpt {d['modelopt']['versions']['nvidia-modelopt']} (`modelopt.onnx.quantization.quantize`" in body
+    assert "| quantizer | precision | MB | mean / min cos (ORT default) |" in body
+    rows = {r["name"]: r for r in d["rows"]}
+    ours, mo = rows["ours int8"], rows["ModelOpt int8_max"]
+    assert f"| ours int8 | int8 | {ours['mb']} | {ours['mean_cos']:.6f} / {ours['min_cos']:.6f} | {ours['top10']:.3f} |" in body
+    assert f"| ModelOpt int8_max | int8 | {mo['mb']} | {mo['mean_cos']:.6f} / {mo['min_cos']:.6f} |" in body
+    assert "| ModelOpt fp8_max | fp8 |" in body and "- (no FP8 kernels)" in body
+    dflt = rows["ModelOpt int8_entropy"]
+    assert f"INT8, ORT default: ours {ours['mean_cos']:.6f} mean" in body
+    assert f"ModelOpt's default (int8_entropy) {dflt['mean_cos']:.6f} / {dflt['min_cos']:.6f} in {dflt['mb']} MB, its best here" in body
+    assert not ABSOLUTE.search(text) and "None" not in body
+    (cpu_logs / "quant_peers.json").write_text("{not json")
+    assert f"## {report.S_QPEER}" not in _render(cpu_logs, tmp_path)  # unreadable: left out, the rest renders
