@@ -86,11 +86,12 @@ bench:
 report:
 	$(PY) -m enc2triton.report
 
+# two workers, one test file each (module-scoped servers stay in one worker): most tests wait on a server or perf_analyzer
 test:
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n 2 --dist loadfile
 
 test-fast:
-	$(PY) -m pytest -q -ra -m "not slow and not server"
+	$(PY) -m pytest -q -ra -n 2 --dist loadfile -m "not slow and not server"
 
 clean:
 	rm -rf artifacts model_repository REPORT.md logs/*.json logs/*.md logs/*.csv logs/*.png logs/*.log logs/perf_inputs logs/*.incomplete logs/*.partial logs/batch16
