@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Issue 18: NVIDIA's triton-model-analyzer beside the project's `python -m enc2triton.tune`, same model, same variant,
+# same texts, same p99 budget, same perf_analyzer windows, one after the other on this machine (CPU).
+#   scripts/model_analyzer_compare.sh WORK [ma|tune|all]
+# WORK gets A/ (export), R/ (repository), ma/ (model-analyzer's config, results, logs), tune/ (our search's logs) and
+# times.txt (each tool's wall time).
+# Environment (defaults): PY (.venv/bin/python, the project venv), MA_VENV (.venv-ma: pip install -r
+# requirements-model-analyzer.txt), VARIANT (onnx_fp32), BUDGET_MS (p99 budget of both tools, 200), MAX_CONC
+# (model-analyzer's largest concurrency, 16), LOADS (tune's loads, 1x4,1x16), WINDOW_MS (perf_analyzer time windows,
+# both, 2000), MA_MAX_INSTANCES (model-analyzer's largest instance count, 4), MA_AUTO_ADJUSTS (perf_analyzer window
+# lengthenings model-analyzer may make per measurement, 3; its default 10), TUNE_INSTANCES (tune's, 1,2,4).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mkdir -p "${1:?usage: $0 WORK [ma|tune|all]}" && cd "$1" && pwd)"; what="${2:-all}"
+py="${PY:-$here/.venv/bin/python}"; ma_venv="${MA_VENV:-$here/.venv-ma}"
+variant="${VARIANT:-onnx_fp32}"; budget="${BUDGET_MS:-200}"; max_conc="${MAX_CONC:-16}"; loads="${LOADS:-1x4,1x16}"
+window="${WINDOW_MS:-2000}"; max_inst="${MA_MAX_INSTANCES:-4}"; tune_inst="${TUNE_INSTANCES:-1,2,4}"
+auto_adjusts="${MA_AUTO_ADJUSTS:-3}"
+export PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}"
+
+if [ ! -f "$work/A/manifest.json" ]; then
+  "$py" "$here/torch2onnx.py" --model distilbert-base-uncased --artifacts "$work/A" --logs "$work/L_export" --skip-flops
+fi
+if [ ! -d "$work/R/ensemble_$variant" ]; then
+  "$py" -m enc2triton.repository --artifacts "$work/A" --out "$work/R" --device cpu --variants "$variant"
+fi
+
+if [ "$what" = ma ] || [ "$what" = all ]; then
+  [ -x "$ma_venv/bin/model-analyzer" ] || { echo "no $ma_venv/bin/model-analyzer: python3 -m venv $ma_venv && $ma_venv/bin/pip install -r $here/requirements-model-analyzer.txt" >&2; exit 2; }
+  rm -rf "$work/ma"; mkdir -p "$work/ma"
+  # the server's and perf_analyzer's environments exactly as the project starts them (src/enc2triton/tools.py);
+  # the config is JSON, which YAML reads
+  pa_ld="$("$py" - "$work/ma" "$variant" "$budget" "$max_conc" "$window" "$max_inst" "$auto_adjusts" <<'PYEOF'
+import json, sys
+from pathlib import Path
+from enc2triton import perf, spec, tools
+from enc2triton.texts import read_texts
+out, variant, budget, max_conc, window, max_inst, auto_adjusts = Path(sys.argv[1]), *sys.argv[2:]
+ts, pa = tools.find_tritonserver(), tools.find_perf_analyzer()
+data = out / "texts.json"
+data.write_text(json.dumps(perf.text_input_data(read_texts(spec.EVALUATION_TEXTS))))
+env = {k: v + ":$" + k if k in ("PATH", "LD_LIBRARY_PATH") else v for k, v in ts.env.items()}
+cfg = {
+    "model_repository": str(out.parent / "R"),
+    "output_model_repository_path": str(out / "output_model_repository"),
+    "override_output_model_repository": True,
+    "export_path": str(out / "results"),
+    "checkpoint_directory": str(out / "checkpoints"),
+    "triton_launch_mode": "local",
+    "triton_server_path": str(ts.path),
+    "triton_server_flags": {"backend-directory": str(ts.backend_dir), "http-address": "127.0.0.1",
+                            "grpc-address": "127.0.0.1", "allow-gpu-metrics": False},
+    "triton_server_environment": env,
+    "triton_http_endpoint": "127.0.0.1:18600", "triton_grpc_endpoint": "127.0.0.1:18601",
+    "triton_metrics_url": "http://127.0.0.1:18602/metrics",
+    "triton_output_path": str(out / "tritonserver.log"),
+    "perf_analyzer_path": str(pa.path),
+    "perf_output": True, "perf_output_path": str(out / "perf_analyzer.log"),
+    "client_protocol": "grpc",
+    "run_config_search_mode": "quick",
+    "run_config_search_max_concurrency": int(max_conc),
+    "run_config_search_max_instance_count": int(max_inst),
+    "run_config_search_max_model_batch_size": 64,
+    # the default config is measured at 2 x max_batch_size x instances = 128 whatever run_config_search_max_concurrency
+    # says; each failed window makes perf_analyzer's next one longer (10 times by default): bounded here
+    "perf_analyzer_max_auto_adjusts": int(auto_adjusts),
+    "latency_budget": int(float(budget)),
+    "cpu_only_composing_models": ["tokenizer", variant],
+    "profile_models": {spec.ensemble_name(variant): {"perf_analyzer_flags": {
+        "input-data": str(data), "measurement-mode": "time_windows", "measurement-interval": int(window),
+        "stability-percentage": 15, "max-trials": 6}}},
+}
+(out / "config.yml").write_text(json.dumps(cfg, indent=2) + "\n")
+print(pa.env["LD_LIBRARY_PATH"])
+PYEOF
+)"
+  t0=$(date -u +%s)
+  rc=0
+  (cd "$work/ma" && LD_LIBRARY_PATH="$pa_ld${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+     "$ma_venv/bin/model-analyzer" profile -v -f "$work/ma/config.yml" > "$work/ma/model_analyzer.log" 2>&1) || rc=$?
+  t1=$(date -u +%s)
+  echo "model-analyzer profile: rc $rc, wall $((t1 - t0)) s ($(date -u -d @"$t0" +%FT%TZ) .. $(date -u -d @"$t1" +%TZ))" | tee -a "$work/times.txt"
+  tail -n 25 "$work/ma/model_analyzer.log"
+fi
+
+if [ "$what" = tune ] || [ "$what" = all ]; then
+  t0=$(date -u +%s)
+  rc=0
+  "$py" -m enc2triton.tune --device cpu --variant "$variant" --artifacts "$work/A" --logs "$work/tune" \
+      --loads "$loads" --instances "$tune_inst" --window-ms "$window" --p99-budget-ms "$budget" || rc=$?
+  t1=$(date -u +%s)
+  echo "enc2triton.tune: rc $rc, wall $((t1 - t0)) s ($(date -u -d @"$t0" +%FT%TZ) .. $(date -u -d @"$t1" +%TZ))" | tee -a "$work/times.txt"
+fi
