@@ -8,14 +8,19 @@
 # requirements-model-analyzer.txt), VARIANT (onnx_fp32), BUDGET_MS (p99 budget of both tools, 200), MAX_CONC
 # (model-analyzer's largest concurrency, 16), LOADS (tune's loads, 1x4,1x16), WINDOW_MS (perf_analyzer time windows,
 # both, 2000), MA_MAX_INSTANCES (model-analyzer's largest instance count, 4), MA_AUTO_ADJUSTS (perf_analyzer window
-# lengthenings model-analyzer may make per measurement, 3; its default 10), TUNE_INSTANCES (tune's, 1,2,4).
+# lengthenings model-analyzer may make per measurement, 3; its default 10), MA_MIN_BATCH (model-analyzer's smallest max_batch_size, 64: see below),
+# MA_MEASUREMENT (count_windows: model-analyzer's default; time_windows: tune's WINDOW_MS windows, which here
+# never went stable within 6 windows and made model-analyzer give up), MA_STABILITY (perf_analyzer's
+# --stability-percentage for model-analyzer, 50; tune's is 15), TUNE_INSTANCES and
+# TUNE_TOKENIZER_INSTANCES (tune's model and tokenizer instances, 1,2,4 each: model-analyzer's range up to 4).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mkdir -p "${1:?usage: $0 WORK [ma|tune|all]}" && cd "$1" && pwd)"; what="${2:-all}"
 py="${PY:-$here/.venv/bin/python}"; ma_venv="${MA_VENV:-$here/.venv-ma}"
 variant="${VARIANT:-onnx_fp32}"; budget="${BUDGET_MS:-200}"; max_conc="${MAX_CONC:-16}"; loads="${LOADS:-1x4,1x16}"
-window="${WINDOW_MS:-2000}"; max_inst="${MA_MAX_INSTANCES:-4}"; tune_inst="${TUNE_INSTANCES:-1,2,4}"
-auto_adjusts="${MA_AUTO_ADJUSTS:-3}"
+window="${WINDOW_MS:-2000}"; max_inst="${MA_MAX_INSTANCES:-4}"; tune_inst="${TUNE_INSTANCES:-1,2,4}"; tune_tok="${TUNE_TOKENIZER_INSTANCES:-1,2,4}"
+auto_adjusts="${MA_AUTO_ADJUSTS:-3}"; min_batch="${MA_MIN_BATCH:-64}"
+ma_mode="${MA_MEASUREMENT:-count_windows}"; ma_stability="${MA_STABILITY:-50}"
 export PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ ! -f "$work/A/manifest.json" ]; then
@@ -30,12 +35,12 @@ if [ "$what" = ma ] || [ "$what" = all ]; then
   rm -rf "$work/ma"; mkdir -p "$work/ma"
   # the server's and perf_analyzer's environments exactly as the project starts them (src/enc2triton/tools.py);
   # the config is JSON, which YAML reads
-  pa_ld="$("$py" - "$work/ma" "$variant" "$budget" "$max_conc" "$window" "$max_inst" "$auto_adjusts" <<'PYEOF'
+  pa_ld="$("$py" - "$work/ma" "$variant" "$budget" "$max_conc" "$window" "$max_inst" "$auto_adjusts" "$min_batch" "$ma_mode" "$ma_stability" <<'PYEOF'
 import json, sys
 from pathlib import Path
 from enc2triton import perf, spec, tools
 from enc2triton.texts import read_texts
-out, variant, budget, max_conc, window, max_inst, auto_adjusts = Path(sys.argv[1]), *sys.argv[2:]
+out, variant, budget, max_conc, window, max_inst, auto_adjusts, min_batch, mode, stability = Path(sys.argv[1]), *sys.argv[2:]
 ts, pa = tools.find_tritonserver(), tools.find_perf_analyzer()
 data = out / "texts.json"
 data.write_text(json.dumps(perf.text_input_data(read_texts(spec.EVALUATION_TEXTS))))
@@ -60,15 +65,21 @@ cfg = {
     "run_config_search_mode": "quick",
     "run_config_search_max_concurrency": int(max_conc),
     "run_config_search_max_instance_count": int(max_inst),
+    # model-analyzer's first quick-search step (max_batch_size 1) keeps the repository's preferred_batch_size 8..64 and
+    # is refused ("Illegal model run config because maximum of tokenizer's preferred batch size 64 is greater than
+    # model max batch size 1"), which ends the search with 0 configurations: MA_MIN_BATCH=64 pins the max batch
+    "run_config_search_min_model_batch_size": int(min_batch),
     "run_config_search_max_model_batch_size": 64,
     # the default config is measured at 2 x max_batch_size x instances = 128 whatever run_config_search_max_concurrency
     # says; each failed window makes perf_analyzer's next one longer (10 times by default): bounded here
     "perf_analyzer_max_auto_adjusts": int(auto_adjusts),
     "latency_budget": int(float(budget)),
     "cpu_only_composing_models": ["tokenizer", variant],
+    # tune's stability rule is 15 %, at most 6 windows (MA_STABILITY=15): on this shared 2-core machine no level met it
+    # and model-analyzer gave up ("The first 2 attempts to acquire measurements have failed"); time windows as tune's, or model-analyzer's own count windows
     "profile_models": {spec.ensemble_name(variant): {"perf_analyzer_flags": {
-        "input-data": str(data), "measurement-mode": "time_windows", "measurement-interval": int(window),
-        "stability-percentage": 15, "max-trials": 6}}},
+        "input-data": str(data), "stability-percentage": int(stability), "max-trials": 6,
+        **({"measurement-mode": "time_windows", "measurement-interval": int(window)} if mode == "time_windows" else {})}}},
 }
 (out / "config.yml").write_text(json.dumps(cfg, indent=2) + "\n")
 print(pa.env["LD_LIBRARY_PATH"])
@@ -87,7 +98,7 @@ if [ "$what" = tune ] || [ "$what" = all ]; then
   t0=$(date -u +%s)
   rc=0
   "$py" -m enc2triton.tune --device cpu --variant "$variant" --artifacts "$work/A" --logs "$work/tune" \
-      --loads "$loads" --instances "$tune_inst" --window-ms "$window" --p99-budget-ms "$budget" || rc=$?
+      --loads "$loads" --instances "$tune_inst" --tokenizer-instances "$tune_tok" --window-ms "$window" --p99-budget-ms "$budget" || rc=$?
   t1=$(date -u +%s)
   echo "enc2triton.tune: rc $rc, wall $((t1 - t0)) s ($(date -u -d @"$t0" +%FT%TZ) .. $(date -u -d @"$t1" +%TZ))" | tee -a "$work/times.txt"
 fi
