@@ -6,7 +6,7 @@
 # times.txt (each tool's wall time).
 # Environment (defaults): PY (.venv/bin/python, the project venv), MA_VENV (.venv-ma: pip install -r
 # requirements-model-analyzer.txt), VARIANT (onnx_fp32), BUDGET_MS (p99 budget of both tools, 200), MAX_CONC
-# (model-analyzer's largest concurrency, 16), LOADS (tune's loads, 1x4,1x16), WINDOW_MS (perf_analyzer time windows,
+# (model-analyzer's largest concurrency, 16), LOADS (tune's loads, 1x2,1x8), WINDOW_MS (perf_analyzer time windows,
 # both, 2000), MA_MAX_INSTANCES (model-analyzer's largest instance count, 4), MA_AUTO_ADJUSTS (perf_analyzer window
 # lengthenings model-analyzer may make per measurement, 3; its default 10), MA_MIN_BATCH (model-analyzer's smallest max_batch_size, 64: see below),
 # MA_MEASUREMENT (count_windows: model-analyzer's default; time_windows: tune's WINDOW_MS windows, which here
@@ -17,7 +17,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mkdir -p "${1:?usage: $0 WORK [ma|tune|all]}" && cd "$1" && pwd)"; what="${2:-all}"
 py="${PY:-$here/.venv/bin/python}"; ma_venv="${MA_VENV:-$here/.venv-ma}"
-variant="${VARIANT:-onnx_fp32}"; budget="${BUDGET_MS:-200}"; max_conc="${MAX_CONC:-16}"; loads="${LOADS:-1x4,1x16}"
+variant="${VARIANT:-onnx_fp32}"; budget="${BUDGET_MS:-200}"; max_conc="${MAX_CONC:-16}"; loads="${LOADS:-1x2,1x8}"
 window="${WINDOW_MS:-2000}"; max_inst="${MA_MAX_INSTANCES:-4}"; tune_inst="${TUNE_INSTANCES:-1,2,4}"; tune_tok="${TUNE_TOKENIZER_INSTANCES:-1,2,4}"
 auto_adjusts="${MA_AUTO_ADJUSTS:-3}"; min_batch="${MA_MIN_BATCH:-64}"
 ma_mode="${MA_MEASUREMENT:-count_windows}"; ma_stability="${MA_STABILITY:-50}"
@@ -101,4 +101,33 @@ if [ "$what" = tune ] || [ "$what" = all ]; then
       --loads "$loads" --instances "$tune_inst" --tokenizer-instances "$tune_tok" --window-ms "$window" --p99-budget-ms "$budget" || rc=$?
   t1=$(date -u +%s)
   echo "enc2triton.tune: rc $rc, wall $((t1 - t0)) s ($(date -u -d @"$t0" +%FT%TZ) .. $(date -u -d @"$t1" +%TZ))" | tee -a "$work/times.txt"
+fi
+
+if [ "$what" = ab ]; then
+  # the two choices side by side, alternating, each server fresh: the defaults (model-analyzer's pick) and tune's
+  # chosen settings (repository --tuned); AB_ROUNDS rounds of AB_REQUESTS requests at concurrency AB_CONC
+  rounds="${AB_ROUNDS:-3}"; requests="${AB_REQUESTS:-800}"; c="${AB_CONC:-2}"
+  [ -d "$work/R_tuned" ] || "$py" -m enc2triton.repository --artifacts "$work/A" --out "$work/R_tuned" --device cpu \
+      --variants "$variant" --tuned "$work/tune/tune.json"
+  pa_ld="$("$py" -c 'from enc2triton import tools; print(tools.find_perf_analyzer().env["LD_LIBRARY_PATH"])')"
+  pa="$("$py" -c 'from enc2triton import tools; print(tools.find_perf_analyzer().path)')"
+  mkdir -p "$work/ab"; out="$work/ab/ab.txt"; : > "$out"
+  for r in $(seq 1 "$rounds"); do
+    for which in R R_tuned; do
+      PY="$py" "$here/serve.sh" start --repository "$work/$which" --logs "$work/ab/logs_$which" > /dev/null
+      grpc="$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["grpc_port"])' "$work/ab/logs_$which/server.json")"
+      csv="$work/ab/${which}_round$r.csv"
+      LD_LIBRARY_PATH="$pa_ld" "$pa" -m "ensemble_$variant" -u "127.0.0.1:$grpc" -i grpc --concurrency-range "$c" \
+          --input-data "$work/ma/texts.json" --request-count "$requests" -f "$csv" > "$work/ab/${which}_round$r.log" 2>&1 || true
+      PY="$py" "$here/serve.sh" stop --logs "$work/ab/logs_$which" > /dev/null
+      "$py" - "$csv" "$which" "$r" "$(cut -d' ' -f1 /proc/loadavg)" >> "$out" <<'PYEOF'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1]))) if __import__("os").path.exists(sys.argv[1]) else []
+row = rows[0] if rows else {}
+print(f"{sys.argv[2]:8s} round {sys.argv[3]}  {float(row.get('Inferences/Second', 'nan')):6.1f} texts/s  "
+      f"p50 {float(row.get('p50 latency', 'nan')) / 1000:6.1f} ms  p99 {float(row.get('p99 latency', 'nan')) / 1000:7.1f} ms  load {sys.argv[4]}")
+PYEOF
+      tail -n 1 "$out"
+    done
+  done
 fi
