@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 18: NVIDIA's triton-model-analyzer beside the project's `python -m enc2triton.tune`, same model, same variant,
 # same texts, same p99 budget, same perf_analyzer windows, one after the other on this machine (CPU).
-#   scripts/model_analyzer_compare.sh WORK [ma|tune|all]
+#   scripts/model_analyzer_compare.sh WORK [ma|tune|all|ab]   (ab: after tune, the two picks side by side)
 # WORK gets A/ (export), R/ (repository), ma/ (model-analyzer's config, results, logs), tune/ (our search's logs) and
 # times.txt (each tool's wall time).
 # Environment (defaults): PY (.venv/bin/python, the project venv), MA_VENV (.venv-ma: pip install -r
@@ -15,7 +15,7 @@
 # TUNE_TOKENIZER_INSTANCES (tune's model and tokenizer instances, 1,2,4 each: model-analyzer's range up to 4).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-work="$(mkdir -p "${1:?usage: $0 WORK [ma|tune|all]}" && cd "$1" && pwd)"; what="${2:-all}"
+work="$(mkdir -p "${1:?usage: $0 WORK [ma|tune|all|ab]}" && cd "$1" && pwd)"; what="${2:-all}"
 py="${PY:-$here/.venv/bin/python}"; ma_venv="${MA_VENV:-$here/.venv-ma}"
 variant="${VARIANT:-onnx_fp32}"; budget="${BUDGET_MS:-200}"; max_conc="${MAX_CONC:-16}"; loads="${LOADS:-1x2,1x8}"
 window="${WINDOW_MS:-2000}"; max_inst="${MA_MAX_INSTANCES:-4}"; tune_inst="${TUNE_INSTANCES:-1,2,4}"; tune_tok="${TUNE_TOKENIZER_INSTANCES:-1,2,4}"
