@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 18: NVIDIA's triton-model-analyzer beside the project's `python -m enc2triton.tune`, same model, same variant,
-# same texts, same p99 budget, same perf_analyzer windows, one after the other on this machine (CPU).
+# same texts, same p99 budget, the same perf_analyzer binary, one after the other on this machine (CPU).
 #   scripts/model_analyzer_compare.sh WORK [ma|tune|all|ab]   (ab: after tune, the two picks side by side)
 # WORK gets A/ (export), R/ (repository), ma/ (model-analyzer's config, results, logs), tune/ (our search's logs) and
 # times.txt (each tool's wall time).
