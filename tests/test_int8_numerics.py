@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from enc2triton import calibration, io, spec
+from enc2triton import calibration, exact, io, spec
 from enc2triton.calibration import QMAX, calibrate, clip_value, log_histogram, quant_points
 from enc2triton.engines import ort_session
 from enc2triton.int8_search import switch_model
@@ -92,27 +92,76 @@ def test_smooth_model_is_exact_in_fp32(tiny_fp32):
 def test_switch_model_gates(tiny_fp32):
     model, feeds = tiny_fp32
     nodes, acts, points = quant_points(model)
-    cal = calibrate(model, acts, feeds, progress=False)
-    scales = np.array([cal["absmax"][t] for t in acts], np.float32) / QMAX
+    cal = calibrate(model, acts, feeds, progress=False, exact=True)
+    scales = (np.array([cal["absmax"][t] for t in acts]) / QMAX).astype(np.float32).astype(np.float64)
     sw = switch_model(model, acts, points)
-    ref = _outputs(model, feeds)
+    ref64 = [[o.astype(np.float64) for o in r] for r in _outputs(exact.to_double(model), feeds)]  # float64, as written
+    sess = exact.session(sw)
 
     def run(gated, qscale=scales):
-        gate = np.zeros(len(points), np.float32)
-        gate[list(gated)] = 1.0
-        return _outputs(sw, feeds, qgate=gate, qscale=qscale.astype(np.float32))
+        gate = np.zeros(len(points), bool)
+        gate[list(gated)] = True
+        return [sess.run(["last_hidden_state", "sentence_embedding"], {**f, "qgate": gate, "qscale": qscale}) for f in feeds]
 
-    assert _max_diff(run([]), ref) <= 1e-6  # all gates 0: the fp32 graph
-    assert _max_diff(run([], scales * 1e-3), ref) <= 1e-6  # ... whatever the activation scales
+    assert _max_diff(run([]), ref64) == 0.0  # all gates off: the float64 graph, bit for bit
+    assert _max_diff(run([], scales * 1e-3), ref64) == 0.0  # ... whatever the activation scales
+    assert _max_diff(ref64, _outputs(model, feeds)) < 1e-5  # and that is the fp32 graph up to float32 rounding
     ffn = next(n for n in nodes if "ffn" in n)
     mine = [p for p, pt in enumerate(points) if pt[0] == ffn]
     assert len(mine) == 2  # its activation input and its weight
     one = run(mine)
-    assert _max_diff(one, ref) > 1e-5  # gated: this MatMul is fake-quantized
+    assert _max_diff(one, ref64) > 1e-5  # gated: this MatMul is fake-quantized
     act = next(p for p in mine if points[p][2] == "act")
     others = scales.copy()
     others[[i for i, t in enumerate(acts) if t != points[act][3]]] *= 1e-3  # other activations' scales: ignored while ungated
-    assert _max_diff(run(mine, others), one) <= 1e-6
+    assert _max_diff(run(mine, others), one) == 0.0
     coarse = scales.copy()
     coarse[acts.index(points[act][3])] *= 8  # its own scale matters once gated
     assert _max_diff(run(mine, coarse), one) > 1e-5
+
+
+def test_switch_model_is_the_int8_graphs_qdq_arithmetic(tiny_fp32):
+    """One MatMul gated in the float64 switch model = the same MatMul with real QuantizeLinear/DequantizeLinear
+    (ORT, optimizations off, float32) up to float32 rounding: the written-out Q/DQ is the int8 graph's."""
+    from onnx import helper, numpy_helper
+
+    model, feeds = tiny_fp32
+    nodes, acts, points = quant_points(model)
+    cal = calibrate(model, acts, feeds, progress=False, exact=True)
+    ffn = next(n for n in nodes if "ffn" in n)
+    (pa, (_, slot, _, t)), = [(p, pt) for p, pt in enumerate(points) if pt[0] == ffn and pt[2] == "act"]
+    s = np.float32(cal["absmax"][t] / QMAX / 4)  # a clip below |max|: saturation at -128/127 is exercised too
+    qdq = onnx.ModelProto()
+    qdq.CopyFrom(model)
+    g = qdq.graph
+    g.initializer.extend([numpy_helper.from_array(np.array(s, np.float32), "t_s"), numpy_helper.from_array(np.array(0, np.int8), "t_zp")])
+    node = next(n for n in g.node if n.name == ffn)
+    g.node.extend([helper.make_node("QuantizeLinear", [t, "t_s", "t_zp"], ["t_q"]), helper.make_node("DequantizeLinear", ["t_q", "t_s", "t_zp"], ["t_dq"])])
+    node.input[slot] = "t_dq"
+    from enc2triton.onnx_graph import toposort
+    toposort(g)
+    want = [ort_session(qdq, optimize=False).run(["sentence_embedding"], f)[0] for f in feeds]
+    gate = np.zeros(len(points), bool)
+    gate[pa] = True
+    qs = np.full(len(acts), 1.0)
+    qs[acts.index(t)] = float(s)
+    sess = exact.session(switch_model(model, acts, points))
+    got = [sess.run(["sentence_embedding"], {**f, "qgate": gate, "qscale": qs})[0] for f in feeds]
+    assert _max_diff([[w] for w in want], [[x] for x in got]) < 1e-5
+    plain = [o[1] for o in _outputs(model, feeds)]
+    assert _max_diff([[w] for w in want], [[x] for x in plain]) > 1e-4  # the quantization itself is far larger
+
+
+def test_float64_erf():
+    import math
+
+    x = np.concatenate([np.linspace(-30, 30, 600001), [0.0, -0.0, 1e-300, 40.0, -40.0, np.inf, -np.inf]])
+    got = exact.erf_reference(x)
+    want = np.array([math.erf(v) for v in x])
+    assert np.abs(got - want).max() < 4e-9
+    from onnx import TensorProto, helper  # the float64 graph computes the same function
+    g = helper.make_graph([helper.make_node("Erf", ["x"], ["y"])], "erf", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])])
+    m = exact.to_double(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    y = exact.session(m).run(["y"], {"x": x})[0]
+    assert y.dtype == np.float64 and np.abs(y - got).max() < 1e-15

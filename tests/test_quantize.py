@@ -226,3 +226,79 @@ def test_real_model_meets_floors(real_artifacts, tmp_path_factory):
     print(f"\n{took:.0f}s; " + "; ".join(lines) + f"; int8 kept FP32: {i8['excluded_nodes']} "
           f"({i8['quantized_count']}/{i8['candidate_count']} MatMuls quantized)")
     assert i8["quantized_count"] >= i8["candidate_count"] // 2  # mostly int8, not fp32 in disguise
+
+
+def _search_and_build(art: Path, out: Path) -> tuple[dict, str]:
+    """The int8 search on the tiny model (FAST settings) and the Q/DQ graph built from it: (the record, its sha256)."""
+    from enc2triton.texts import load_tokenizer, read_calibration
+
+    m = io.load_manifest(art)
+    model = onnx.load(str(io.resolve(m["variants"]["fp32"]["onnx"]["path"], art)))
+    tok = load_tokenizer(art / m.get("tokenizer_dir", "tokenizer"))
+    texts = read_calibration(spec.CALIBRATION_TEXTS, spec.EVALUATION_TEXTS)
+    search = int8_search.search_int8(model, tok, m["inputs"], 128, texts, FAST, progress=False)
+    int8_search.build_int8(model, search, out)
+    return search, io.sha256_file(out)
+
+
+def _choices(search: dict) -> dict:
+    return {k: v for k, v in search.items() if k not in ("seconds", "phase_seconds", "calibration")} | {
+        "calibration": {k: v for k, v in search["calibration"].items() if k != "seconds"}}
+
+
+def _k_split(model):
+    """Every MatMul A @ B rewritten as A[..., :h] @ B[..., :h, :] + A[..., h:] @ B[..., h:, :] (h = K // 2): the same
+    product summed in another order, as another CPU's GEMM kernels (other blocking, FMA or not) would sum it."""
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    g.initializer.extend([numpy_helper.from_array(np.array([v], np.int64), n) for n, v in
+                          (("ks_m1", -1), ("ks_m2", -2), ("ks_0", 0), ("ks_2", 2), ("ks_big", 1 << 62))])
+    nodes = []
+    for i, n in enumerate(g.node):
+        if n.op_type != "MatMul":
+            nodes.append(n)
+            continue
+        a, b, p = n.input[0], n.input[1], f"ks{i}"
+        nodes += [helper.make_node("Shape", [b], [f"{p}_sh"]), helper.make_node("Gather", [f"{p}_sh", "ks_m2"], [f"{p}_k"]),
+                  helper.make_node("Div", [f"{p}_k", "ks_2"], [f"{p}_h"]),
+                  helper.make_node("Slice", [a, "ks_0", f"{p}_h", "ks_m1"], [f"{p}_a1"]),
+                  helper.make_node("Slice", [a, f"{p}_h", "ks_big", "ks_m1"], [f"{p}_a2"]),
+                  helper.make_node("Slice", [b, "ks_0", f"{p}_h", "ks_m2"], [f"{p}_b1"]),
+                  helper.make_node("Slice", [b, f"{p}_h", "ks_big", "ks_m2"], [f"{p}_b2"]),
+                  helper.make_node("MatMul", [f"{p}_a1", f"{p}_b1"], [f"{p}_c1"]),
+                  helper.make_node("MatMul", [f"{p}_a2", f"{p}_b2"], [f"{p}_c2"]),
+                  helper.make_node("Add", [f"{p}_c1", f"{p}_c2"], list(n.output))]
+    del g.node[:]
+    g.node.extend(nodes)
+    return m
+
+
+def test_int8_search_does_not_depend_on_ort_kernels(tiny_q, tmp_path, tmp_path_factory, monkeypatch):
+    """The search's decisions and the int8 graph come from exact Q/DQ arithmetic (float64 graphs run as written, every
+    cosine rounded before a comparison: exact.py), not from how ONNX Runtime's kernels sum. Run again with every
+    MatMul summed in another order (_k_split), ORT's graph optimizations on, two intra-op threads and one batch at a
+    time, the search chooses the same and writes the same bytes."""
+    from enc2triton import exact
+
+    pristine = tmp_path_factory.getbasetemp() / "tiny_q_fp32_only"
+    fp32 = lambda: onnx.load(str(io.resolve(io.load_manifest(pristine)["variants"]["fp32"]["onnx"]["path"], pristine)))
+    a, sha_a = _search_and_build(pristine, tmp_path / "a.onnx")
+
+    def other_session(model, threads=None):
+        return ort_session(_k_split(model), threads=2, optimize=True)
+
+    feed, _, _ = _feed(pristine)
+    x64 = exact.to_double(fp32())
+    x, y = exact.session(x64).run(None, feed), other_session(x64).run(None, feed)
+    assert any(not np.array_equal(u, v) for u, v in zip(x, y))  # the perturbation is real: other float64 bits
+    monkeypatch.setattr(exact, "session", other_session)
+    monkeypatch.setattr(exact, "workers", lambda: 1)
+    b, sha_b = _search_and_build(pristine, tmp_path / "b.onnx")
+    assert _choices(a) == _choices(b)
+    assert sha_a == sha_b
+    # quantize_static is deterministic given the ranges: the same record builds the same bytes again
+    int8_search.build_int8(fp32(), a, tmp_path / "c.onnx")
+    assert io.sha256_file(tmp_path / "c.onnx") == sha_a

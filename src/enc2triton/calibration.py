@@ -67,10 +67,13 @@ def log_histogram(a: np.ndarray) -> np.ndarray:
     return np.bincount(np.clip(idx, 0, NBINS), minlength=NBINS + 1)
 
 
-def calibrate(model, tensors: list[str], feeds, progress: bool = True, channel_tensors=(), desc: str = "int8 calibration") -> dict:
+def calibrate(model, tensors: list[str], feeds, progress: bool = True, channel_tensors=(), desc: str = "int8 calibration",
+              exact: bool = False) -> dict:
     """|max| and a log10|x| histogram per tensor over the calibration batches (padding tokens masked out of
-    [batch, seq, hidden] tensors); per-channel |max| (last axis) for `channel_tensors`."""
+    [batch, seq, hidden] tensors); per-channel |max| (last axis) for `channel_tensors`. exact=True runs the graph
+    in float64 as written (exact.py: the same statistics on every machine, whichever kernels ORT picks)."""
     from onnx import TensorProto, helper
+    from . import exact as exact_mod
     from .cli import progress as bar
 
     aug = copy.deepcopy(model)
@@ -78,15 +81,20 @@ def calibrate(model, tensors: list[str], feeds, progress: bool = True, channel_t
     for t in tensors:
         if t not in have:
             aug.graph.output.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, None))
-    sess = ort_session(aug)
+    if exact:  # batches side by side, at most exact.workers() in flight; statistics gathered in feed order
+        sess = exact_mod.session(exact_mod.to_double(aug))
+        outputs = exact_mod.iter_batches(sess, tensors, feeds)
+    else:
+        sess = ort_session(aug)
+        outputs = (sess.run(tensors, f) for f in feeds)
     absmax = {t: 0.0 for t in tensors}
     hist = {t: np.zeros(NBINS + 1, np.int64) for t in tensors}
     chmax: dict[str, np.ndarray] = {}
     n_tokens = 0
-    for f in bar(feeds, desc=desc, enabled=progress):
+    for f, out in zip(bar(feeds, desc=desc, enabled=progress), outputs):
         mask = f["attention_mask"].astype(bool)
         n_tokens += int(mask.sum())
-        for t, a in zip(tensors, sess.run(tensors, f)):
+        for t, a in zip(tensors, out):
             if a.ndim == 3 and a.shape[:2] == mask.shape:
                 a = a[mask]
             if t in channel_tensors:
@@ -97,6 +105,9 @@ def calibrate(model, tensors: list[str], feeds, progress: bool = True, channel_t
             if a.size > HIST_SAMPLES:
                 a = a[:: a.size // HIST_SAMPLES]
             hist[t] += log_histogram(a)
+    if exact:  # float64 statistics stored as float32 (what the int8 graph keeps): kernel noise (~1e-16) stays below
+        absmax = {t: float(np.float32(v)) for t, v in absmax.items()}
+        chmax = {t: c.astype(np.float32) for t, c in chmax.items()}
     return {"absmax": absmax, "hist": hist, "chmax": chmax, "tokens": n_tokens, "batches": len(feeds)}
 
 

@@ -1,21 +1,24 @@
 """The int8 search and build: measured choices on a held-out slice of the calibration texts, then the Q/DQ graph.
 
-All on CPU and bounded (a fixed number of evaluations, no open-ended loops):
-1. a calibration pass (fp32 graph + extra outputs) records |max|, per-channel |max| and a log-spaced histogram
-   of |x| for every MatMul input (calibration.calibrate);
-2. a "switchable" fake-quant copy of the graph (switch_model) takes per-point gates and activation scales as
-   inputs, so one ONNX Runtime session evaluates any mix of quantized/unquantized MatMuls and any range choice;
+All on CPU and bounded (a fixed number of evaluations, no open-ended loops), and machine-independent: every number
+a decision rests on is computed in float64 with the graph run as written and the Q/DQ arithmetic written out
+(exact.py), and every cosine is rounded to exact.COS_DECIMALS before it is compared, so which kernels ONNX Runtime
+picks on a CPU (AVX2, AVX-512, VNNI, its fusions, its threads) cannot change a choice or the graph's bytes:
+1. a calibration pass (float64 graph + extra outputs) records |max|, per-channel |max| and a log-spaced histogram
+   of |x| for every MatMul input (calibration.calibrate; |max| kept as float32);
+2. a "switchable" float64 fake-quant copy of the graph (switch_model) takes per-point gates and activation scales
+   as inputs, so one ONNX Runtime session evaluates any mix of quantized/unquantized MatMuls and any range choice;
 3. alpha_search: SmoothQuant alpha (None = off, 0.5 .. 1.0), everything quantized, each alpha scored; the best is
    kept and the smoothed graph recalibrated;
 4. range_methods_by_role: per tensor role pick the range method with the smallest score;
 5. sensitivity: each MatMul quantized alone; score = the larger share of the floors' budgets it uses;
 6. greedy_exclusion: quantize everything, keep the highest-scoring MatMuls in FP32 until the held-out slice meets
    the floor plus a margin, then try to re-quantize each excluded node;
-7. build_int8: onnxruntime.quantization.quantize_static (QDQ, per-channel, symmetric) from the chosen ranges.
+7. build_int8: onnxruntime.quantization.quantize_static (QDQ, per-channel, symmetric) from the chosen ranges
+   (deterministic given them).
 """
 from __future__ import annotations
 
-import copy
 import logging
 import tempfile
 import time
@@ -24,15 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cli, io, metrics, spec
+from . import cli, exact, io, metrics, spec
 from .calibration import QMAX, RANGE_METHODS, calibrate, clip_value, quant_points, split_calibration, tensor_roles
-from .engines import ort_session
 from .io import StageError
 from .onnx_graph import QUANT_OP_TYPES, dedicate_qdq, load, qdq_summary, toposort
 from .smoothquant import smooth_groups, smooth_model, smoothed_source, smoothing_factors
 from .texts import in_order, length_batches
 
-METHOD_VERSION = 6  # bump when the search changes: invalidates cached search results
+METHOD_VERSION = 7  # bump when the search changes: invalidates cached search results
 
 
 @dataclass
@@ -65,19 +67,21 @@ def score(mean: float, mn: float, floor: dict) -> float:
 
 # ------------------------------------------------------------------------------------------ the switch model
 def switch_model(model, acts: list[str], points):
-    """A fake-quant copy of `model` with two extra inputs: qgate[P] (1 = quantize point p) and qscale[A]
-    (activation scales). Weights are fake-quantized per output channel, symmetric. One session then
-    evaluates any subset/range choice without rebuilding the graph."""
+    """A float64 fake-quant copy of `model` (exact.to_double) with two extra inputs: qgate[P] (bool, True = quantize
+    point p) and qscale[A] (activation scales, float64 holding the float32 scales the int8 graph stores). Weights are
+    quantized per output channel, symmetric, in numpy (float32 scales; q * s is exact in float64); activations as
+    the int8 graph's QuantizeLinear/DequantizeLinear define it, written out: Round(x / s) (half to even), Clip to
+    [-128, 127], times s. One session then evaluates any subset/range choice without rebuilding the graph."""
     from onnx import TensorProto, helper, numpy_helper
 
-    m = copy.deepcopy(model)
+    m = exact.to_double(model)
     g = m.graph
-    inits = {i.name: i for i in g.initializer}
+    inits = {i.name: i for i in model.graph.initializer}  # the float32 weights, as the int8 graph quantizes them
     byname = {n.name: n for n in g.node}
     a_idx = {t: i for i, t in enumerate(acts)}
-    g.input.append(helper.make_tensor_value_info("qgate", TensorProto.FLOAT, [len(points)]))
-    g.input.append(helper.make_tensor_value_info("qscale", TensorProto.FLOAT, [len(acts)]))
-    g.initializer.append(numpy_helper.from_array(np.array(0, np.int8), "sw_zp"))
+    g.input.append(helper.make_tensor_value_info("qgate", TensorProto.BOOL, [len(points)]))
+    g.input.append(helper.make_tensor_value_info("qscale", TensorProto.DOUBLE, [len(acts)]))
+    g.initializer.extend([numpy_helper.from_array(np.array(-128.0), "sw_qmin"), numpy_helper.from_array(np.array(127.0), "sw_qmax")])
     new = []
     for p, (node, slot, kind, t) in enumerate(points):
         pre = f"sw{p}"
@@ -85,19 +89,23 @@ def switch_model(model, acts: list[str], points):
         new.append(helper.make_node("Gather", ["qgate", f"{pre}_gi"], [f"{pre}_g"]))
         if kind == "weight":
             w = numpy_helper.to_array(inits[t]).astype(np.float32)
-            s = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / QMAX if w.ndim >= 2 else max(np.abs(w).max(), 1e-12) / QMAX
-            dw = (np.clip(np.round(w / s), -QMAX, QMAX) * s).astype(np.float32) - w
-            g.initializer.append(numpy_helper.from_array(dw, f"{pre}_dw"))
-            new += [helper.make_node("Mul", [f"{pre}_g", f"{pre}_dw"], [f"{pre}_gdw"]),
-                    helper.make_node("Add", [t, f"{pre}_gdw"], [f"{pre}_out"])]
+            s = (np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / QMAX if w.ndim >= 2
+                 else np.float32(max(np.abs(w).max(), 1e-12) / QMAX)).astype(np.float32)
+            wq = np.clip(np.round(w / s), -QMAX, QMAX).astype(np.float64) * s.astype(np.float64)
+            g.initializer.append(numpy_helper.from_array(wq, f"{pre}_wq"))
+            new.append(helper.make_node("Where", [f"{pre}_g", f"{pre}_wq", t], [f"{pre}_out"]))
         else:
             g.initializer.append(numpy_helper.from_array(np.array(a_idx[t], np.int64), f"{pre}_si"))
+            qdq = helper.make_graph([helper.make_node("Div", [t, f"{pre}_s"], [f"{pre}_x"]),
+                                     helper.make_node("Round", [f"{pre}_x"], [f"{pre}_r"]),
+                                     helper.make_node("Clip", [f"{pre}_r", "sw_qmin", "sw_qmax"], [f"{pre}_q"]),
+                                     helper.make_node("Mul", [f"{pre}_q", f"{pre}_s"], [f"{pre}_dq"])],
+                                    f"{pre}_qdq", [], [helper.make_tensor_value_info(f"{pre}_dq", TensorProto.DOUBLE, None)])
+            keep = helper.make_graph([helper.make_node("Identity", [t], [f"{pre}_id"])], f"{pre}_keep", [],
+                                     [helper.make_tensor_value_info(f"{pre}_id", TensorProto.DOUBLE, None)])
+            # an If, not a Where: an ungated activation costs one copy, not the whole Q/DQ
             new += [helper.make_node("Gather", ["qscale", f"{pre}_si"], [f"{pre}_s"]),
-                    helper.make_node("QuantizeLinear", [t, f"{pre}_s", "sw_zp"], [f"{pre}_q"]),
-                    helper.make_node("DequantizeLinear", [f"{pre}_q", f"{pre}_s", "sw_zp"], [f"{pre}_dq"]),
-                    helper.make_node("Sub", [f"{pre}_dq", t], [f"{pre}_d"]),
-                    helper.make_node("Mul", [f"{pre}_d", f"{pre}_g"], [f"{pre}_gd"]),
-                    helper.make_node("Add", [t, f"{pre}_gd"], [f"{pre}_out"])]
+                    helper.make_node("If", [f"{pre}_g"], [f"{pre}_out"], then_branch=qdq, else_branch=keep)]
         byname[node].input[slot] = f"{pre}_out"
     g.node.extend(new)
     toposort(g)
@@ -113,23 +121,23 @@ class Evaluator:
         self.calls = 0
 
     def __call__(self, gate_points, scales: np.ndarray) -> tuple[float, float]:
-        """(mean, min) cosine vs the fp32 embeddings with the points `gate_points` quantized at `scales`."""
-        gate = np.zeros(self.n_points, np.float32)
-        gate[list(gate_points)] = 1.0
-        qs = scales.astype(np.float32)
-        got = in_order([self.sess.run(["sentence_embedding"], {**f, "qgate": gate, "qscale": qs})[0] for f in self.feeds],
-                       self.order)
+        """(mean, min) cosine vs the float64 reference embeddings with the points `gate_points` quantized at `scales`
+        (float32, as the int8 graph stores them), each rounded to exact.COS_DECIMALS: what the search compares."""
+        gate = np.zeros(self.n_points, bool)
+        gate[list(gate_points)] = True
+        qs = np.asarray(scales, np.float32).astype(np.float64)
+        got = in_order(exact.run_batches(self.sess, "sentence_embedding", self.feeds, {"qgate": gate, "qscale": qs}), self.order)
         self.calls += 1
         cos = metrics.cosine_rows(self.ref, got)
-        return float(cos.mean()), float(cos.min())
+        return exact.round_cos(cos.mean()), exact.round_cos(cos.min())
 
 
 class References:
-    """The fp32 graph's embeddings of each held-out slice (computed once per slice size and length) and the
+    """The float64 graph's embeddings of each held-out slice (computed once per slice size and length) and the
     Evaluators that compare a switch-model session with them."""
 
     def __init__(self, model, tokenizer, input_names, batch_size: int):
-        self.fp32 = ort_session(model)
+        self.fp64 = exact.session(exact.to_double(model))
         self.tokenizer, self.input_names, self.batch_size = tokenizer, input_names, batch_size
         self.cache: dict[tuple, tuple] = {}
 
@@ -137,7 +145,7 @@ class References:
         key = (len(texts), max_len)
         if key not in self.cache:
             order, feeds = length_batches(self.tokenizer, texts, self.input_names, max_len, self.batch_size)
-            ref = in_order([self.fp32.run(["sentence_embedding"], f)[0] for f in feeds], order)
+            ref = in_order(exact.run_batches(self.fp64, "sentence_embedding", feeds), order)
             self.cache[key] = (ref, order, feeds)
         ref, order, feeds = self.cache[key]
         return Evaluator(sess, ref, order, feeds, n_points)
@@ -172,7 +180,7 @@ def alpha_search(model, cal0: dict, refs: References, texts: list[str], max_len:
         sm = smooth_model(model, factors)
         _, acts, points = quant_points(sm)
         amax = [smoothed_absmax(t, cal0, factors) for t in acts]
-        ev = refs.evaluator(ort_session(switch_model(sm, acts, points)), texts, len(points), max_len)
+        ev = refs.evaluator(exact.session(switch_model(sm, acts, points)), texts, len(points), max_len)
         mean, mn = ev(range(len(points)), np.array(amax) / QMAX)
         table.append({"alpha": alpha, "mean_cos": mean, "min_cos": mn, "score": score(mean, mn, s.floor)})
         del ev, sm
@@ -180,8 +188,10 @@ def alpha_search(model, cal0: dict, refs: References, texts: list[str], max_len:
 
 
 def range_candidates(cal: dict, acts: list[str], methods) -> dict[str, np.ndarray]:
-    """{method: clip value of every activation tensor (in `acts` order)}."""
-    return {m: np.array([clip_value(m, cal["hist"][t], cal["absmax"][t]) for t in acts]) for m in methods}
+    """{method: clip value of every activation tensor (in `acts` order)}, as float32 (what the int8 graph's ranges
+    hold: a last-bit difference of libm's pow/log between CPUs cannot reach the record or the graph)."""
+    return {m: np.array([clip_value(m, cal["hist"][t], cal["absmax"][t]) for t in acts], np.float32).astype(np.float64)
+            for m in methods}
 
 
 def range_methods_by_role(evaluate: Evaluator, clips: dict, acts: list[str], points, roles: dict, s: Int8Settings,
@@ -263,7 +273,7 @@ def search_int8(model, tokenizer, input_names, max_length: int, texts: list[str]
     _, cfeeds = length_batches(tokenizer, calib, input_names, max_length, s.batch_size)
     groups = smooth_groups(model)
     phases = _Phases()
-    cal0 = calibrate(model, acts, cfeeds, progress, channel_tensors=set(groups), desc="int8 calibration (fp32)")
+    cal0 = calibrate(model, acts, cfeeds, progress, channel_tensors=set(groups), desc="int8 calibration (float64)", exact=True)
     phases.done("calibration_fp32")
     refs = References(model, tokenizer, input_names, s.batch_size)
     sweep_len, sweep_held = min(max_length, s.search_max_length), held[: s.sweep_texts]
@@ -274,11 +284,11 @@ def search_int8(model, tokenizer, input_names, max_length: int, texts: list[str]
     model = smooth_model(model, factors)
     nodes, acts, points = quant_points(model)
     roles = tensor_roles(model, points)
-    cal = calibrate(model, acts, cfeeds, progress, desc="int8 calibration (smoothed)") if factors else cal0
+    cal = calibrate(model, acts, cfeeds, progress, desc="int8 calibration (smoothed, float64)", exact=True) if factors else cal0
     t_cal = time.perf_counter() - t_start
     phases.done("calibration_smoothed")
     clips = range_candidates(cal, acts, s.methods)
-    sw = ort_session(switch_model(model, acts, points))
+    sw = exact.session(switch_model(model, acts, points))
     ev = refs.evaluator(sw, held, len(points), max_length)  # acceptance (greedy): natural lengths
     fast = refs.evaluator(sw, sweep_held, len(points), sweep_len)  # range methods + sensitivity sweep
     phases.done("range_candidates_and_switch_model")

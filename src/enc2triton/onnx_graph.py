@@ -30,6 +30,16 @@ def drop_unused_initializers(graph) -> None:
     graph.initializer.extend(keep)
 
 
+def _needs(node) -> list[str]:
+    """The tensors a node reads: its inputs and what its subgraphs (If/Loop bodies) read from the outer scope."""
+    out = list(node.input)
+    for a in node.attribute:
+        for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            inner = {i.name for i in sub.initializer} | {i.name for i in sub.input} | {o for n in sub.node for o in n.output}
+            out += [x for n in sub.node for x in _needs(n) if x not in inner]
+    return out
+
+
 def toposort(graph) -> None:
     """Order graph.node topologically (the float16 converter can leave Casts out of order)."""
     produced = {i.name for i in graph.initializer} | {i.name for i in graph.input} | {""}
@@ -37,7 +47,7 @@ def toposort(graph) -> None:
     while pending:
         rest = []
         for n in pending:
-            if all(x in produced for x in n.input):
+            if all(x in produced for x in _needs(n)):
                 order.append(n)
                 produced.update(n.output)
             else:

@@ -7,7 +7,8 @@
   on the residual stream). Ranges come from data/calibration.txt; which range method each kind of tensor
   uses and which MatMuls stay FP32 are chosen by measuring the sentence-embedding cosine on a held-out
   slice of the calibration set (evaluation.txt is never looked at while choosing anything): int8_search.py,
-  with calibration.py (ranges) and smoothquant.py (outlier channels moved into the weights).
+  with calibration.py (ranges) and smoothquant.py (outlier channels moved into the weights). The search computes in
+  float64 with the Q/DQ arithmetic written out (exact.py): the same int8 graph on every CPU.
 - best: the int8 graph with FP16 wherever no Q/DQ sits (TensorRT 10 `--best`; the strongly typed graph
   TensorRT 11 needs). Q/DQ scales stay FP32; the same sensitive ops stay FP32.
 - fp8: explicit FP8 (E4M3) Q/DQ on the linear layers' MatMuls, per-tensor activation scales calibrated on
