@@ -323,6 +323,9 @@ def test_orphaned_stubs_of_a_dead_server_are_cleaned():
     stub = int(leader.stdout.readline())
     leader.wait()  # the "server" is gone; its stub is not
     try:
+        deadline = time.time() + 10  # `echo $!` can come before the subshell's exec: wait for the stub's own name
+        while server.STUB not in Path(f"/proc/{stub}/cmdline").read_bytes() and time.time() < deadline:
+            time.sleep(0.01)
         assert server.orphans(leader.pid) == [stub]
         assert server.clean_orphans(leader.pid, grace=0.2) == [stub]
         assert wait_gone([stub], 5) == [] and not (Path("/dev/shm") / region).exists()
