@@ -281,7 +281,7 @@ class TorchEngine:
         """(rows, length) per sequence bucket: every row trimmed to the smallest bucket that holds its last real token.
         A merged batch arrives padded to its longest text (the tokenizer pads a whole execution, the runner merges
         requests): 16 texts of ~33 tokens padded to 196 cost the GPU 6x the tokens they hold."""
-        b, s = mask.shape
+        s = mask.shape[1]
         real = mask != 0
         lengths = np.where(real.any(axis=1), s - np.argmax(real[:, ::-1], axis=1), 1)
         cuts = np.array([c for c in self.meta["seq_buckets"] if c < s] + [s])
