@@ -69,13 +69,18 @@ serve-run() {
     # the serving peer on the same GPU, the same checkpoint (torch2onnx cached the random weights there), texts and client
     source scripts/gpu_peer.sh install
     step $PY -m enc2triton.serving_peers --logs "$L" --model .cache/random/distilbert-base-uncased --device gpu --per-request 1,16 \
-        --concurrency 16,32,64,128,256 --batch-size 256 --client-cpus $CLIENT_CPUS
+        --concurrency 16,64,128 --batch-size 256 --client-cpus $CLIENT_CPUS
     step $PY -m enc2triton.bench --artifacts "$A" --logs "$L" --device gpu --cuda-graph --peers --profile --batches 1,8,64,256 \
         --variants torch_fp16,torch_fp8,torch_int8 --budget 1.0
     step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
     mkdir -p "$L/passages"
     step $PY -m enc2triton.serving_peers --logs "$L/passages" --model .cache/random/distilbert-base-uncased --device gpu \
         --per-request 16 --concurrency 8,16,32 --batch-size 256 --passage-tokens 128 --no-quality --client-cpus $CLIENT_CPUS
+}
+
+pack() {  # what comes back: logs under 3 MB each (perf_analyzer's raw inputs and big server logs exceed the call's return limit)
+    local name=$1; shift
+    (cd $W && find "$@" -type f -size -3M > /tmp/pack.list && tar -czf "$OUT/$name.tgz" -T /tmp/pack.list)
 }
 
 # each phase under a deadline, so what was measured is packed and returned within the device call's 10 minutes
@@ -90,11 +95,11 @@ case $phase in
         left=$(( ${DEADLINE:-560} - SECONDS - 15 ))
         [ $left -gt 60 ] && timeout $left bash "$0" tune >> $W/distil.out 2>&1
         tail -n 12 $W/minilm.out; tail -n 30 $W/distil.out
-        tar -czf "$OUT/build.tgz" -C $W minilm/logs distil/logs minilm.out distil.out
+        pack build minilm/logs distil/logs minilm.out distil.out
         ls -la "$OUT" ;;
     serve)
         timeout ${DEADLINE:-560} bash "$0" serve-run > $W/serve.out 2>&1
         tail -n 40 $W/serve.out
-        tar -czf "$OUT/serve.tgz" -C $W distil/logs serve.out
+        pack serve distil/logs serve.out
         ls -la "$OUT" ;;
 esac
