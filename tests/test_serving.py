@@ -43,9 +43,9 @@ def test_ragged_batching_merges_requests_of_different_lengths(tiny_artifacts, tm
     info = server.start(repo, logs, timeout=180, quiet=True)
     try:
         before = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
-        c = httpclient.InferenceServerClient(info.http, concurrency=8)
+        # a client per request: one geventhttpclient client shared by threads can fail ("Cannot switch to a different thread")
         with cf.ThreadPoolExecutor(8) as pool:
-            got = list(pool.map(lambda ids: _raw(c, m, ids), feeds))
+            got = list(pool.map(lambda ids: _raw(httpclient.InferenceServerClient(info.http), m, ids), feeds))
         after = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
     finally:
         server.stop(logs, quiet=True)
