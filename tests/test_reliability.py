@@ -323,10 +323,9 @@ def test_orphaned_stubs_of_a_dead_server_are_cleaned():
     stub = int(leader.stdout.readline())
     leader.wait()  # the "server" is gone; its stub is not
     try:
-        # `echo $!` can come before the subshell's exec, and the subshell's own command line (bash -c '...') names the
-        # stub too: wait until argv[0] is the stub's, as orphans() reads it
+        # `echo $!` can come before the subshell's exec (its own `bash -c` line names the stub too): wait for orphans()
         deadline = time.time() + 10
-        while not Path(f"/proc/{stub}/cmdline").read_bytes().startswith(server.STUB) and time.time() < deadline:
+        while server.orphans(leader.pid) != [stub] and time.time() < deadline:
             time.sleep(0.01)
         assert server.orphans(leader.pid) == [stub]
         assert server.clean_orphans(leader.pid, grace=0.2) == [stub]
