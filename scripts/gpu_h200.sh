@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The exact commands behind results/h200/ (device tool, nvidia-h200: one H200, 16 cores), one device call per phase,
 # back to back on one warm machine. Staging of the wheels first: scripts/README.md.
-#   python3 scripts/gpu_smoke.py ...        # call 1 (no staged packages needed): the engine's GPU serving path
-#   source scripts/gpu_env.sh && bash scripts/gpu_h200.sh smoke   # last staging call: the same through Triton
+#   source scripts/gpu_env.sh && bash scripts/gpu_h200.sh smoke   # last staging call: scripts/gpu_smoke.py (the engine's
+#                                           # GPU serving path on a tiny model), then the same through Triton
 #   bash scripts/gpu_h200.sh build          # both models built in parallel; all-MiniLM-L6-v2's quality through Triton;
-#                                           # then the serving-config search (tune) on DistilBERT-base shapes
-#   bash scripts/gpu_h200.sh serve          # the tuned repository: perf sweeps (sentences, 16 per request, passages,
-#                                           # raw models), the serving peer on the same load, the engine benchmark, report
+#                                           # then, with TUNE=1, the serving-config search (tune) on DistilBERT-base shapes
+#   bash scripts/gpu_h200.sh serve          # perf sweeps (sentences, 16 per request, passages, raw models) of ensembles
+#                                           # and fused models, the serving peer on the same load
+#   bash scripts/gpu_h200.sh bench          # the engine benchmark beside its peers, the peer on passages, the report
 # Cores: the server gets 0-11 and perf_analyzer 12-15 (a separate client machine, approximated).
 set -uo pipefail
 phase=${1:?smoke, build or serve}
@@ -16,11 +17,13 @@ SERVER_CPUS=0-11 CLIENT_CPUS=12-15
 PERF="--window-ms 1500 --max-trials 6 --client-cpus $CLIENT_CPUS"
 step() { echo "=== $*" | tee -a "$CMDS"; local t0=$(date +%s); "$@"; local rc=$?; echo "    -> exit $rc ($(( $(date +%s) - t0 )) s)" | tee -a "$CMDS"; return $rc; }
 
-smoke() {  # the tiny model of scripts/gpu_smoke.py, served through Triton on the GPU: ensemble and raw model answer
+smoke() {  # a tiny random model: the engine's serving path (gpu_smoke.py), then served through Triton on the GPU
     local A=/tmp/smoke/artifacts L=/tmp/smoke/triton R=/tmp/smoke/model_repository; CMDS=$L/commands.txt; mkdir -p "$L"
+    [ -d /tmp/smoke/tiny ] || $PY -c "from pathlib import Path; from enc2triton import models; models.make_tiny(Path('/tmp/smoke/tiny'))"
+    step $PY scripts/gpu_smoke.py --tiny /tmp/smoke/tiny --work /tmp/smoke || return 1
     step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16,torch_fp8
-    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,torch_fp8 --concurrency 8 \
-        --batch-size 4 --seq-len 64 $PERF
+    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,fused_torch_fp16,torch_fp8 \
+        --concurrency 8 --batch-size 4 --seq-len 64 $PERF
     python3 -c "import json; s=json.load(open('$L/perf_summary.json')); [print(n, e['status'], (e.get('best') or {}).get('throughput'), json.dumps((e['rows'] or [{}])[0].get('server_stats', {}).get(n.replace('ensemble_', ''), {}).get('phase_ms_per_execution'))) for n, e in s['models'].items()]"
 }
 
@@ -29,13 +32,15 @@ minilm() {  # the bundled real model (distilbert-base-uncased falls back to it o
     local T="taskset -c 8-15"
     step $T $PY torch2onnx.py --model distilbert-base-uncased --artifacts "$A" --logs "$L"
     step $T $PY -m enc2triton.quantize --artifacts "$A" --logs "$L" --no-latency
+    step $T $PY -m enc2triton.optimize --artifacts "$A"  # onnx_fp16: ONNX Runtime's fused GPU graph
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L"
 }
 
 minilm-quality() {
     local A=$W/minilm/artifacts L=$W/minilm/logs R=$W/minilm/model_repository; CMDS=$L/commands.txt
-    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16,torch_fp8,torch_int8
-    step $PY client.py --artifacts "$A" --repository "$R" --logs "$L"
+    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 \
+        --variants onnx_fp16,torch_fp16,torch_fp8,torch_int8
+    step $PY client.py --artifacts "$A" --repository "$R" --logs "$L"  # ensembles, and fused models against them
 }
 
 distil() {  # DistilBERT-base architecture, random weights: the speed targets; served batches up to 256 texts
@@ -55,27 +60,34 @@ serve-run() {
     local A=$W/distil/artifacts L=$W/distil/logs R=$W/distil/model_repository; CMDS=$L/commands.txt
     local TUNED=""; [ -f "$L/tune.json" ] && TUNED="--tuned $L/tune.json"
     step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16,torch_fp8,torch_int8 $TUNED
-    step ./serve.sh start --repository "$R" --logs "$L" --cpus $SERVER_CPUS
+    step ./serve.sh start --repository "$R" --logs "$L" --cpus $SERVER_CPUS || return 1
     sweep() {  # another load on the same server: its own logs folder (run_tests.sh finds the server through server.json)
         local sub=$1; shift; mkdir -p "$L/$sub"; cp "$L/server.json" "$L/$sub/"
         step ./run_tests.sh --repository "$R" --logs "$L/$sub" --artifacts "$A" $PERF "$@"
     }
-    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,ensemble_torch_fp8 \
+    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,fused_torch_fp16,fused_torch_fp8 \
         --concurrency 64,128,256 $PERF
-    sweep batch16 --models ensemble_torch_fp16,ensemble_torch_fp8,ensemble_torch_int8 --concurrency 16,32,64,128 --batch-size 16
-    sweep passages --models ensemble_torch_fp16,ensemble_torch_fp8 --concurrency 8,16,32 --batch-size 16 --passage-tokens 128
-    sweep raw64 --models torch_fp16,torch_fp8 --concurrency 2,4,8 --batch-size 64 --seq-len 128
+    sweep batch16 --models ensemble_torch_fp16,fused_torch_fp16,fused_torch_fp8,fused_torch_int8 --concurrency 16,32,64,128 --batch-size 16
+    sweep passages --models fused_torch_fp16,fused_torch_fp8 --concurrency 8,16,32 --batch-size 16 --passage-tokens 128
+    # like for like with the engine's 128 tokens: passages of real text fill the rows (no padding for the runner to trim)
+    sweep raw64 --models torch_fp16,torch_fp8 --concurrency 2,4,8 --batch-size 64 --seq-len 128 --passage-tokens 128
     step ./serve.sh stop --logs "$L"
     # the serving peer on the same GPU, the same checkpoint (torch2onnx cached the random weights there), texts and client
     source scripts/gpu_peer.sh install
     step $PY -m enc2triton.serving_peers --logs "$L" --model .cache/random/distilbert-base-uncased --device gpu --per-request 1,16 \
         --concurrency 16,64,128 --batch-size 256 --client-cpus $CLIENT_CPUS
+}
+
+bench-run() {
+    local A=$W/distil/artifacts L=$W/distil/logs; CMDS=$L/commands.txt
     step $PY -m enc2triton.bench --artifacts "$A" --logs "$L" --device gpu --cuda-graph --peers --profile --batches 1,8,64,256 \
         --variants torch_fp16,torch_fp8,torch_int8 --budget 1.0
     step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
     mkdir -p "$L/passages"
+    source scripts/gpu_peer.sh install
     step $PY -m enc2triton.serving_peers --logs "$L/passages" --model .cache/random/distilbert-base-uncased --device gpu \
         --per-request 16 --concurrency 8,16,32 --batch-size 256 --passage-tokens 128 --no-quality --client-cpus $CLIENT_CPUS
+    step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
 }
 
 pack() {  # what comes back: logs under 3 MB each (perf_analyzer's raw inputs and big server logs exceed the call's return limit)
@@ -86,14 +98,14 @@ pack() {  # what comes back: logs under 3 MB each (perf_analyzer's raw inputs an
 # each phase under a deadline, so what was measured is packed and returned within the device call's 10 minutes
 mkdir -p "$OUT" "$W"
 case $phase in
-    smoke|minilm|minilm-quality|distil|tune|serve-run) $phase ;;
+    smoke|minilm|minilm-quality|distil|tune|serve-run|bench-run) $phase ;;
     build)
         nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
         ( timeout ${DEADLINE:-560} bash "$0" minilm > $W/minilm.out 2>&1; timeout 120 bash "$0" minilm-quality >> $W/minilm.out 2>&1 ) &
         timeout ${DEADLINE:-560} bash "$0" distil > $W/distil.out 2>&1
         wait  # the quality run shares the GPU: the search measures alone
         left=$(( ${DEADLINE:-560} - SECONDS - 15 ))
-        [ $left -gt 60 ] && timeout $left bash "$0" tune >> $W/distil.out 2>&1
+        [ -n "${TUNE:-}" ] && [ $left -gt 60 ] && timeout $left bash "$0" tune >> $W/distil.out 2>&1
         tail -n 12 $W/minilm.out; tail -n 30 $W/distil.out
         pack build minilm/logs distil/logs minilm.out distil.out
         ls -la "$OUT" ;;
@@ -101,5 +113,10 @@ case $phase in
         timeout ${DEADLINE:-560} bash "$0" serve-run > $W/serve.out 2>&1
         tail -n 40 $W/serve.out
         pack serve distil/logs serve.out
+        ls -la "$OUT" ;;
+    bench)
+        timeout ${DEADLINE:-560} bash "$0" bench-run > $W/bench.out 2>&1
+        tail -n 30 $W/bench.out
+        pack bench distil/logs bench.out
         ls -la "$OUT" ;;
 esac

@@ -107,6 +107,13 @@ def test_gpu_instance_groups_one_per_gpu(tiny_artifacts, tmp_path):
     assert all(g.count == spec.Serving.gpu_model_instances for g in groups)
     tok = repository.read_config(out / "tokenizer" / "config.pbtxt").instance_group
     assert tok[0].kind == tok[0].KIND_CPU and tok[0].count == spec.Serving.for_device("gpu").tokenizer_instances
+    # a GPU repository also serves the fused text model (one hop per request) on the same GPUs; a CPU one does not
+    fused = repository.read_config(out / "fused_onnx_fp32" / "config.pbtxt")
+    assert [list(g.gpus) for g in fused.instance_group] == [[0], [1]] and fused.input[0].name == spec.TEXT_INPUT
+    assert int(fused.parameters["tokenizer_threads"].string_value) == spec.Serving.for_device("gpu", gpus=2).fused_tokenizer_threads
+    assert (out / "fused_onnx_fp32" / "1" / "enc2triton_tokenizer.py").exists() and (out / "fused_onnx_fp32" / "1" / "tokenizer").is_dir()
+    cpu = repository.generate(tiny_artifacts, tmp_path / "c")
+    assert not any(spec.kind_of(n) == "fused" for n in io.read_json(cpu / "repository.json")["models"])
 
 
 def test_serving_defaults_per_device():

@@ -127,3 +127,49 @@ def test_tune_score_leaves_out_a_load_nobody_meets():
                                                                                   "unstable": {"windows": 8}}}}]
     assert tune.score(cands, None, 50.0) == ["16x64"]
     assert [c["score"] for c in cands] == [round(7600 / 9100, 4), 1.0, round(1e-9, 4)]
+
+
+@pytest.mark.server
+def test_fused_model_serves_the_ensembles_embeddings_in_one_hop(tiny_artifacts, tmp_path, monkeypatch):
+    """fused_<variant>: TEXT in, the same embeddings as the ensemble (same tokenizer, same engine), requests of any
+    length merged into one execution and tokenized together; bad requests fail alone and the model stays up."""
+    from tritonclient.utils import InferenceServerException
+    from triton_helpers import embed
+
+    monkeypatch.setenv("ENC2TRITON_METRICS_FLUSH_S", "0")
+    serving = spec.Serving(max_queue_delay_us=2_000_000, preferred_batch_sizes=(), fused=True, fused_tokenizer_threads=2)
+    repo = repository.generate(tiny_artifacts, tmp_path / "r", serving=serving, only=["onnx_fp32"])
+    assert "fused_onnx_fp32" in io.read_json(repo / "repository.json")["models"]
+    cfg = repository.read_config(repo / "fused_onnx_fp32" / "config.pbtxt")
+    assert [(i.name, i.data_type) for i in cfg.input] == [(spec.TEXT_INPUT, repository.mc.TYPE_STRING)]
+    assert cfg.parameters["token_inputs"].string_value == ",".join(io.load_manifest(tiny_artifacts)["inputs"])
+    assert spec.kind_of("fused_onnx_fp32") == "fused" and spec.variant_of("fused_onnx_fp32").name == "onnx_fp32"
+    texts = ["short", "a somewhat longer sentence about serving", "x " * 40, "Mixed: 日本語 café 😀", "two words",
+             "the quick brown fox jumps over the lazy dog", "", "one more line of text here"]
+    logs = tmp_path / "logs"
+    info = server.start(repo, logs, timeout=180, quiet=True)
+    try:
+        c = httpclient.InferenceServerClient(info.http)
+        before = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
+        with cf.ThreadPoolExecutor(8) as pool:  # a client per thread (geventhttpclient)
+            got = list(pool.map(lambda t: embed(httpclient.InferenceServerClient(info.http), httpclient, [t.encode()],
+                                                "fused_onnx_fp32"), texts))
+        after = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
+        ens = embed(c, httpclient, [t.encode() for t in texts], "ensemble_onnx_fp32")
+        many = embed(c, httpclient, [t.encode() for t in texts], "fused_onnx_fp32")
+        with pytest.raises(InferenceServerException, match="not valid UTF-8"):
+            embed(c, httpclient, [b"fine", b"\xff\xfe broken"], "fused_onnx_fp32")
+        with pytest.raises(InferenceServerException):  # more strings than the model's max batch
+            embed(c, httpclient, [b"a"] * (io.load_manifest(tiny_artifacts)["shapes"]["max_batch"] + 1), "fused_onnx_fp32")
+        assert server.is_ready(info)
+        again = embed(c, httpclient, [b"still right"], "fused_onnx_fp32")
+    finally:
+        server.stop(logs, quiet=True)
+    np.testing.assert_allclose(np.concatenate(got), ens, atol=1e-5)
+    np.testing.assert_allclose(many, ens, atol=1e-5)
+    np.testing.assert_allclose(again, local_embed(tiny_artifacts, ["still right"]), atol=1e-5)
+    d = serving_stats.delta(before, after)["fused_onnx_fp32"]
+    assert d["requests"] == len(texts) and d["executions"] <= 2  # merged: one execution per instance at most
+    assert d["phase_items"]["texts"] == len(texts) and d["phase_items"]["engine_calls"] <= 2
+    bd = serving_stats.breakdown({"server_stats": {"fused_onnx_fp32": d}, "avg_ms": 5.0}, "fused_onnx_fp32")
+    assert "tokenizer" not in bd and "tokenize" in bd["model"]["phases_ms"]

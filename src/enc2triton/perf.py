@@ -176,10 +176,10 @@ def model_inputs(repo: Path, model: str) -> list[tuple[str, str]]:
 
 
 def repo_models(repo: Path) -> list[str]:
-    """Models in repository.json order (else every folder with a config), tokenizer, raw models, then ensembles."""
+    """Models in repository.json order (else every folder with a config): tokenizer, raw models, ensembles, fused."""
     info = Path(repo) / "repository.json"
     names = io.read_json(info)["models"] if info.exists() else sorted(p.name for p in Path(repo).iterdir() if (p / "config.pbtxt").exists())
-    order = {"tokenizer": 0, "model": 1, "ensemble": 2}
+    order = {"tokenizer": 0, "model": 1, "ensemble": 2, "fused": 3}
     return sorted(names, key=lambda n: order[spec.kind_of(n)])
 
 

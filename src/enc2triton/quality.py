@@ -17,6 +17,8 @@ from .texts import load_tokenizer, read_texts, texts_sha256, tokenize
 from .io import StageError
 
 BATCH = 16
+# A fused model runs the ensemble's tokenizer and engine: batches differ (so the padding a GPU engine trims), not numbers.
+FUSED_MIN_COS = 0.99999
 
 
 def client_for(info, protocol: str):
@@ -85,7 +87,9 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
     repo_info = Path(repository) / "repository.json"
     if not repo_info.exists():
         raise StageError(f"{repository} has no repository.json: run `make repository`")
-    ensembles = served_ensembles = [m for m in io.read_json(repo_info)["models"] if spec.kind_of(m) == "ensemble"]
+    served_models = io.read_json(repo_info)["models"]
+    ensembles = served_ensembles = [m for m in served_models if spec.kind_of(m) == "ensemble"]
+    fused = {spec.ensemble_name(spec.raw_model(m)): m for m in served_models if spec.kind_of(m) == "fused"}
     if only:
         unknown = [m for m in only if m not in ensembles and spec.ensemble_name(m) not in ensembles]
         if unknown:
@@ -130,6 +134,16 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
                       f"{'ok' if row['pass'] else 'BELOW FLOOR'} (floor {floor['mean_cos']}/{floor['min_cos']})")
                 if not row["pass"]:
                     failures.append(f"{model}: mean cos {r['mean_cos']:.6f} / min {r['min_cos']:.6f} under the floor {floor['mean_cos']}/{floor['min_cos']}")
+                if ens in fused:  # the same tokenizer and engine in one model: the same embeddings, or it is wrong output
+                    step = f"{fused[ens]}: inference"
+                    got = embed_remote(mod, client, fused[ens], texts, batch=min(BATCH, manifest["shapes"]["max_batch"]))
+                    same = metrics.compare(served[ens], got)
+                    row["fused"] = {"model": fused[ens], "vs_ensemble": same, "pytorch_fp32": metrics.compare(ref, got),
+                                    "same": same["min_cos"] >= FUSED_MIN_COS}
+                    io.write_json(progress, result)
+                    print(f"  {fused[ens]}: vs {ens} min cos {same['min_cos']:.7f} {'same' if row['fused']['same'] else 'DIFFERENT'}")
+                    if not row["fused"]["same"]:
+                        failures.append(f"{fused[ens]}: min cos {same['min_cos']:.7f} against {ens} (the same tokenizer and engine)")
         result["status"] = "complete"
     except KeyboardInterrupt:
         result["error"] = f"{step}: interrupted"

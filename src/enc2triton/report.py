@@ -306,6 +306,7 @@ def _perf_groups(perf: dict) -> list[tuple[str, str, dict]]:
     models = {n: e for n, e in perf.get("models", {}).items() if e.get("rows")}
     seq = (perf.get("inputs") or {}).get("seq_len")
     kinds = (("ensemble", "ensembles (texts in, embeddings out)", "texts / s"),
+             ("fused", "fused models (texts in, tokenizer and engine in one model)", "texts / s"),
              ("model", f"raw models (token tensors of length {seq})", "sequences / s"),
              ("tokenizer", "tokenizer", "texts / s"))
     out = []
@@ -958,7 +959,7 @@ def _breakdown_rows(p: dict, folder: str | None) -> tuple[list[list], list[list]
     """(time per request, model execution split) rows: every ensemble at every measured level."""
     per_req, split = [], []
     for n, e in p.get("models", {}).items():
-        if (e.get("kind") or spec.kind_of(n)) != "ensemble":
+        if (e.get("kind") or spec.kind_of(n)) not in spec.TEXT_KINDS:
             continue
         for r in e.get("rows") or []:
             bd = serving_stats.breakdown(r, n)
@@ -970,7 +971,7 @@ def _breakdown_rows(p: dict, folder: str | None) -> tuple[list[list], list[list]
             if model:
                 ph = model["phases_ms"]
                 copies = sum(ph.get(k, 0.0) for k in ("h2d", "d2h")) if any(k in ph for k in ("h2d", "d2h")) else None
-                host_side = sum(ph.get(k, 0.0) for k in ("read", "merge", "host_in", "host_out", "respond"))
+                host_side = sum(ph.get(k, 0.0) for k in ("read", "tokenize", "merge", "host_in", "host_out", "respond"))
                 split.append([n, _load_name(p, folder), r["concurrency"], model["items_per_execution"],
                               model["requests_per_execution"], model["execution_ms"], ph.get("gpu", ph.get("engine")), copies,
                               host_side, ph.get("wait"), ph.get("python_backend"), ph.get("other")])
@@ -1039,7 +1040,7 @@ def peer_section(ctx: Ctx) -> list[str]:
             theirs = _within(run.get("rows"))
             rows.append([f"{peer.get('peer', 'peer')} {peer.get('version', '')}".strip(), load, _cell(theirs), "-"])
             for n, e in ((mine or {}).get("models") or {}).items():
-                if (e.get("kind") or spec.kind_of(n)) != "ensemble":
+                if (e.get("kind") or spec.kind_of(n)) not in spec.TEXT_KINDS:
                     continue
                 ours = _within(e.get("rows"))
                 ratio = f"{ours['throughput'] / theirs['throughput']:.2f}x" if ours and theirs else "-"
@@ -1235,11 +1236,11 @@ def published_section(ctx: Ctx) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ served vs engine
-def _vs_engine(p: dict, b: dict, kind: str) -> list[tuple]:
-    """(model, best, effective batch, engine name, nearest engine batch, engine row, ratio) per served model of `kind`."""
+def _vs_engine(p: dict, b: dict, kinds: tuple[str, ...]) -> list[tuple]:
+    """(model, best, effective batch, engine name, nearest engine batch, engine row, ratio) per served model of `kinds`."""
     out = []
     for n, e in p.get("models", {}).items():
-        if (e.get("kind") or spec.kind_of(n)) != kind or not e.get("best"):
+        if (e.get("kind") or spec.kind_of(n)) not in kinds or not e.get("best"):
             continue
         raw = spec.raw_model(n)
         ok = _ok((b.get("engines") or {}).get(raw) or {})
@@ -1278,9 +1279,9 @@ def target_section(ctx: Ctx) -> list[str]:
                       f"bench {_minute(b.get('started')) or '?'}", start=min(filter(None, (p.get("started"), b.get("started"))), default=None))
     seq_b = b.get("seq_len")
     # raw models may have been measured in a load folder of their own (e.g. logs/raw64/: 64 sequences per request)
-    raw_p = next((x for x in [p, *ctx.loads.values()] if _vs_engine(x, b, "model")), p)
+    raw_p = next((x for x in [p, *ctx.loads.values()] if _vs_engine(x, b, ("model",))), p)
     seq_p = (raw_p.get("inputs") or {}).get("seq_len")
-    raw, ens = _vs_engine(raw_p, b, "model"), _vs_engine(p, b, "ensemble")
+    raw, ens = _vs_engine(raw_p, b, ("model",)), _vs_engine(p, b, spec.TEXT_KINDS)
     if raw:
         n, _, eff, eng, nb, _, ratio = _headline(raw)
         same = "the same sequence length" if seq_p == seq_b else f"NOT the same length (engine seq {seq_b})"

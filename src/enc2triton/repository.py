@@ -4,6 +4,7 @@ they are valid by construction; names, shapes and batch limits all come from the
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import dataclasses
@@ -30,6 +31,7 @@ MODELS_SRC = Path(__file__).parent / "triton_models"
 METRICS_FILE = (MODELS_SRC / "stage_metrics.py", "enc2triton_stage_metrics.py")  # beside every Python-backend model
 RUNNER_FILES = ((MODELS_SRC / "runner.py", "model.py"), (Path(__file__).parent / "engines.py", "enc2triton_engines.py"),
                 (Path(__file__).parent / "torch_model.py", "enc2triton_torch_model.py"), METRICS_FILE)
+FUSED_FILES = RUNNER_FILES + ((MODELS_SRC / "tokenizer.py", "enc2triton_tokenizer.py"),)  # + the tokenizer's files
 
 
 def _tensor(cls, name: str, dtype, dims):
@@ -58,6 +60,11 @@ def _batching(serving: spec.Serving, max_batch: int) -> mc.ModelDynamicBatching:
     )
 
 
+def _tokenizer_params(cfg: mc.ModelConfig, manifest: dict) -> None:
+    max_seq = manifest["shapes"]["max_seq"]
+    _params(cfg, max_length=max_seq, buckets=",".join(str(b) for b in spec.SEQ_BUCKETS if b <= max_seq), tokenizer_dir="tokenizer")
+
+
 def tokenizer_config(manifest: dict, serving: spec.Serving, name: str = spec.TOKENIZER) -> mc.ModelConfig:
     shapes = manifest["shapes"]
     cfg = mc.ModelConfig(name=name, backend="python", max_batch_size=shapes["max_batch"])
@@ -66,8 +73,7 @@ def tokenizer_config(manifest: dict, serving: spec.Serving, name: str = spec.TOK
         cfg.output.append(_tensor(mc.ModelOutput, name, mc.TYPE_INT64, [-1]))
     cfg.dynamic_batching.CopyFrom(_batching(serving, shapes["max_batch"]))
     cfg.instance_group.extend(_instances("cpu", serving.tokenizer_instances, []))
-    _params(cfg, max_length=shapes["max_seq"], buckets=",".join(str(b) for b in spec.SEQ_BUCKETS if b <= shapes["max_seq"]),
-            tokenizer_dir="tokenizer")
+    _tokenizer_params(cfg, manifest)
     return cfg
 
 
@@ -97,6 +103,18 @@ def model_config(variant: spec.Variant, manifest: dict, serving: spec.Serving, n
     cfg.output.extend(_outputs(mc.ModelOutput, manifest, serving.outputs))
     cfg.dynamic_batching.CopyFrom(_batching(serving, shapes["max_batch"]))
     cfg.instance_group.extend(_instances(kind, serving.model_instances, gpus))
+    return cfg
+
+
+def fused_config(variant: spec.Variant, manifest: dict, serving: spec.Serving, kind: str, gpus: list[int],
+                 name: str | None = None) -> mc.ModelConfig:
+    """The ensemble's interface (TEXT in, the embedding out) in one Python-backend model: the runner's config with the
+    tokenizer's input and parameters. Any requests batch together: TEXT is one string per batch item."""
+    cfg = model_config(variant, manifest, serving, False, kind, gpus, name or spec.fused_name(variant.name))
+    del cfg.input[:]
+    cfg.input.append(_tensor(mc.ModelInput, spec.TEXT_INPUT, mc.TYPE_STRING, [1]))
+    _tokenizer_params(cfg, manifest)
+    _params(cfg, token_inputs=",".join(manifest["inputs"]), tokenizer_threads=serving.fused_tokenizer_threads)
     return cfg
 
 
@@ -201,7 +219,25 @@ def write_models(dest: Path, manifest: dict, artifacts: Path, models: list[dict]
         (dest / ens / "1").mkdir(parents=True)
         written += [name, ens]
         print(f"  {name}: {'native ' + cfg.platform if is_native else 'python backend, ' + v.family.runtime} ({device})")
+        if serving.fused:
+            written.append(write_fused(dest, v, manifest, serving, device, gpus, m, artifacts, tag))
     return written
+
+
+def write_fused(dest: Path, v: spec.Variant, manifest: dict, serving: spec.Serving, device: str, gpus: list[int], m: dict,
+                artifacts: Path, tag: str = "") -> str:
+    """fused_<variant>: the variant's artifact (hard-linked), the runner, the tokenizer module and its files."""
+    name = spec.fused_name(v.name) + tag
+    fdir = dest / name
+    write_config(fdir, fused_config(v, manifest, serving, device, gpus, name))
+    _place(m["src"], fdir / "1" / v.family.file)
+    for extra, src in m["extras"].items():
+        _place(src, fdir / "1" / extra)
+    for src, dst in FUSED_FILES:
+        shutil.copy2(src, fdir / "1" / dst)
+    shutil.copytree(io.resolve(manifest["tokenizer_dir"], artifacts), fdir / "1" / "tokenizer")
+    print(f"  {name}: python backend, tokenizer + {v.family.runtime} in one model ({device})")
+    return name
 
 
 def generate(artifacts: Path = spec.ARTIFACTS, out: Path = spec.REPOSITORY, serving: spec.Serving | None = None,
@@ -320,7 +356,7 @@ def recover(out: Path) -> list[str]:
 
 def settings_of(serving: spec.Serving, device: str, gpus: list[int], only: list[str] | None = None) -> dict:
     """What the configs derive from besides the manifest, plus the generator's own code: a change means regenerate."""
-    code = [Path(__file__), MODELS_SRC / "tokenizer.py", Path(spec.__file__), *(src for src, _ in RUNNER_FILES)]
+    code = [Path(__file__), Path(spec.__file__), *(src for src, _ in FUSED_FILES)]
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in code)).hexdigest()
     # through JSON, so it compares equal to what repository.json holds (tuples become lists)
     return json.loads(json.dumps({"device": device, "gpus": list(gpus), "serving": dataclasses.asdict(serving),
@@ -355,6 +391,9 @@ def main(argv=None) -> int:
                     f"{spec.Serving.max_queue_delay_us}, gpu 0: greedy, see spec.Serving.for_device)")
     ap.add_argument("--hidden-state", "--ensemble-hidden-state", action="store_true",
                     help="raw models and ensembles also return last_hidden_state (default: the sentence embedding only)")
+    ap.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                    help="also serve fused_<variant>: TEXT in, tokenizer and engine in one Python-backend model, one hop per "
+                    "request (default: on with --device gpu, off on the cpu)")
     ap.add_argument("--no-ragged", action="store_true", help="Python-backend models batch only requests of equal length "
                     "(default: requests of any length batch together; the runner groups them by length)")
     ap.add_argument("--variants", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
@@ -385,7 +424,7 @@ def main(argv=None) -> int:
 
             tuned = chosen_overrides(a.tuned, a.device)
         explicit = {"model_instances": a.instances, "tokenizer_instances": a.tokenizer_instances,
-                    "ragged": False if a.no_ragged else None, "max_queue_delay_us": a.max_queue_delay_us,
+                    "ragged": False if a.no_ragged else None, "max_queue_delay_us": a.max_queue_delay_us, "fused": a.fused,
                     "preferred_batch_sizes": tuple(sorted(set(a.preferred_batch_sizes))) if a.preferred_batch_sizes else None}
         # explicit options win over the search's choice, which wins over the device's defaults
         serving = spec.Serving.for_device(a.device, gpus=len(gpus), outputs=outputs,

@@ -19,7 +19,7 @@ _METRIC = re.compile(r'^(enc2triton_\w+)\{([^}]*)\}\s+([0-9.eE+-]+)\s*$', re.M)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 PHASES = {  # the runner's and the tokenizer's phases, in the order a request meets them
     "tokenizer": ("read", "tokenize", "respond"),
-    "model": ("read", "merge", "host_in", "h2d", "gpu", "d2h", "wait", "host_out", "engine", "respond"),
+    "model": ("read", "tokenize", "merge", "host_in", "h2d", "gpu", "d2h", "wait", "host_out", "engine", "respond"),
 }
 
 
@@ -94,7 +94,9 @@ def breakdown(level: dict, ensemble: str) -> dict | None:
     total = level.get("avg_ms") or level.get("p50_ms")
     tag = spec.TAG_SEP + ensemble.split(spec.TAG_SEP, 1)[1] if spec.TAG_SEP in ensemble else ""
     out = {"total_ms": total}
-    for role, name in (("tokenizer", None), ("model", spec.raw_model(ensemble))):
+    # a fused model is its own tokenizer: one role, the model itself
+    roles = (("model", ensemble),) if spec.kind_of(ensemble) == "fused" else (("tokenizer", None), ("model", spec.raw_model(ensemble)))
+    for role, name in roles:
         if name is None:  # the tokenizer a tune candidate uses carries its own tag: the one that served requests
             name = next((n for n in stats if spec.kind_of(n) == "tokenizer" and (not tag or n != spec.TOKENIZER)), None)
         s = stats.get(name) if name else None

@@ -134,6 +134,10 @@ BY_NAME = {v.name: v for v in VARIANTS}
 REFERENCE = "onnx_fp32"  # the served FP32 model every variant is also compared with
 TOKENIZER = "tokenizer"
 ENSEMBLE_PREFIX = "ensemble_"
+# The same text endpoint as an ensemble, in one Python-backend model: the runner tokenizes the whole dynamic batch and
+# runs the engine in the same execute (one server hop and one stub message per request instead of two of each).
+FUSED_PREFIX = "fused_"
+TEXT_KINDS = ("ensemble", "fused")  # the kinds a client sends TEXT to
 
 
 def variants(family: str | None = None) -> list[Variant]:
@@ -156,6 +160,10 @@ def ensemble_name(model: str) -> str:
     return ENSEMBLE_PREFIX + model
 
 
+def fused_name(model: str) -> str:
+    return FUSED_PREFIX + model
+
+
 # A serving-config search (tune.py) serves several copies of a model side by side: <name>__<candidate>.
 TAG_SEP = "__"
 
@@ -165,14 +173,16 @@ def untagged(name: str) -> str:
 
 
 def kind_of(name: str) -> str:
-    """'tokenizer', 'ensemble' or 'model' for a Triton model name of this project."""
+    """'tokenizer', 'ensemble', 'fused' or 'model' for a Triton model name of this project."""
     name = untagged(name)
-    return "tokenizer" if name == TOKENIZER else "ensemble" if name.startswith(ENSEMBLE_PREFIX) else "model"
+    if name == TOKENIZER:
+        return "tokenizer"
+    return "ensemble" if name.startswith(ENSEMBLE_PREFIX) else "fused" if name.startswith(FUSED_PREFIX) else "model"
 
 
 def raw_model(name: str) -> str:
-    """The model an ensemble runs (the name itself for a model; a candidate's tag stays)."""
-    return name.removeprefix(ENSEMBLE_PREFIX)
+    """The model an ensemble runs, the variant a fused model serves (the name itself for a model; a tag stays)."""
+    return name.removeprefix(ENSEMBLE_PREFIX).removeprefix(FUSED_PREFIX)
 
 
 def variant_of(name: str) -> Variant | None:
@@ -228,6 +238,12 @@ class Serving:
     # group them by length themselves. Without it the dynamic batcher only merges requests of equal shape, and texts of
     # mixed lengths split every batch (results/h200/ before 2026-12: 5.6 texts per execution at concurrency 128).
     ragged: bool = True
+    # Also serve fused_<variant> (TEXT in, tokenizer and engine in one model) beside each ensemble. On by default on a
+    # GPU, where the ensemble's second hop is what holds serving (results/h200/2026-12-04); off on the CPU, where the
+    # engine dominates and the sweep would take twice as long.
+    fused: bool = False
+    # Rust threads each fused instance tokenizes a batch with (its instances are few: GPU contexts time-slice).
+    fused_tokenizer_threads: int = 4
     host: str = "127.0.0.1"
 
     @classmethod
@@ -242,7 +258,8 @@ class Serving:
             cpus = cpus or os.cpu_count() or 1
             cap = cls.gpu_tokenizer_instances_max * max(1, gpus)
             base = {"model_instances": cls.gpu_model_instances, "preferred_batch_sizes": (), "max_queue_delay_us": 0,
-                    "tokenizer_instances": max(cls.tokenizer_instances, min(cap, cpus * 3 // 4))}
+                    "tokenizer_instances": max(cls.tokenizer_instances, min(cap, cpus * 3 // 4)), "fused": True,
+                    "fused_tokenizer_threads": max(1, min(8, cpus * 3 // 4 // max(1, cls.gpu_model_instances * gpus)))}
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 

@@ -48,7 +48,8 @@ def candidates(device: str, gpus: int, instances: tuple[int, ...], tokenizer_ins
     out.append({"changed": "batching=" + ("preferred sizes + delay" if greedy else "greedy"), "overrides": other})
     for k, c in enumerate(out):
         c["id"] = f"c{k}"
-        c["serving"] = spec.Serving.for_device(device, gpus=gpus, **c["overrides"])
+        # the search drives ensembles: no fused copies (each would hold another CUDA context and its graphs)
+        c["serving"] = spec.Serving.for_device(device, gpus=gpus, **c["overrides"], fused=False)
     return out
 
 
