@@ -130,6 +130,8 @@ def test_to_fp8_keeps_layers_bf16_and_restores_from_its_state_dict(tiny_distilbe
     assert kinds["layers.1.qkv"] == "dense" and list(kinds.values()).count("fp8") == len(kinds) - 1
     assert isinstance(q.layers[1].qkv, torch.nn.Linear) and q.layers[1].qkv.weight.dtype == torch.bfloat16
     assert torch.equal(q.layers[0].ffn1.weight.float(), codes[(0, "ffn1")].float())
+    assert torch.equal(q.layers[0].ffn1.w_scale[0], torch_model.fp8_weight_scale(w))  # from the FP32 weight, as fp8_gptq's
+    assert q.layers[0].ffn1.w_scale.dtype == torch.float32 and q.layers[0].ffn1.bias.dtype == torch.bfloat16
     back = torch_model.restore(q.cfg.as_dict(), "bfloat16", kinds, q.state_dict())
     with torch.inference_mode():
         assert torch.equal(back(**feed)[1], q(**feed)[1])

@@ -306,12 +306,14 @@ def restore(config: dict, dtype: str, kinds: dict[str, str], state: dict) -> Enc
 
 def to_fp8(enc: Encoder, codes: dict[tuple[int, str], torch.Tensor] | None = None, keep=()) -> Encoder:
     """BF16 encoder whose linear layers are Fp8Linear (row-wise scaled FP8 GEMMs need a BF16 epilogue), with the weight
-    codes in `codes` (fp8_gptq; a layer not there rounds to nearest); the layers in `keep` stay BF16 nn.Linear."""
-    out = enc.to(torch.bfloat16)
+    codes in `codes` (fp8_gptq; a layer not there rounds to nearest); the layers in `keep` stay BF16 nn.Linear. The
+    weight scales come from the weights as given (FP32 from from_hf), as fp8_gptq's do, not from their BF16 copy."""
     keep, codes = set(keep), codes or {}
-    for i, name, lin in list(linears(out)):
-        if (i, name) not in keep:
-            setattr(out.layers[i], name, Fp8Linear(lin.weight, lin.bias, codes.get((i, name))))
+    fp8 = {(i, name): Fp8Linear(lin.weight, lin.bias, codes.get((i, name)))
+           for i, name, lin in linears(enc) if (i, name) not in keep}
+    out = enc.to(torch.bfloat16)  # before the Fp8Linear go in: .to(dtype) would cast their E4M3 and FP32 buffers too
+    for (i, name), f in fp8.items():
+        setattr(out.layers[i], name, f)
     return out
 
 
