@@ -181,7 +181,7 @@ def gptaq(enc32, cand: dict, feeds, damp=0.01) -> dict:
                 xt = q8(xt, torch.tensor(xs))
             xt, x = xt.double(), x.double()
             A = A + xt.t() @ xt
-            B = B + xt.t() @ x
+            B = B + xt.t() @ (xt if cand.get("gptq") == "seq" else x)
         lam = damp * torch.mean(torch.diag(A))
         eye = torch.eye(A.shape[0], dtype=A.dtype)
         # ridge toward W, not toward 0: argmin ||X~ Q^T - X W^T||^2 + lam ||Q - W||^2 = W (B^T + lam I)(A + lam I)^-1
@@ -229,6 +229,7 @@ CANDIDATES = {
     "token_acts_only": {"act": "token", "weights": False},
     "weights_only_gptq": {"act": "none", "gptq": True},
     "token_gptaq": {"act": "token", "gptq": "aq"},
+    "token_gptq_seq": {"act": "token", "gptq": "seq"},  # sequential GPTQ: H from the FP8 model's own (quantized) inputs
     "tensor_gptaq": {"gptq": "aq"},
     "fp16_token_gptaq": {"dtype": torch.float16, "act": "token", "gptq": "aq"},
 }
@@ -324,7 +325,7 @@ def main(argv=None) -> int:
             cand = {**base, "keep": [k for _, k in ranks[key][:cand["keep_top"]]]}
             results.setdefault("_kept", {})[c] = [f"layers.{i}.{n}" for i, n in cand["keep"]]
         w = wq if cand.get("gptq") is True else None
-        if cand.get("gptq") == "aq":
+        if cand.get("gptq") in ("aq", "seq"):
             t0 = time.perf_counter()
             w = gptaq(enc32, {**cand, "_amax": stats.amax}, calib_feeds)
             print(f"gptaq: {time.perf_counter() - t0:.0f} s", flush=True)
