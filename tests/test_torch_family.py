@@ -63,20 +63,78 @@ def test_int8_linear_is_exact_w8a8_with_smoothing():
     assert q(x[:1]).shape == (1, 8)  # one row: padded to 32 rows for the int8 GEMM, sliced back
 
 
-def test_fp8_linear_is_e4m3_with_per_channel_weights():
+def _e4m3(x: torch.Tensor, scale) -> torch.Tensor:
+    return (x / scale).clamp(-448, 448).to(torch.float8_e4m3fn).float() * scale
+
+
+def test_fp8_linear_is_e4m3_per_token_with_per_channel_weights():
     torch.manual_seed(0)
     lin = torch.nn.Linear(32, 16)
     x = torch.randn(7, 32)
-    amax = float(x.abs().max())
-    f = torch_model.Fp8Linear(lin.weight, lin.bias, amax)
-    xs = amax / 448
-    xq = (x / xs).to(torch.float8_e4m3fn).float() * xs
+    f = torch_model.Fp8Linear(lin.weight, lin.bias)
+    xq = _e4m3(x, x.abs().amax(1, keepdim=True) / 448)  # each token (row) its own scale
     w = lin.weight.detach()
-    ws = w.abs().amax(1) / 448
-    wq = (w / ws[:, None]).to(torch.float8_e4m3fn).float() * ws[:, None]
+    wq = _e4m3(w, w.abs().amax(1, keepdim=True) / 448)
     expect = xq @ wq.t() + lin.bias.detach()
     assert torch.allclose(f(x).float(), expect, atol=3e-2, rtol=1e-2)  # BF16 epilogue
-    assert f.weight.dtype == torch.float8_e4m3fn and f.w_scale.shape == (1, 16)
+    assert f.weight.dtype == torch.float8_e4m3fn and f.w_scale.shape == (1, 16) and f(x).dtype == torch.bfloat16
+    assert f(x[None]).shape == (1, 7, 16)
+
+
+def test_fp8_per_token_scales_beat_one_per_tensor_scale_with_an_outlier_token():
+    """One token 10^5 times the others (a [SEP]-like outlier): with one scale per tensor the ordinary tokens fall into
+    E4M3's subnormals; with a scale per token they keep their 3 mantissa bits."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 32).requires_grad_(False)
+    x = torch.randn(16, 64)
+    x[3] *= 1e5
+    f = torch_model.Fp8Linear(lin.weight, lin.bias)
+    ws = lin.weight.detach().abs().amax(1, keepdim=True) / 448
+    w = f.weight.float() * ws
+    exact = x @ w.t() + lin.bias.detach()  # the weight's rounding is the same in both: compare the activations' alone
+    per_tensor = _e4m3(x, x.abs().max() / 448) @ w.t() + lin.bias.detach()
+    rows = torch.arange(16) != 3
+
+    def err(y):
+        return float(((y - exact)[rows].norm() / exact[rows].norm()))
+
+    assert err(f(x).float()) < 0.04 and err(per_tensor) > 4 * err(f(x).float())
+
+
+def test_fp8_gptq_rounds_the_weight_for_a_smaller_output_error():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(48, 24)
+    x = torch.randn(512, 48) @ torch.randn(48, 48)  # correlated inputs: where GPTQ's error feedback pays
+    w = lin.weight.detach()
+    ws = torch_model.fp8_weight_scale(w)[:, None]
+    codes = torch_model.fp8_gptq(w, x.double().t() @ x.double())
+    assert codes.dtype == torch.float8_e4m3fn and codes.shape == w.shape
+    nearest = (w / ws).to(torch.float8_e4m3fn).float() * ws
+
+    def err(wq):
+        return float((x @ (wq - w).t()).norm())
+
+    assert err(codes.float() * ws) < 0.8 * err(nearest)
+    f = torch_model.Fp8Linear(lin.weight, lin.bias, codes)
+    assert torch.equal(f.weight.float(), codes.float())
+
+
+def test_to_fp8_keeps_layers_bf16_and_restores_from_its_state_dict(tiny_distilbert):
+    hf, tok = _hf(tiny_distilbert)
+    enc = torch_model.from_hf(hf)
+    feed = {k: torch.from_numpy(v) for k, v in tokenize(tok, TEXTS, list(enc.input_names), 64).items()}
+    w = enc.layers[0].ffn1.weight.detach()
+    codes = {(0, "ffn1"): torch_model.fp8_gptq(w, torch.eye(w.shape[1], dtype=torch.float64))}
+    q = torch_model.to_fp8(enc, codes, keep=[(1, "qkv")]).eval()
+    kinds = torch_model.layout(q)
+    assert kinds["layers.1.qkv"] == "dense" and list(kinds.values()).count("fp8") == len(kinds) - 1
+    assert isinstance(q.layers[1].qkv, torch.nn.Linear) and q.layers[1].qkv.weight.dtype == torch.bfloat16
+    assert torch.equal(q.layers[0].ffn1.weight.float(), codes[(0, "ffn1")].float())
+    assert torch.equal(q.layers[0].ffn1.w_scale[0], torch_model.fp8_weight_scale(w))  # from the FP32 weight, as fp8_gptq's
+    assert q.layers[0].ffn1.w_scale.dtype == torch.float32 and q.layers[0].ffn1.bias.dtype == torch.bfloat16
+    back = torch_model.restore(q.cfg.as_dict(), "bfloat16", kinds, q.state_dict())
+    with torch.inference_mode():
+        assert torch.equal(back(**feed)[1], q(**feed)[1])
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +180,10 @@ def test_cpu_packages_built_checked_and_recorded(torch_art):
         assert e["quality"]["runtime"].startswith("torch") and set(e["quality_eager"]) == {"mean_cos", "min_cos", "top10"}
     assert res["verification"]["max_abs_diff"]["sentence_embedding"] < 1e-5
     md = (logs / "torch_build.md").read_text()
-    assert "| torch_fp8 |" in md and "kept FP16: none" in md
+    assert "| torch_fp8 |" in md and "kept FP16: none" in md and "kept BF16: " in md
+    plan = m["torch"]["fp8"]["plan"]
+    assert plan["calibration_steps"][0]["kept"] == 0 and len(plan["sensitivity"]) == m["torch"]["fp8"]["linear_layers"] == 8
+    assert len(m["torch"]["fp8"]["kept_bf16"]) == plan["calibration_steps"][-1]["kept"] <= 2  # at most a quarter
 
 
 def test_torch_engine_pads_to_buckets_and_slices_back(torch_art):

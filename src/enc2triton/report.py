@@ -840,8 +840,8 @@ def torch_section(ctx: Ctx) -> list[str]:
                          c.get("compile_seconds"), c.get("load_seconds"), (built.get("package") or {}).get("bytes", 0) / 1e6,
                          f"min cos {_cos(c['min_cos_vs_eager'])}" if _num(c.get("min_cos_vs_eager"))
                          else f"max abs diff {fmt(c.get('max_abs_diff_vs_eager'))}"])
-            notes.append(f"- {name}: {_v(built.get('method'))}" + (f"; kept FP16: {', '.join(built['kept_fp16']) or 'none'}"
-                                                                if "kept_fp16" in built else ""))
+            notes.append(f"- {name}: {_v(built.get('method'))}" + "".join(
+                f"; kept {d}: {', '.join(built[f'kept_{d.lower()}']) or 'none'}" for d in ("FP16", "BF16") if f"kept_{d.lower()}" in built))
         elif p in (tb.get("failed") or {}):
             rows.append([name, "build FAILED (below)"] + [""] * 7)
             notes.append(f"- {name}: **build FAILED**: {tb['failed'][p]}")

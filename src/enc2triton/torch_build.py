@@ -2,8 +2,8 @@
 
 From the checkpoint the export used (the manifest records it; its config hash is checked):
 1. our encoder (torch_model.py) in FP32 is verified against the Hugging Face model, like the ONNX export;
-2. each precision is built from it: fp16 as is; fp8 with activation scales calibrated on data/calibration.txt
-   (|max| over real tokens per linear layer input, E4M3) and per-channel weights; int8 with the SmoothQuant factors,
+2. each precision is built from it: fp16 as is; fp8 with per-token activation scales and per-channel weights rounded
+   by GPTQ on data/calibration.txt, the layers a sensitivity search there ranks worst kept BF16 (fp8_plan); int8 with the SmoothQuant factors,
    activation clips and quantized layers the ONNX INT8 search chose (quantize.py), so both INT8 graphs quantize
    the same way;
 3. each is measured against the FP32 reference on the evaluation texts (floors from spec);
@@ -102,15 +102,74 @@ def _calibrate(enc, ctx: dict) -> tuple[dict, dict]:
     return amax, {**ctx["calibration"], "seconds": round(time.perf_counter() - t0, 1)}
 
 
+
+# what the FP8 model must reach on the calibration texts before no more layers are kept BF16: the floor (spec) plus a margin
+# for the held-out texts and the compiled engine's rounding; at most FP8_MAX_KEPT of the linear layers are kept
+FP8_CALIB_TARGET = {"mean_cos": 0.9991, "min_cos": 0.995}
+FP8_MAX_KEPT = 0.25
+FP8_METHOD = ("E4M3 activations (per-token dynamic scale: row |max| / 448) and E4M3 weights (per output channel, rounded by "
+              "GPTQ on the calibration inputs), torch._scaled_mm with row-wise scales; BF16 elsewhere and in the layers kept "
+              "BF16: a sensitivity search on the calibration texts ranks the layers by FP8 error per weight (GEMM FLOPs), the "
+              "best-ranked prefix that brings the model to mean/min "
+              f"cosine {FP8_CALIB_TARGET['mean_cos']}/{FP8_CALIB_TARGET['min_cos']} there (at most {FP8_MAX_KEPT:.0%} of them)")
+
+
+def _fp8_candidate(enc, codes, keep):
+    from . import torch_model
+
+    return torch_model.to_fp8(copy.deepcopy(enc), codes, keep).eval()
+
+
+def fp8_plan(enc, ctx: dict) -> tuple[dict, list, dict]:
+    """(GPTQ weight codes, layers kept BF16, the record). The codes come from X^T X of each layer's FP32 inputs over the
+    calibration texts. Each layer's sensitivity is 1 - mean cosine vs FP32 on the calibration texts with only that layer
+    FP8, less the same figure with none FP8 (BF16's own share); layers are ranked by sensitivity per weight (what keeping
+    one costs: its GEMM's FLOPs at BF16 speed), and the shortest prefix of that ranking that, kept BF16, brings the model
+    to FP8_CALIB_TARGET on the calibration texts is kept (at most FP8_MAX_KEPT of the layers)."""
+    from . import torch_model
+
+    t0 = time.perf_counter()
+    feeds, device = ctx["calib_feeds"], ctx["device"]
+    order = range(sum(len(f["input_ids"]) for f in feeds))
+    hess = torch_model.input_hessians(enc, feeds, device)
+    mods = {(i, n): m for i, n, m in torch_model.linears(enc)}
+    codes = {k: torch_model.fp8_gptq(m.weight, hess[k]) for k, m in mods.items()}
+    del hess
+    ref = embed(enc, feeds, order, device)
+    keys = list(mods)
+
+    def error(keep) -> float:
+        return 1.0 - float(metrics.cosine_rows(ref, embed(_fp8_candidate(enc, codes, keep), feeds, order, device)).mean())
+
+    base = error(keys)
+    sens = {k: error([x for x in keys if x != k]) - base for k in keys}
+    ranked = sorted(keys, key=lambda k: (-sens[k] / mods[k].weight.numel(), keys.index(k)))
+    steps = []
+    for n_keep in range(int(FP8_MAX_KEPT * len(keys)) + 1):
+        q = metrics.compare(ref, embed(_fp8_candidate(enc, codes, ranked[:n_keep]), feeds, order, device))
+        steps.append({"kept": n_keep, "mean_cos": round(q["mean_cos"], 6), "min_cos": round(q["min_cos"], 6)})
+        if metrics.passes(q, FP8_CALIB_TARGET):
+            break
+    keep = ranked[:steps[-1]["kept"]]
+    record = {"gptq": {"damp": 0.01, "order": "decreasing diag(X^T X)"}, "bf16_error": float(f"{base:.3e}"),
+              "sensitivity": {f"layers.{i}.{n}": float(f"{sens[(i, n)]:.3e}") for i, n in ranked},
+              "calibration_target": FP8_CALIB_TARGET, "calibration_steps": steps,
+              "target_reached": metrics.passes(steps[-1], FP8_CALIB_TARGET),
+              "kept_weight_share": round(sum(mods[k].weight.numel() for k in keep) / sum(m.weight.numel() for m in mods.values()), 4),
+              "seconds": round(time.perf_counter() - t0, 1)}
+    return codes, keep, record
+
+
 def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
     from . import torch_model
 
-    amax, calibration = _calibrate(enc, ctx)
-    info = {"method": "E4M3 activations (one static scale per linear layer input: calibrated |max| / 448) and E4M3 weights "
-                      "(per output channel), torch._scaled_mm with row-wise scales, BF16 elsewhere",
-            "calibration": calibration,
-            "activation_amax": {f"layers.{i}.{n}": round(v, 6) for (i, n), v in amax.items()}}
-    return torch_model.to_fp8(enc, amax), info
+    codes, keep, plan = fp8_plan(enc, ctx)
+    calibration = {**ctx["calibration"], "statistic": "X^T X of every linear layer's input over real tokens (GPTQ), then "
+                   "sentence-embedding cosine vs FP32 (sensitivity, layers kept)"}
+    info = {"method": FP8_METHOD, "calibration": calibration, "plan": plan,
+            "linear_layers_quantized": len(codes) - len(keep), "linear_layers": len(codes),
+            "kept_bf16": [f"layers.{i}.{n}" for i, n in keep]}
+    return torch_model.to_fp8(enc, codes, keep), info
 
 
 def build_int8(enc, ctx: dict) -> tuple[object, dict]:
@@ -317,7 +376,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
     ref = embed(enc32, ctx["eval_feeds"], ctx["eval_order"], device)
     for p in precisions:
         entry = (manifest.get("torch") or {}).get(p) or {}
-        if not force and _up_to_date(entry, artifacts, device, manifest):
+        if not force and _up_to_date(entry, artifacts, device, manifest) and (p != "fp8" or entry.get("method") == FP8_METHOD):
             print(f"torch_{p}: up to date")
             result["built"][p] = entry
             continue
@@ -368,7 +427,8 @@ def write_logs(result: dict, logs: Path) -> None:
     lines += [""] + [f"- torch_{p}: not built: {why}" for p, why in result["skipped"].items()]
     lines += [f"- torch_{p}: FAILED: {why}" for p, why in result.get("failed", {}).items()] + [""]
     for p, e in result["built"].items():
-        lines.append(f"- torch_{p}: {e['method']}" + (f"; kept FP16: {', '.join(e['kept_fp16']) or 'none'}" if "kept_fp16" in e else ""))
+        kept = "".join(f"; kept {d}: {', '.join(e[f'kept_{d.lower()}']) or 'none'}" for d in ("FP16", "BF16") if f"kept_{d.lower()}" in e)
+        lines.append(f"- torch_{p}: {e['method']}{kept}")
     io.write_text(logs / "torch_build.md", "\n".join(lines) + "\n")
 
 

@@ -5,10 +5,13 @@ instead of three), the mask is built once per batch, and the linear layers can b
 INT8 GEMMs (`Fp8Linear`, `Int8Linear`) before the whole graph is exported and compiled ahead of time. It is checked
 against the Hugging Face model in FP32 at build time (torch_build.verify_against_hf), like the ONNX export.
 
-Numerics of the quantized layers (static scales from calibration, as TensorRT's explicit Q/DQ):
-- Fp8Linear: activations E4M3 with one per-tensor scale (calibrated |max| / 448), weights E4M3 per output channel,
-  `torch._scaled_mm` with row-wise scales and a BF16 epilogue (bias fused). The quantization is plain torch ops,
-  so the compiler fuses it into the LayerNorm/GELU/residual kernel that produces the activation.
+Numerics of the quantized layers:
+- Fp8Linear: activations E4M3 with a dynamic per-token scale (each row's |max| / 448, computed in the forward: a row
+  reduction the compiler fuses, with the quantization, into the LayerNorm/GELU/attention kernel that produces the
+  activation), weights E4M3 per output channel rounded by GPTQ on the calibration inputs (fp8_gptq: an offline
+  choice of codes, the same GEMM), `torch._scaled_mm` with row-wise scales (scale_a [M, 1], scale_b [1, N]) and a
+  BF16 epilogue (bias fused); the model is BF16. to_fp8 can keep a few layers BF16: torch_build keeps the ones a
+  sensitivity search on the calibration texts ranks worst, as few as reach the quality floor there.
 - Int8Linear: symmetric W8A8, activations per tensor (the clip the ONNX INT8 search chose), weights per output
   channel, `torch._int_mm` (int32 accumulate) with the dequantization and bias in the epilogue; SmoothQuant factors
   from the ONNX search fold into the activation multiplier (x / s) and the weights (W * s).
@@ -69,21 +72,63 @@ class EncoderConfig:
 
 
 class Fp8Linear(nn.Module):
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, amax: float):
+    """E4M3 x E4M3 GEMM: activations scaled per token at run time (row |max| / 448), weights per output channel.
+    `codes`: the weight's E4M3 values on that per-channel grid, already rounded (fp8_gptq); None rounds to nearest."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, codes: torch.Tensor | None = None):
         super().__init__()
         w = weight.detach().float()
-        ws = w.abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX
-        self.register_buffer("weight", (w / ws[:, None]).to(torch.float8_e4m3fn))
+        ws = fp8_weight_scale(w)
+        if codes is None:
+            codes = (w / ws[:, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        self.register_buffer("weight", codes.to(device=w.device, dtype=torch.float8_e4m3fn))
         self.register_buffer("w_scale", ws[None, :].contiguous())  # [1, out]: row-wise scale of the weight
-        self.register_buffer("x_scale", torch.tensor(max(float(amax), 1e-12) / FP8_MAX, device=w.device))
         self.register_buffer("bias", bias.detach().to(torch.bfloat16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, x.shape[-1])
-        q = (x2.float() / self.x_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-        scale_a = self.x_scale.expand(x2.shape[0], 1).contiguous()  # row-wise scaling wants both scales as vectors
+        x2 = x.reshape(-1, x.shape[-1]).float()
+        # per-token scale [M, 1] (float32, contiguous: what row-wise _scaled_mm wants); fused into the producer kernel
+        scale_a = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
+        q = (x2 / scale_a).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
         y = torch._scaled_mm(q, self.weight.t(), scale_a=scale_a, scale_b=self.w_scale, bias=self.bias, out_dtype=torch.bfloat16)
         return y.reshape(*x.shape[:-1], -1)
+
+
+def fp8_weight_scale(w: torch.Tensor) -> torch.Tensor:
+    """Per output channel: |max| / 448 (FP32)."""
+    return w.detach().float().abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX
+
+
+@torch.no_grad()
+def fp8_gptq(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01, block: int = 128) -> torch.Tensor:
+    """E4M3 codes of `weight` [out, in] on its per-output-channel grid (fp8_weight_scale), rounded by GPTQ (Frantar et
+    al., 2022) instead of to nearest: column by column, in decreasing order of the input's energy (act order), each
+    column's rounding error is pushed onto the columns not yet rounded, weighted by the inverse of `hessian`
+    (X^T X of the layer's calibration inputs), so the layer's output error on inputs like those is smallest.
+    Offline only: the GEMM is the same."""
+    w0 = weight.detach().double()
+    ws = fp8_weight_scale(w0).double()[:, None]
+    h = hessian.detach().double().to(w0.device).clone()
+    perm = torch.argsort(torch.diag(h), descending=True)
+    w, h = w0[:, perm].clone(), h[perm][:, perm]
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    codes = torch.empty_like(w)
+    for i1 in range(0, w.shape[1], block):
+        i2 = min(i1 + block, w.shape[1])
+        w1, hi = w[:, i1:i2].clone(), hinv[i1:i2, i1:i2]
+        err = torch.zeros_like(w1)
+        for j in range(i2 - i1):
+            c = (w1[:, j:j + 1] / ws).clamp(-FP8_MAX, FP8_MAX).float().to(torch.float8_e4m3fn).double()
+            codes[:, i1 + j:i1 + j + 1] = c
+            e = (w1[:, j:j + 1] - c * ws) / hi[j, j]
+            w1[:, j:] -= e @ hi[j:j + 1, j:]
+            err[:, j:j + 1] = e
+        w[:, i2:] -= err @ hinv[i1:i2, i2:]
+    return codes[:, torch.argsort(perm)].float().to(torch.float8_e4m3fn)
 
 
 class Int8Linear(nn.Module):
@@ -216,6 +261,30 @@ def input_amax(enc: Encoder, feeds, device: str = "cpu") -> dict[tuple[int, str]
     return amax
 
 
+@torch.no_grad()
+def input_hessians(enc: Encoder, feeds, device: str = "cpu") -> dict[tuple[int, str], torch.Tensor]:
+    """X^T X (float64, [in, in]) of every linear layer's input over the calibration feeds, padding tokens excluded."""
+    hess: dict[tuple[int, str], torch.Tensor] = {}
+    current: list[torch.Tensor] = []
+
+    def hook(key):
+        def fn(_module, args):
+            x = args[0][current[0]].double()
+            hess[key] = hess[key] + x.t() @ x if key in hess else x.t() @ x
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook((i, n))) for i, n, m in linears(enc)]
+    try:
+        for feed in feeds:
+            t = {k: torch.as_tensor(v, device=device) for k, v in feed.items()}
+            current[:] = [t["attention_mask"].bool()]
+            enc(**t)
+    finally:
+        for h in handles:
+            h.remove()
+    return hess
+
+
 def layout(enc: Encoder) -> dict[str, str]:
     """Which linear layers are quantized, and how: {"layers.0.qkv": "fp8" | "int8" | "dense"} (saved beside the weights)."""
     kinds = {Fp8Linear: "fp8", Int8Linear: "int8"}
@@ -228,18 +297,23 @@ def restore(config: dict, dtype: str, kinds: dict[str, str], state: dict) -> Enc
     for i, name, lin in list(linears(enc)):
         kind = kinds[f"layers.{i}.{name}"]
         if kind == "fp8":  # placeholders of the right shapes; load_state_dict fills them
-            setattr(enc.layers[i], name, Fp8Linear(lin.weight, lin.bias, 1.0))
+            setattr(enc.layers[i], name, Fp8Linear(lin.weight, lin.bias))
         elif kind == "int8":
             setattr(enc.layers[i], name, Int8Linear(lin.weight, lin.bias, 1.0))
     enc.load_state_dict(state)
     return enc.eval()
 
 
-def to_fp8(enc: Encoder, amax: dict[tuple[int, str], float]) -> Encoder:
-    """BF16 encoder whose linear layers are Fp8Linear (row-wise scaled FP8 GEMMs need a BF16 epilogue)."""
-    out = enc.to(torch.bfloat16)
-    for i, name, lin in list(linears(out)):
-        setattr(out.layers[i], name, Fp8Linear(lin.weight, lin.bias, amax[(i, name)]))
+def to_fp8(enc: Encoder, codes: dict[tuple[int, str], torch.Tensor] | None = None, keep=()) -> Encoder:
+    """BF16 encoder whose linear layers are Fp8Linear (row-wise scaled FP8 GEMMs need a BF16 epilogue), with the weight
+    codes in `codes` (fp8_gptq; a layer not there rounds to nearest); the layers in `keep` stay BF16 nn.Linear. The
+    weight scales come from the weights as given (FP32 from from_hf), as fp8_gptq's do, not from their BF16 copy."""
+    keep, codes = set(keep), codes or {}
+    fp8 = {(i, name): Fp8Linear(lin.weight, lin.bias, codes.get((i, name)))
+           for i, name, lin in linears(enc) if (i, name) not in keep}
+    out = enc.to(torch.bfloat16)  # before the Fp8Linear go in: .to(dtype) would cast their E4M3 and FP32 buffers too
+    for (i, name), f in fp8.items():
+        setattr(out.layers[i], name, f)
     return out
 
 
