@@ -8,6 +8,7 @@
 #   bash scripts/gpu_h200.sh serve          # perf sweeps (sentences, 16 per request, passages, raw models) of ensembles
 #                                           # and fused models, the serving peer on the same load
 #   bash scripts/gpu_h200.sh bench          # the engine benchmark beside its peers, the peer on passages, the report
+#   FUSED_N=2 bash scripts/gpu_h200.sh fusedn   # fused_torch_fp16 at another instance count, for comparison
 # Cores: the server gets 0-11 and perf_analyzer 12-15 (a separate client machine, approximated).
 set -uo pipefail
 phase=${1:?smoke, build or serve}
@@ -89,9 +90,10 @@ bench-run() {
     step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
 }
 
-fused4-run() {  # fused models with 4 instances instead of 2: more host work in parallel, more GPU contexts time-slicing
-    local A=$W/distil/artifacts L=$W/distil/logs/fused4 R=$W/distil/model_repository_fused4; CMDS=$L/commands.txt; mkdir -p "$L"
-    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16 --instances 4
+fusedn-run() {  # the fused models at another instance count (FUSED_N, default 2; the repository's default is 4 on a GPU)
+    local n=${FUSED_N:-2}
+    local A=$W/distil/artifacts L=$W/distil/logs/fused$n R=$W/distil/model_repository_fused$n; CMDS=$L/commands.txt; mkdir -p "$L"
+    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16 --fused-instances $n
     step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models fused_torch_fp16 --concurrency 64,128,256 $PERF
     mkdir -p "$L/batch16"
     step ./run_tests.sh --repository "$R" --logs "$L/batch16" --artifacts "$A" --models fused_torch_fp16 --concurrency 32,64,128 \
@@ -106,7 +108,7 @@ pack() {  # what comes back: logs under 3 MB each (perf_analyzer's raw inputs an
 # each phase under a deadline, so what was measured is packed and returned within the device call's 10 minutes
 mkdir -p "$OUT" "$W"
 case $phase in
-    smoke|minilm|minilm-quality|distil|tune|serve-run|bench-run|fused4-run) $phase ;;
+    smoke|minilm|minilm-quality|distil|tune|serve-run|bench-run|fusedn-run) $phase ;;
     build)
         nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
         ( timeout ${DEADLINE:-560} bash "$0" minilm > $W/minilm.out 2>&1; timeout 120 bash "$0" minilm-quality >> $W/minilm.out 2>&1 ) &
@@ -127,9 +129,9 @@ case $phase in
         tail -n 30 $W/bench.out
         pack bench distil/logs bench.out
         ls -la "$OUT" ;;
-    fused4)
-        timeout ${DEADLINE:-560} bash "$0" fused4-run > $W/fused4.out 2>&1
-        tail -n 20 $W/fused4.out
-        pack fused4 distil/logs/fused4 fused4.out
+    fusedn)
+        timeout ${DEADLINE:-560} bash "$0" fusedn-run > $W/fusedn.out 2>&1
+        tail -n 20 $W/fusedn.out
+        pack fusedn distil/logs/fused${FUSED_N:-2} fusedn.out
         ls -la "$OUT" ;;
 esac

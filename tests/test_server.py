@@ -110,6 +110,7 @@ def test_gpu_instance_groups_one_per_gpu(tiny_artifacts, tmp_path):
     # a GPU repository also serves the fused text model (one hop per request) on the same GPUs; a CPU one does not
     fused = repository.read_config(out / "fused_onnx_fp32" / "config.pbtxt")
     assert [list(g.gpus) for g in fused.instance_group] == [[0], [1]] and fused.input[0].name == spec.TEXT_INPUT
+    assert all(g.count == spec.Serving.gpu_fused_instances for g in fused.instance_group)
     assert int(fused.parameters["tokenizer_threads"].string_value) == spec.Serving.for_device("gpu", gpus=2).fused_tokenizer_threads
     assert (out / "fused_onnx_fp32" / "1" / "enc2triton_tokenizer.py").exists() and (out / "fused_onnx_fp32" / "1" / "tokenizer").is_dir()
     cpu = repository.generate(tiny_artifacts, tmp_path / "c")
@@ -125,6 +126,11 @@ def test_serving_defaults_per_device():
     assert spec.Serving.for_device("gpu", cpus=16, model_instances=None, tokenizer_instances=3).tokenizer_instances == 3
     # two GPUs on the 32-core machine: the tokenizer gets 12 instances per GPU, within 3/4 of the cores
     assert spec.Serving.for_device("gpu", cpus=32, gpus=2).tokenizer_instances == 24 and spec.Serving.for_device("gpu", cpus=32).tokenizer_instances == 12
+    # fused models: four instances per GPU sharing 3/4 of the cores for their tokenizer threads
+    assert (gpu16.fused, gpu16.fused_instances, gpu16.fused_tokenizer_threads) == (True, 4, 3)
+    assert spec.Serving.for_device("gpu", cpus=16, fused_instances=2).fused_tokenizer_threads == 6
+    assert spec.Serving.for_device("gpu", cpus=16, fused_tokenizer_threads=5).fused_tokenizer_threads == 5
+    assert not spec.Serving.for_device("cpu").fused
 
 
 def test_native_backends_when_present(tiny_artifacts, tmp_path):

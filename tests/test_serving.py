@@ -173,3 +173,15 @@ def test_fused_model_serves_the_ensembles_embeddings_in_one_hop(tiny_artifacts, 
     assert d["phase_items"]["texts"] == len(texts) and d["phase_items"]["engine_calls"] <= 2
     bd = serving_stats.breakdown({"server_stats": {"fused_onnx_fp32": d}, "avg_ms": 5.0}, "fused_onnx_fp32")
     assert "tokenizer" not in bd and "tokenize" in bd["model"]["phases_ms"]
+
+
+def test_tokenizer_fast_batch_gives_the_ids_of_the_full_encoding(tiny_artifacts):
+    """The served tokenizer skips character offsets (encode_batch_fast): the same ids, masks and padding."""
+    from enc2triton.triton_models.tokenizer import TextTokenizer
+
+    tok = TextTokenizer(tiny_artifacts / "tokenizer", ["input_ids", "attention_mask"], 128, [16, 32, 64, 128])
+    texts = read_texts(spec.EVALUATION_TEXTS) + ["", "Mixed: 日本語 العربية 😀 café", "word " * 400]
+    fast = tok(texts)
+    tok.encode = tok.tok.encode_batch
+    np.testing.assert_array_equal(fast["input_ids"], tok(texts)["input_ids"])
+    np.testing.assert_array_equal(fast["attention_mask"], tok(texts)["attention_mask"])

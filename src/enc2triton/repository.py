@@ -111,7 +111,8 @@ def fused_config(variant: spec.Variant, manifest: dict, serving: spec.Serving, k
     """The ensemble's interface (TEXT in, the embedding out) in one Python-backend model: the runner's config with the
     tokenizer's input and parameters. Any requests batch together: TEXT is one string per batch item."""
     cfg = model_config(variant, manifest, serving, False, kind, gpus, name or spec.fused_name(variant.name))
-    del cfg.input[:]
+    del cfg.input[:], cfg.instance_group[:]
+    cfg.instance_group.extend(_instances(kind, serving.fused_instances, gpus))
     cfg.input.append(_tensor(mc.ModelInput, spec.TEXT_INPUT, mc.TYPE_STRING, [1]))
     _tokenizer_params(cfg, manifest)
     _params(cfg, token_inputs=",".join(manifest["inputs"]), tokenizer_threads=serving.fused_tokenizer_threads)
@@ -394,6 +395,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
                     help="also serve fused_<variant>: TEXT in, tokenizer and engine in one Python-backend model, one hop per "
                     "request (default: on with --device gpu, off on the cpu)")
+    ap.add_argument("--fused-instances", type=cli.at_least(1), help=f"instances per fused model, per GPU with --device gpu "
+                    f"(default cpu {spec.Serving.fused_instances}, gpu {spec.Serving.gpu_fused_instances})")
     ap.add_argument("--no-ragged", action="store_true", help="Python-backend models batch only requests of equal length "
                     "(default: requests of any length batch together; the runner groups them by length)")
     ap.add_argument("--variants", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
@@ -425,6 +428,7 @@ def main(argv=None) -> int:
             tuned = chosen_overrides(a.tuned, a.device)
         explicit = {"model_instances": a.instances, "tokenizer_instances": a.tokenizer_instances,
                     "ragged": False if a.no_ragged else None, "max_queue_delay_us": a.max_queue_delay_us, "fused": a.fused,
+                    "fused_instances": a.fused_instances,
                     "preferred_batch_sizes": tuple(sorted(set(a.preferred_batch_sizes))) if a.preferred_batch_sizes else None}
         # explicit options win over the search's choice, which wins over the device's defaults
         serving = spec.Serving.for_device(a.device, gpus=len(gpus), outputs=outputs,

