@@ -74,6 +74,12 @@ def to_markdown(result: dict) -> str:
                          f"{r['top10']:.3f}", f"{floor['mean_cos']}/{floor['min_cos']}", "yes" if row["pass"] else "NO"])
     lines += markdown.table(["variant", "vs", "mean cos", "min cos", "max abs", "rel L2", "top-10 agreement", "floor (mean/min)",
                              "pass"], rows)
+    fused = [(name, row["fused"]) for name, row in result["variants"].items() if row.get("fused")]
+    if fused:  # the same tokenizer and engine in one model: checked against the ensemble's embeddings of the same texts
+        lines += ["", "Fused models (tokenizer and engine in one model) against their ensemble, same texts:", ""]
+        lines += markdown.table(["fused model", "vs ensemble: mean cos", "min cos", "max abs", "same"],
+                                [[f["model"], f"{f['vs_ensemble']['mean_cos']:.7f}", f"{f['vs_ensemble']['min_cos']:.7f}",
+                                  f"{f['vs_ensemble']['max_abs']:.3g}", "yes" if f["same"] else "NO"] for _, f in fused])
     if result.get("status") != "complete":
         lines += ["", f"**INCOMPLETE**: {result.get('error')}"]
     return "\n".join(lines) + "\n"

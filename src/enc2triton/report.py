@@ -1248,7 +1248,8 @@ def _vs_engine(p: dict, b: dict, kinds: tuple[str, ...]) -> list[tuple]:
             continue
         eff = e["best"]["concurrency"] * int(p.get("batch_size") or 1)
         best_row = next((r for r in e.get("rows") or [] if r["concurrency"] == e["best"]["concurrency"]), {})
-        ran = ((best_row.get("server_stats") or {}).get(raw) or {}).get("items_per_execution")
+        runs = n if spec.kind_of(n) == "fused" else raw  # the model whose executions ran the engine
+        ran = ((best_row.get("server_stats") or {}).get(runs) or {}).get("items_per_execution")
         if ran:  # the batch the server really ran (Triton's statistics), not the most it could have merged
             eff = round(ran)
         nb = nearest([r["batch"] for r in ok], eff)
