@@ -418,3 +418,16 @@ def test_quantization_peer_section_from_its_log(cpu_logs, tmp_path):
     assert not ABSOLUTE.search(text) and "None" not in body
     (cpu_logs / "quant_peers.json").write_text("{not json")
     assert f"## {report.S_QPEER}" not in _render(cpu_logs, tmp_path)  # unreadable: left out, the rest renders
+
+
+def test_precision_section_compares_each_model_with_its_highest_precision_sibling(cpu_logs, tmp_path):
+    """What a lower precision buys once served: the ratio at every common concurrency, the sibling of the same kind."""
+    perf = io.read_json(cpu_logs / "perf_summary.json")
+    body = _section(_render(cpu_logs, tmp_path), report.S_PRECISION)
+    mine = {r["concurrency"]: r["throughput"] for r in perf["models"]["ensemble_onnx_int8"]["rows"]}
+    base = {r["concurrency"]: r["throughput"] for r in perf["models"]["ensemble_onnx_fp32"]["rows"]}
+    c = min(set(mine) & set(base))
+    row = next(ln for ln in body.splitlines() if ln.startswith("| ensemble_onnx_int8 |"))
+    assert "| ensemble_onnx_fp32 |" in row and f"{c}: {mine[c] / base[c]:.2f}x" in row
+    assert not any(ln.startswith("| onnx_fp32 |") or ln.startswith("| ensemble_onnx_fp32 |") for ln in body.splitlines())
+    assert "target for FP8" not in body  # no FP8 model served on this CPU run
