@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from enc2triton.quality import main  # noqa: E402
+from enc2triton.measure.quality import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

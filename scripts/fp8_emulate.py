@@ -28,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enc2triton import metrics, models, spec, torch_model
-from enc2triton.texts import length_batches, load_tokenizer, read_calibration, read_texts
-from enc2triton.torch_build import embed
+from enc2triton.core import metrics, spec
+from enc2triton.runtime import torch_model
+from enc2triton.export import models
+from enc2triton.core.texts import length_batches, load_tokenizer, read_calibration, read_texts
+from enc2triton.torch_engines.torch_build import embed
 
 FP8 = torch.float8_e4m3fn
 MAX = torch_model.FP8_MAX
@@ -303,7 +305,7 @@ def main(argv=None) -> int:
     if a.project:
         import copy
 
-        from enc2triton import torch_build
+        from enc2triton.torch_engines import torch_build
         t0 = time.perf_counter()
         enc, info = torch_build.build_fp8(copy.deepcopy(enc32), {"calib_feeds": calib_feeds, "device": "cpu", "calibration": {}})
         results["project_build_fp8"] = {**metrics.compare(ref, embed(enc.eval(), eval_feeds, order, "cpu")),

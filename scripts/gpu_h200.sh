@@ -20,7 +20,7 @@ step() { echo "=== $*" | tee -a "$CMDS"; local t0=$(date +%s); "$@"; local rc=$?
 
 smoke() {  # a tiny random model: the engine's serving path (gpu_smoke.py), then served through Triton on the GPU
     local A=/tmp/smoke/artifacts L=/tmp/smoke/triton R=/tmp/smoke/model_repository; CMDS=$L/commands.txt; mkdir -p "$L"
-    [ -d /tmp/smoke/tiny ] || $PY -c "from pathlib import Path; from enc2triton import models; models.make_tiny(Path('/tmp/smoke/tiny'))"
+    [ -d /tmp/smoke/tiny ] || $PY -c "from pathlib import Path; from enc2triton.export import models; models.make_tiny(Path('/tmp/smoke/tiny'))"
     step $PY scripts/gpu_smoke.py --tiny /tmp/smoke/tiny --work /tmp/smoke || return 1
     step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16,torch_fp8
     step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,fused_torch_fp16,torch_fp8 \

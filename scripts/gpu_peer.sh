@@ -58,10 +58,10 @@ run)
     [ $# -gt 0 ] && shift
     [ -n "${ENC2TRITON_PEER_PYTHONPATH:-}" ] || { echo "source scripts/gpu_peer.sh install first" >&2; exit 1; }
     if [ ! -f "$MODEL/config.json" ] && [ "$MODEL" = .cache/random/distilbert-base-uncased ]; then
-        python3 -c 'from enc2triton import models; print(models.make_random("distilbert-base-uncased"))'
+        python3 -c 'from enc2triton.export import models; print(models.make_random("distilbert-base-uncased"))'
     fi
     # the speed model (random weights: its cosine vs FP32 is checked too, and means agreement, not quality); the
-    # bundled all-MiniLM-L6-v2 for quality:  bash scripts/gpu_peer.sh run "$(python3 -c 'from enc2triton import models; print(models.bundled_model_dir())')"
+    # bundled all-MiniLM-L6-v2 for quality:  bash scripts/gpu_peer.sh run "$(python3 -c 'from enc2triton.export import models; print(models.bundled_model_dir())')"
     python3 -m enc2triton.serving_peers --model "$MODEL" --device gpu "$@"
     ;;
 *)

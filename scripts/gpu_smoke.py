@@ -40,7 +40,8 @@ def main() -> int:
             return 1
     import torch
 
-    from enc2triton import engines, io
+    from enc2triton.core import io
+    from enc2triton.runtime import engines
 
     manifest = io.load_manifest(art)
     bad = 0

@@ -18,7 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from enc2triton import export, io, models, perf, repository, spec  # noqa: E402
+from enc2triton.core import io, spec
+from enc2triton.export import export, models
+from enc2triton.serve import repository
+from enc2triton.measure import perf  # noqa: E402
 
 # the test suite's loose settings: this shows stalls of 500 ms, not fine differences
 SETTINGS = perf.Settings(window_requests=30, stability=200, max_trials=6, timeout=120)

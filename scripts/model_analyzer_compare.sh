@@ -38,8 +38,9 @@ if [ "$what" = ma ] || [ "$what" = all ]; then
   pa_ld="$("$py" - "$work/ma" "$variant" "$budget" "$max_conc" "$window" "$max_inst" "$auto_adjusts" "$min_batch" "$ma_mode" "$ma_stability" <<'PYEOF'
 import json, sys
 from pathlib import Path
-from enc2triton import perf, spec, tools
-from enc2triton.texts import read_texts
+from enc2triton.core import spec, tools
+from enc2triton.measure import perf
+from enc2triton.core.texts import read_texts
 out, variant, budget, max_conc, window, max_inst, auto_adjusts, min_batch, mode, stability = Path(sys.argv[1]), *sys.argv[2:]
 ts, pa = tools.find_tritonserver(), tools.find_perf_analyzer()
 data = out / "texts.json"
@@ -109,8 +110,8 @@ if [ "$what" = ab ]; then
   rounds="${AB_ROUNDS:-3}"; requests="${AB_REQUESTS:-800}"; c="${AB_CONC:-2}"
   [ -d "$work/R_tuned" ] || "$py" -m enc2triton.repository --artifacts "$work/A" --out "$work/R_tuned" --device cpu \
       --variants "$variant" --tuned "$work/tune/tune.json"
-  pa_ld="$("$py" -c 'from enc2triton import tools; print(tools.find_perf_analyzer().env["LD_LIBRARY_PATH"])')"
-  pa="$("$py" -c 'from enc2triton import tools; print(tools.find_perf_analyzer().path)')"
+  pa_ld="$("$py" -c 'from enc2triton.core import tools; print(tools.find_perf_analyzer().env["LD_LIBRARY_PATH"])')"
+  pa="$("$py" -c 'from enc2triton.core import tools; print(tools.find_perf_analyzer().path)')"
   mkdir -p "$work/ab"; out="$work/ab/ab.txt"; : > "$out"
   for r in $(seq 1 "$rounds"); do
     for which in R R_tuned; do

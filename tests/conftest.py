@@ -9,7 +9,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from enc2triton import export, models, spec  # noqa: E402
+from enc2triton.core import spec
+from enc2triton.export import export, models  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from enc2triton import bench, flops, host, io
+from enc2triton.core import host, io
+from enc2triton.export import flops
+from enc2triton.measure import bench
 
 
 def test_bench_tiny_cpu(tiny_artifacts, tmp_path, capsys):
@@ -72,7 +74,7 @@ def test_help():
 def test_unserved_and_unloadable_engines_cost_only_their_own_row(tiny_artifacts, tmp_path):
     """The FP8 ONNX graph (TensorRT's source; ONNX Runtime's fusions cannot run it) is named as not benchmarked, and an
     engine file ONNX Runtime cannot load fails its own row while the others are measured."""
-    from enc2triton import quantize
+    from enc2triton.quantize import quantize
 
     art = tmp_path / "art"
     shutil.copytree(tiny_artifacts, art)

@@ -13,14 +13,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = ("export", "quantize", "optimize", "torch_build", "trt", "repository", "server", "quality", "perf", "bench",
-           "report", "soak")
+# each stage's module (in its stage's folder); its --help names the command that runs it
+MODULES = {"export": "export.export", "quantize": "quantize.quantize", "optimize": "quantize.optimize",
+           "torch_build": "torch_engines.torch_build", "trt": "trt.trt", "repository": "serve.repository",
+           "server": "serve.server", "quality": "measure.quality", "perf": "measure.perf", "bench": "measure.bench",
+           "report": "report.report", "soak": "measure.soak"}
 PROGS = {"export": "torch2onnx.py", "trt": "convert_to_trt.sh", "server": "serve.sh", "quality": "client.py", "perf": "run_tests.sh"}
 
 
 def parser_of(name: str) -> argparse.ArgumentParser:
     """The module's parser, caught where main() parses --help."""
-    mod = importlib.import_module(f"enc2triton.{name}")
+    mod = importlib.import_module(f"enc2triton.{MODULES[name]}")
     seen = {}
     real = argparse.ArgumentParser.parse_args
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from enc2triton import io, perf, quality, repository, server
+from enc2triton.core import io
+from enc2triton.serve import repository, server
+from enc2triton.measure import perf, quality
 
 ROOT = Path(__file__).resolve().parents[1]
 

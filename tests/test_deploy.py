@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from enc2triton import repository, server, tools
+from enc2triton.core import tools
+from enc2triton.serve import repository, server
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"

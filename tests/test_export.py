@@ -13,10 +13,11 @@ import numpy as np
 import onnx
 import pytest
 
-from enc2triton import export, io, models, spec
-from enc2triton.texts import tokenize
-from enc2triton.engines import ort_session
-from enc2triton.io import StageError
+from enc2triton.core import io, spec
+from enc2triton.export import export, models
+from enc2triton.core.texts import tokenize
+from enc2triton.runtime.engines import ort_session
+from enc2triton.core.io import StageError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
-from enc2triton import flops, io
+from enc2triton.core import io
+from enc2triton.export import flops
 
 
 class Encoder(torch.nn.Module):

@@ -20,9 +20,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from enc2triton import io, repository, server, soak, spec
-from enc2triton.texts import read_texts, tokenize
-from enc2triton.engines import ort_session
+from enc2triton.core import io, spec
+from enc2triton.serve import repository, server
+from enc2triton.measure import soak
+from enc2triton.core.texts import read_texts, tokenize
+from enc2triton.runtime.engines import ort_session
 from triton_helpers import stub_count
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -6,12 +6,13 @@ import numpy as np
 import onnx
 import pytest
 
-from enc2triton import calibration, exact, io, spec
-from enc2triton.calibration import QMAX, calibrate, clip_value, log_histogram, quant_points
-from enc2triton.engines import ort_session
-from enc2triton.int8_search import switch_model
-from enc2triton.smoothquant import smooth_groups, smooth_model, smoothing_factors
-from enc2triton.texts import length_batches, load_tokenizer, read_texts
+from enc2triton.core import io, spec
+from enc2triton.quantize import calibration, exact
+from enc2triton.quantize.calibration import QMAX, calibrate, clip_value, log_histogram, quant_points
+from enc2triton.runtime.engines import ort_session
+from enc2triton.quantize.int8_search import switch_model
+from enc2triton.quantize.smoothquant import smooth_groups, smooth_model, smoothing_factors
+from enc2triton.core.texts import length_batches, load_tokenizer, read_texts
 
 BIN = 10 ** ((calibration.LOG_HI - calibration.LOG_LO) / calibration.NBINS) - 1  # relative width of a histogram bin (~0.73%)
 
@@ -138,7 +139,7 @@ def test_switch_model_is_the_int8_graphs_qdq_arithmetic(tiny_fp32):
     node = next(n for n in g.node if n.name == ffn)
     g.node.extend([helper.make_node("QuantizeLinear", [t, "t_s", "t_zp"], ["t_q"]), helper.make_node("DequantizeLinear", ["t_q", "t_s", "t_zp"], ["t_dq"])])
     node.input[slot] = "t_dq"
-    from enc2triton.onnx_graph import toposort
+    from enc2triton.quantize.onnx_graph import toposort
     toposort(g)
     want = [ort_session(qdq, optimize=False).run(["sentence_embedding"], f)[0] for f in feeds]
     gate = np.zeros(len(points), bool)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from enc2triton import io, perf, repository, server
+from enc2triton.core import io
+from enc2triton.serve import repository, server
+from enc2triton.measure import perf
 
 FIX = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[1]

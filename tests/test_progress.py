@@ -1,7 +1,8 @@
 """What long steps print: a bar on a terminal, a few plain lines in a log; the soak's periodic status line."""
 from __future__ import annotations
 
-from enc2triton import cli, soak
+from enc2triton.core import cli
+from enc2triton.measure import soak
 
 
 def test_plain_lines_when_not_a_terminal(capsys):

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from enc2triton import io, quant_peers as qp, quantize, report
-from enc2triton.io import StageError
+from enc2triton import report
+from enc2triton.core import io
+from enc2triton.quantize import quantize
+from enc2triton.measure import quant_peers as qp
+from enc2triton.core.io import StageError
 
 
 def test_missing_venv_says_how_to_install(monkeypatch, tmp_path, capsys):
@@ -36,7 +39,7 @@ def test_calibration_batches_round_trip(tmp_path):
 
     feeds = [{"input_ids": np.ones((2, 5)), "attention_mask": np.ones((2, 5))}, {"input_ids": np.zeros((1, 7)), "attention_mask": np.ones((1, 7))}]
     path = qp.write_calibration(tmp_path / "c.npz", feeds)
-    from enc2triton.modelopt_runner import Batches  # the runner's reader (standalone: stdlib and numpy at import)
+    from enc2triton.measure.modelopt_runner import Batches  # the runner's reader (standalone: stdlib and numpy at import)
 
     b = Batches(str(path))
     assert len(b) == 2 and b.get_first()["input_ids"].shape == (2, 5)

@@ -12,9 +12,11 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from enc2triton import export, host, int8_search, io, metrics, quantize, spec
-from enc2triton.texts import read_texts, tokenize
-from enc2triton.engines import ort_session
+from enc2triton.core import host, io, metrics, spec
+from enc2triton.export import export
+from enc2triton.quantize import int8_search, quantize
+from enc2triton.core.texts import read_texts, tokenize
+from enc2triton.runtime.engines import ort_session
 
 # small search for the random tiny model: same code path, fewer texts and alphas
 FAST = quantize.Int8Settings(held_out=32, sweep_texts=16, max_calib_texts=96, alphas=(None, 0.8))
@@ -230,7 +232,7 @@ def test_real_model_meets_floors(real_artifacts, tmp_path_factory):
 
 def _search_and_build(art: Path, out: Path) -> tuple[dict, str]:
     """The int8 search on the tiny model (FAST settings) and the Q/DQ graph built from it: (the record, its sha256)."""
-    from enc2triton.texts import load_tokenizer, read_calibration
+    from enc2triton.core.texts import load_tokenizer, read_calibration
 
     m = io.load_manifest(art)
     model = onnx.load(str(io.resolve(m["variants"]["fp32"]["onnx"]["path"], art)))
@@ -281,7 +283,7 @@ def test_int8_search_does_not_depend_on_ort_kernels(tiny_q, tmp_path, tmp_path_f
     cosine rounded before a comparison: exact.py), not from how ONNX Runtime's kernels sum. Run again with every
     MatMul summed in another order (_k_split), ORT's graph optimizations on, two intra-op threads and one batch at a
     time, the search chooses the same and writes the same bytes."""
-    from enc2triton import exact
+    from enc2triton.quantize import exact
 
     pristine = tmp_path_factory.getbasetemp() / "tiny_q_fp32_only"
     fp32 = lambda: onnx.load(str(io.resolve(io.load_manifest(pristine)["variants"]["fp32"]["onnx"]["path"], pristine)))

@@ -23,8 +23,10 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from enc2triton import io, repository, server, soak, spec
-from enc2triton.texts import read_texts
+from enc2triton.core import io, spec
+from enc2triton.serve import repository, server
+from enc2triton.measure import soak
+from enc2triton.core.texts import read_texts
 from triton_helpers import embed, local_embed, texts_input  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +172,7 @@ def test_model_control_is_off(live):
 
 
 def test_tokenizer_never_evaluates_input(live, tiny_artifacts, tmp_path):
-    from enc2triton.triton_models.tokenizer import TextTokenizer
+    from enc2triton.serve.triton_models.tokenizer import TextTokenizer
 
     marker = tmp_path / "pwned"
     nasty = [f"__import__('os').system('touch {marker}')", "__import__('os').system('touch /tmp/pwned')", "{{7*7}}",
@@ -246,7 +248,7 @@ def test_server_killed_mid_client_then_serve_sh_start(live, tiny_artifacts, repo
     stubs = [p for p in soak.process_tree(info.pid) if p != info.pid]
     # client.py's own code (quality.main), but with requests of the manifest's max_batch: quality.py sends
     # 16 texts a request whatever the model allows, and the tiny model takes 8 (change requested in quality.py)
-    shim = ("import sys; from enc2triton import quality; embed = quality.embed_remote; "
+    shim = ("import sys; from enc2triton.measure import quality; embed = quality.embed_remote; "
             "quality.embed_remote = lambda *a, **k: embed(*a, **{**k, 'batch': 8}); sys.argv[0] = 'client.py'; "
             "sys.exit(quality.main(sys.argv[1:]))")
     client = subprocess.Popen([sys.executable, "-c", shim, "--artifacts", str(tiny_artifacts), "--repository", str(repo),
@@ -362,7 +364,8 @@ DRIVER = textwrap.dedent('''
     """Generate a repository in forked children, each killed by a real signal at its n-th file operation."""
     import json, os, shutil, signal, sys
     from pathlib import Path
-    from enc2triton import io, repository
+    from enc2triton.core import io
+    from enc2triton.serve import repository
 
     art, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     pristine = out.with_name("pristine")

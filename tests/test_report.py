@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from enc2triton import io, report, spec
+from enc2triton import report
+from enc2triton.core import io, spec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIX = FIXTURES / "logs"

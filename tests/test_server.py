@@ -13,7 +13,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from enc2triton import export, io, repository, server, spec
+from enc2triton.core import io, spec
+from enc2triton.export import export
+from enc2triton.serve import repository, server
 from triton_helpers import embed, local_embed, texts_input  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +76,7 @@ def test_cli_batching_and_instances(tiny_artifacts, tmp_path, capsys):
     assert repository.main(["--artifacts", str(tiny_artifacts), "--out", str(tmp_path / "big"), "--preferred-batch-sizes", "8,64"]) == 1
     assert "--preferred-batch-sizes 64 exceed the export's max batch 8" in capsys.readouterr().err and not (tmp_path / "big").exists()
     # --device gpu where nvidia-smi lists no GPU: an error, not KIND_GPU with zero GPUs
-    if not __import__("enc2triton.host", fromlist=["x"]).visible_gpus():
+    if not __import__("enc2triton.core.host", fromlist=["x"]).visible_gpus():
         assert repository.main(["--artifacts", str(tiny_artifacts), "--out", str(tmp_path / "gpu"), "--device", "gpu"]) == 1
         assert "lists no GPU here" in capsys.readouterr().err
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 100 and cfg.instance_group[0].count == 3

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from enc2triton import host, io, perf, repository, server, serving_stats, spec, tune
-from enc2triton.texts import load_tokenizer, passages, read_texts, tokenize
+from enc2triton.core import host, io, spec
+from enc2triton.serve import repository, server, serving_stats
+from enc2triton.measure import perf, tune
+from enc2triton.core.texts import load_tokenizer, passages, read_texts, tokenize
 from triton_helpers import local_embed  # noqa: F401
 
 
@@ -35,7 +37,7 @@ def test_ragged_batching_merges_requests_of_different_lengths(tiny_artifacts, tm
     assert all(i.allow_ragged_batch == ragged for i in cfg.input)
     assert [o.name for o in cfg.output] == ["sentence_embedding"]  # last_hidden_state is opt-in
     m = io.load_manifest(tiny_artifacts)
-    from enc2triton.engines import ort_session
+    from enc2triton.runtime.engines import ort_session
     sess = ort_session(tiny_artifacts / "onnx" / "model_fp32.onnx")
     rng = np.random.default_rng(0)
     feeds = [rng.integers(1000, 2000, size=(1, n)).astype(np.int64) for n in (8, 16, 8, 24, 16, 8, 24, 16)]
@@ -120,7 +122,7 @@ def test_tune_measures_candidates_and_repository_applies_the_choice(tiny_artifac
 
 def test_tune_score_leaves_out_a_load_nobody_meets():
     """A load every candidate serves over the budget says nothing about them; an unstable level is not within it."""
-    from enc2triton import tune
+    from enc2triton.measure import tune
     cands = [{"results": {"16x64": {"throughput": 19000, "p99_ms": 80}, "1x128": {"throughput": 7600, "p99_ms": 30}}},
              {"results": {"16x64": {"throughput": 16000, "p99_ms": 90}, "1x128": {"throughput": 9100, "p99_ms": 35}}},
              {"results": {"16x64": {"throughput": 17000, "p99_ms": 95}, "1x128": {"throughput": 9900, "p99_ms": 20,
@@ -177,7 +179,7 @@ def test_fused_model_serves_the_ensembles_embeddings_in_one_hop(tiny_artifacts, 
 
 def test_tokenizer_fast_batch_gives_the_ids_of_the_full_encoding(tiny_artifacts):
     """The served tokenizer skips character offsets (encode_batch_fast): the same ids, masks and padding."""
-    from enc2triton.triton_models.tokenizer import TextTokenizer
+    from enc2triton.serve.triton_models.tokenizer import TextTokenizer
 
     tok = TextTokenizer(tiny_artifacts / "tokenizer", ["input_ids", "attention_mask"], 128, [16, 32, 64, 128])
     texts = read_texts(spec.EVALUATION_TEXTS) + ["", "Mixed: 日本語 العربية 😀 café", "word " * 400]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from enc2triton import perf, serving_peers as sp, tools
-from enc2triton.io import StageError
+from enc2triton.core import tools
+from enc2triton.measure import perf, serving_peers as sp
+from enc2triton.core.io import StageError
 
 FIX = Path(__file__).parent / "fixtures"
 

@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from enc2triton import engines, export, io, quantize, repository, server, spec, torch_build, torch_model
-from enc2triton.texts import tokenize
+from enc2triton.core import io, spec
+from enc2triton.runtime import engines, torch_model
+from enc2triton.export import export
+from enc2triton.quantize import quantize
+from enc2triton.torch_engines import torch_build
+from enc2triton.serve import repository, server
+from enc2triton.core.texts import tokenize
 
 TEXTS = ["short one", "a somewhat longer sentence about the weather in spring", "Where is the station?"]
 FAST = quantize.Int8Settings(held_out=32, sweep_texts=16, max_calib_texts=96, alphas=(None, 0.8))
@@ -291,7 +296,7 @@ def test_compile_cache_round_trip(torch_art, tmp_path):
     e = io.load_manifest(art)["torch"]["fp16"]
     assert set(e["extras"]) == {"model.json", "model.cache"} and e["compiled"]["cache_bytes"] > 0
     path = io.resolve(e["package"]["path"], art)
-    code = ("import numpy as np; from enc2triton import engines; "
+    code = ("import numpy as np; from enc2triton.runtime import engines; "
             f"e = engines.open_engine('torch', r'{path}', 'cpu'); print(e.providers[0]); "
             "print(e.run({n: np.ones((2, 16), np.int64) for n in e.inputs}, ['sentence_embedding'])['sentence_embedding'].shape)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
@@ -303,7 +308,7 @@ def test_gpu_sampler_reads_bare_numbers(fake_nvidia_smi):
     """Utilisation per GPU during a measurement, from nvidia-smi's unit-less CSV (the first H200 run lost it: '45 %')."""
     import time
 
-    from enc2triton import host
+    from enc2triton.core import host
 
     fake_nvidia_smi('case "$*" in\n  *nounits*) printf "0, 45, 1200\\n1, 55, 900\\n";;\n'
                     '  *) printf "0, 45 %%, 1200 MiB\\n1, 55 %%, 900 MiB\\n";;\nesac')

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from enc2triton import io, spec, trt
-from enc2triton.io import StageError
-from enc2triton.trt import TrtVersion
+from enc2triton.core import io, spec
+from enc2triton.trt import trt
+from enc2triton.core.io import StageError
+from enc2triton.trt.trt import TrtVersion
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUTS = ["input_ids", "attention_mask"]
@@ -465,7 +466,7 @@ def test_python_builder_path(tmp_path, capsys, monkeypatch, no_gpu, names, plan,
 def test_gpu_queries_share_one_nvidia_smi_parser(fake_nvidia_smi):
     fake_nvidia_smi('case "$1" in\n  *compute_cap*) echo "NVIDIA H100 80GB HBM3, 9.0";;\n'
                     '  *index*) printf "0\\n1\\n";;\n  *) echo "NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB";;\nesac')
-    from enc2triton import host
+    from enc2triton.core import host
 
     assert trt.gpu_info() == ("NVIDIA H100 80GB HBM3", "9.0")
     assert host.visible_gpus() == [0, 1]

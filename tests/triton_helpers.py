@@ -5,9 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from enc2triton import io, repository, spec
-from enc2triton.texts import load_tokenizer, tokenize
-from enc2triton.engines import ort_session
+from enc2triton.core import io, spec
+from enc2triton.serve import repository
+from enc2triton.core.texts import load_tokenizer, tokenize
+from enc2triton.runtime.engines import ort_session
 
 
 def texts_input(mod, texts: list[bytes]):

@@ -1,0 +1,460 @@
+"""Step 2b (GPU): the PyTorch engine family, GPU engines without TensorRT: torch_fp16, torch_fp8, torch_int8.
+
+From the checkpoint the export used (the manifest records it; its config hash is checked):
+1. our encoder (torch_model.py) in FP32 is verified against the Hugging Face model, like the ONNX export;
+2. each precision is built from it: fp16 as is; fp8 with per-token activation scales and per-channel weights rounded
+   by GPTQ on data/calibration.txt, the layers a sensitivity search there ranks worst kept BF16 (fp8_plan); int8 with the SmoothQuant factors,
+   activation clips and quantized layers the ONNX INT8 search chose (quantize.py), so both INT8 graphs quantize
+   the same way;
+3. each is measured against the FP32 reference on the evaluation texts (floors from spec);
+4. its weights are saved (artifacts/torch/model_<p>.pt, with model_<p>.json saying the architecture, dtype and which
+   layers are quantized), and torch.compile (dynamic batch and sequence) compiles it once here: the compiled kernels are
+   saved as torch.compiler's portable cache (model_<p>.cache), which the server loads before compiling, so a server
+   start pays a trace and cache hits, not a compilation. The engine captures CUDA graphs per serving shape. The
+   package is checked through the engine against the eager module it came from.
+Writes the manifest's `torch` section and logs/torch_build.{json,md}.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from enc2triton.core import cli, host, io, markdown, metrics, spec
+from enc2triton.core.io import StageError
+from enc2triton.quantize.int8_search import search_record
+from enc2triton.quantize.smoothquant import smoothed_name
+from enc2triton.core.texts import length_batches, load_tokenizer, read_calibration, read_texts
+
+PRECISIONS = spec.family_precisions("torch")
+PACKAGES = "torch"  # folder under artifacts/
+VERIFY_ATOL = 1e-4
+GROSS = 0.99  # engine vs eager module below this cosine: a wrong engine, not rounding (see check_engine)
+GPU_ONLY = ("GPU only: the PyTorch engines are compiled for an NVIDIA GPU (`make variants DEVICE=gpu` there; "
+            "`python -m enc2triton.torch_build --device cpu` builds CPU packages for tests)")
+
+
+class NotBuilt(StageError):
+    """This precision cannot be built from what is here; recorded with the reason, not an error."""
+
+
+# ------------------------------------------------------------------------------------------ the reference
+def load_reference(manifest: dict, device: str):
+    """(Hugging Face model, our FP32 encoder) from the checkpoint the export recorded, on `device`."""
+    from enc2triton.runtime import torch_model
+    from enc2triton.export import models
+
+    m = manifest["model"]
+    hf, _, info = models.load(m["path"], allow_fallback=False)
+    if info.config_sha256 != m["config_sha256"]:
+        raise StageError("the checkpoint on disk differs from the exported one (config hash): rerun `python torch2onnx.py`")
+    try:
+        enc = torch_model.from_hf(hf.model)
+    except ValueError as e:
+        raise NotBuilt(str(e)) from None
+    return hf.to(device), enc.to(device)
+
+
+def embed(module, feeds, order, device: str) -> np.ndarray:
+    """sentence_embedding of every text (FP32 numpy, in the texts' order)."""
+    import torch
+
+    from enc2triton.core.texts import in_order
+
+    out = []
+    with torch.inference_mode():
+        for f in feeds:
+            out.append(module(**{k: torch.as_tensor(v, device=device) for k, v in f.items()})[1].float().cpu().numpy())
+    return in_order(out, order)
+
+
+def verify_against_hf(hf, enc, tokenizer, names, texts: list[str], max_length: int, device: str) -> dict:
+    """Our FP32 forward vs the Hugging Face model (mean pooling as in the export) on real texts at natural lengths."""
+    import torch
+
+    order, feeds = length_batches(tokenizer, texts[:64], names, max_length, 16)
+    worst = {"last_hidden_state": 0.0, "sentence_embedding": 0.0}
+    with torch.inference_mode():
+        for f in feeds:
+            t = {k: torch.as_tensor(v, device=device) for k, v in f.items()}
+            for name, a, b in zip(spec.OUTPUTS, hf(**t), enc(**t)):
+                mask = t["attention_mask"].bool()
+                diff = (a - b)[mask] if name == "last_hidden_state" else a - b
+                worst[name] = max(worst[name], float(diff.abs().max()))
+    if max(worst.values()) > VERIFY_ATOL:
+        raise StageError(f"our PyTorch encoder disagrees with the Hugging Face model: max abs diff {worst} > {VERIFY_ATOL:g}")
+    return {"max_abs_diff": worst, "atol": VERIFY_ATOL, "texts": len(texts[:64])}
+
+
+# ------------------------------------------------------------------------------------------ precisions
+def build_fp16(enc, ctx: dict) -> tuple[object, dict]:
+    return enc.half(), {"method": "FP16 weights and activations; SDPA attention, LayerNorm with FP32 statistics; FP32 outputs"}
+
+
+def _calibrate(enc, ctx: dict) -> tuple[dict, dict]:
+    """(|max| of every linear layer's input over the calibration texts, the calibration record with its time)."""
+    from enc2triton.runtime import torch_model
+
+    t0 = time.perf_counter()
+    amax = torch_model.input_amax(enc, ctx["calib_feeds"], ctx["device"])
+    return amax, {**ctx["calibration"], "seconds": round(time.perf_counter() - t0, 1)}
+
+
+
+# what the FP8 model must reach on the calibration texts before no more layers are kept BF16: the floor (spec) plus a margin
+# for the held-out texts and the compiled engine's rounding; at most FP8_MAX_KEPT of the linear layers are kept
+FP8_CALIB_TARGET = {"mean_cos": 0.9991, "min_cos": 0.995}
+FP8_MAX_KEPT = 0.25
+FP8_METHOD = ("E4M3 activations (per-token dynamic scale: row |max| / 448) and E4M3 weights (per output channel, rounded by "
+              "GPTQ on the calibration inputs), torch._scaled_mm with row-wise scales; BF16 elsewhere and in the layers kept "
+              "BF16: a sensitivity search on the calibration texts ranks the layers by FP8 error per weight (GEMM FLOPs), the "
+              "best-ranked prefix that brings the model to mean/min "
+              f"cosine {FP8_CALIB_TARGET['mean_cos']}/{FP8_CALIB_TARGET['min_cos']} there (at most {FP8_MAX_KEPT:.0%} of them)")
+
+
+def _fp8_candidate(enc, codes, keep):
+    from enc2triton.runtime import torch_model
+
+    return torch_model.to_fp8(copy.deepcopy(enc), codes, keep).eval()
+
+
+def fp8_plan(enc, ctx: dict) -> tuple[dict, list, dict]:
+    """(GPTQ weight codes, layers kept BF16, the record). The codes come from X^T X of each layer's FP32 inputs over the
+    calibration texts. Each layer's sensitivity is 1 - mean cosine vs FP32 on the calibration texts with only that layer
+    FP8, less the same figure with none FP8 (BF16's own share); layers are ranked by sensitivity per weight (what keeping
+    one costs: its GEMM's FLOPs at BF16 speed), and the shortest prefix of that ranking that, kept BF16, brings the model
+    to FP8_CALIB_TARGET on the calibration texts is kept (at most FP8_MAX_KEPT of the layers)."""
+    from enc2triton.runtime import torch_model
+
+    t0 = time.perf_counter()
+    feeds, device = ctx["calib_feeds"], ctx["device"]
+    order = range(sum(len(f["input_ids"]) for f in feeds))
+    hess = torch_model.input_hessians(enc, feeds, device)
+    mods = {(i, n): m for i, n, m in torch_model.linears(enc)}
+    codes = {k: torch_model.fp8_gptq(m.weight, hess[k]) for k, m in mods.items()}
+    del hess
+    ref = embed(enc, feeds, order, device)
+    keys = list(mods)
+
+    def error(keep) -> float:
+        return 1.0 - float(metrics.cosine_rows(ref, embed(_fp8_candidate(enc, codes, keep), feeds, order, device)).mean())
+
+    base = error(keys)
+    sens = {k: error([x for x in keys if x != k]) - base for k in keys}
+    ranked = sorted(keys, key=lambda k: (-sens[k] / mods[k].weight.numel(), keys.index(k)))
+    steps = []
+    for n_keep in range(int(FP8_MAX_KEPT * len(keys)) + 1):
+        q = metrics.compare(ref, embed(_fp8_candidate(enc, codes, ranked[:n_keep]), feeds, order, device))
+        steps.append({"kept": n_keep, "mean_cos": round(q["mean_cos"], 6), "min_cos": round(q["min_cos"], 6)})
+        if metrics.passes(q, FP8_CALIB_TARGET):
+            break
+    keep = ranked[:steps[-1]["kept"]]
+    record = {"gptq": {"damp": 0.01, "order": "decreasing diag(X^T X)"}, "bf16_error": float(f"{base:.3e}"),
+              "sensitivity": {f"layers.{i}.{n}": float(f"{sens[(i, n)]:.3e}") for i, n in ranked},
+              "calibration_target": FP8_CALIB_TARGET, "calibration_steps": steps,
+              "target_reached": metrics.passes(steps[-1], FP8_CALIB_TARGET),
+              "kept_weight_share": round(sum(mods[k].weight.numel() for k in keep) / sum(m.weight.numel() for m in mods.values()), 4),
+              "seconds": round(time.perf_counter() - t0, 1)}
+    return codes, keep, record
+
+
+def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
+    from enc2triton.runtime import torch_model
+
+    codes, keep, plan = fp8_plan(enc, ctx)
+    calibration = {**ctx["calibration"], "statistic": "X^T X of every linear layer's input over real tokens (GPTQ), then "
+                   "sentence-embedding cosine vs FP32 (sensitivity, layers kept)"}
+    info = {"method": FP8_METHOD, "calibration": calibration, "plan": plan,
+            "linear_layers_quantized": len(codes) - len(keep), "linear_layers": len(codes),
+            "kept_bf16": [f"layers.{i}.{n}" for i, n in keep]}
+    return torch_model.to_fp8(enc, codes, keep), info
+
+
+def build_int8(enc, ctx: dict) -> tuple[object, dict]:
+    from enc2triton.runtime import torch_model
+
+    if ctx.get("int8_ranges") == "max":
+        amax, calibration = _calibrate(enc, ctx)
+        plan = {k: {"clip": v} for k, v in amax.items()}
+        info = {"method": "W8A8 symmetric, every linear layer, activation clip = calibrated |max| per tensor, no SmoothQuant: "
+                          "the same kernels as the searched plan, for speed measurements on random weights (--int8-ranges max)",
+                "calibration": calibration,
+                "linear_layers_quantized": len(plan), "linear_layers": len(plan), "kept_fp16": []}
+    else:
+        plan, info = int8_plan(ctx["manifest"], ctx["artifacts"], enc.cfg)
+    return torch_model.to_int8(enc, plan), info
+
+
+BUILDERS = {"fp16": build_fp16, "fp8": build_fp8, "int8": build_int8}
+
+
+def int8_plan(manifest: dict, artifacts: Path, cfg) -> tuple[dict, dict]:
+    """Per linear layer the ONNX INT8 search's decision: quantized or not, its activation clip and SmoothQuant factors.
+    Q, K and V are one GEMM here: quantized only when the search quantized all three."""
+    import onnx
+    import torch
+
+    from enc2triton.runtime import torch_model
+
+    i8 = (manifest.get("variants") or {}).get("int8") or {}
+    if not i8.get("onnx") or not i8.get("search_cache"):
+        raise NotBuilt("torch_int8 reuses the ONNX INT8 search (SmoothQuant factors, ranges, excluded layers): "
+                       "run `python -m enc2triton.quantize` first")
+    cache = search_record(i8, artifacts)
+    if cache is None:
+        raise NotBuilt(f"the ONNX INT8 search record {io.resolve(i8['search_cache'], artifacts)} is gone: "
+                       "rerun `python -m enc2triton.quantize --force`")
+    search = io.read_json(cache)
+    fp32 = io.resolve(manifest["variants"]["fp32"]["onnx"]["path"], artifacts)
+    inputs = {n.name: n.input[0] for n in onnx.load(str(fp32), load_external_data=False).graph.node if n.op_type == "MatMul"}
+    # the exporter names a linear layer's MatMul after its module: /model/<module path with / for .>/MatMul
+    by_path = {n.removeprefix("/model/").removesuffix("/MatMul").replace("/", "."): n for n in inputs}
+    factors, clips, quantized = search["smoothquant"].get("factors") or {}, search["clip"], set(search["quantized"])
+
+    def node(i: int, role: str) -> str:
+        path = torch_model.hf_linear_path(cfg.arch, i, role)
+        if path not in by_path:
+            raise StageError(f"the ONNX graph has no MatMul for {path}: the INT8 search does not match this model")
+        return by_path[path]
+
+    plan, kept = {}, []
+    for i in range(cfg.layers):
+        for ours, roles in (("qkv", ("q", "k", "v")), ("o", ("o",)), ("ffn1", ("ffn1",)), ("ffn2", ("ffn2",))):
+            names = [node(i, r) for r in roles]
+            if not all(n in quantized for n in names):
+                plan[(i, ours)] = None
+                kept.append(f"layers.{i}.{ours}")
+                continue
+            t = inputs[names[0]]
+            smooth = torch.tensor(factors[t]) if t in factors else None
+            plan[(i, ours)] = {"clip": clips[smoothed_name(t) if t in factors else t], "smooth": smooth}
+    info = {"method": "W8A8 symmetric: activations per tensor with the ONNX search's clip, weights per output channel, "
+                      "torch._int_mm (int32 accumulate); SmoothQuant factors from the same search; attention, LayerNorm and "
+                      "the layers the search kept FP32 in FP16",
+            "search": io.rel(cache), "smoothquant_alpha": search["smoothquant"].get("alpha"),
+            "linear_layers_quantized": sum(p is not None for p in plan.values()), "linear_layers": len(plan),
+            "kept_fp16": kept,
+            "onnx_excluded_nodes": search.get("excluded")}
+    return plan, info
+
+
+# ------------------------------------------------------------------------------------------ package and compile cache
+def warm_shapes(manifest: dict) -> list[tuple[int, int]]:
+    """Shapes that make torch.compile build every graph serving needs: dynamic batch and sequence, plus the batch-1
+    specialisation (the compiler treats a size-1 dimension apart)."""
+    return [(1, 16), (2, 16), (min(64, manifest["shapes"]["max_batch"]), min(128, manifest["shapes"]["max_seq"]))]
+
+
+def save_package(module, names: list[str], out: Path, device: str, compile_cache: bool, shapes) -> dict:
+    """The weights (state dict, loadable with weights_only) and, with `compile_cache`, torch.compile's portable cache
+    (torch.compiler.save_cache_artifacts: Inductor's compiled kernels), warmed on `shapes`; written atomically."""
+    import torch
+
+    t0 = time.perf_counter()
+    with io.atomic_path(out) as tmp:
+        torch.save({"state_dict": module.state_dict()}, tmp)
+    info = {"compile": compile_cache}
+    if compile_cache:
+        torch._dynamo.reset()
+        fn = torch.compile(module, dynamic=True)
+        with torch.inference_mode():
+            for b, s in shapes:
+                fn(*[torch.ones(b, s, dtype=torch.int64, device=device) for _ in names])
+        blob = torch.compiler.save_cache_artifacts()
+        if blob is None:
+            raise StageError("torch.compile produced no cache artifacts (is the FX graph cache disabled?)")
+        with io.atomic_path(out.with_suffix(".cache")) as tmp:
+            tmp.write_bytes(blob[0])
+        info.update({"compile_seconds": round(time.perf_counter() - t0, 1), "warm_shapes": [list(x) for x in shapes],
+                     "cache_bytes": len(blob[0])})
+    return info
+
+
+def check_engine(path: Path, eager: np.ndarray, ctx: dict) -> tuple[np.ndarray, dict]:
+    """The saved package through the serving engine (compiled, padded to buckets, CUDA graphs on a GPU) on the evaluation
+    texts: its embeddings (what the server returns) and how far they are from the eager module's. Two quantized runs
+    differ by rounding flips (an FP8/INT8 step where a BF16 value moved by one ulp: on all-MiniLM-L6-v2 min cosine
+    0.997 between the compiled and the eager FP8 module), so the floors are judged on the engine's own output against
+    FP32; this check only catches a wrong engine (cosine < GROSS)."""
+    from enc2triton.runtime.engines import TorchEngine
+    from enc2triton.core.texts import in_order
+
+    eng = TorchEngine(path, "gpu" if ctx["device"] == "cuda" else "cpu")
+    got = in_order([eng.run(f, ["sentence_embedding"])["sentence_embedding"] for f in ctx["eval_feeds"]], ctx["eval_order"])
+    one = eng.run({k: v[:1] for k, v in ctx["eval_feeds"][0].items()}, ["sentence_embedding"])["sentence_embedding"]
+    cos = metrics.cosine_rows(got, eager)
+    info = {"engine": eng.providers[0], "load_seconds": eng.load_seconds, "min_cos_vs_eager": float(cos.min()),
+            "mean_cos_vs_eager": float(cos.mean()), "max_abs_diff_vs_eager": float(np.abs(got - eager).max()),
+            "batch1_max_abs_diff": float(np.abs(one[0] - got[ctx["eval_order"][0]]).max())}
+    if cos.min() < GROSS or not np.isfinite(got).all():
+        raise StageError(f"{path.name}: the engine's embeddings are not the eager module's: min cosine {cos.min():.6f} < {GROSS}")
+    return got, info
+
+
+# ------------------------------------------------------------------------------------------ stage
+def _context(manifest: dict, artifacts: Path, device: str, calibration: Path, evaluation: Path) -> dict:
+    tok = load_tokenizer(io.resolve(manifest["tokenizer_dir"], artifacts))
+    names, max_seq = list(manifest["inputs"]), int(manifest["shapes"]["max_seq"])
+    calib = read_calibration(calibration, evaluation)
+    evals = read_texts(evaluation)
+    _, calib_feeds = length_batches(tok, calib, names, max_seq, 16)
+    order, eval_feeds = length_batches(tok, evals, names, max_seq, 16)
+    return {"manifest": manifest, "artifacts": artifacts, "device": device, "tokenizer": tok, "names": names, "max_seq": max_seq,
+            "calib_feeds": calib_feeds, "eval_feeds": eval_feeds, "eval_order": order, "eval_texts": evals,
+            "calibration": {"data": io.rel(calibration), "texts": len(calib), "batching": "length-sorted batches of 16, natural lengths",
+                            "statistic": "|max| over real tokens (padding excluded)"},
+            "evaluation": {"data": io.rel(evaluation), "texts": len(evals)}}
+
+
+def sidecar(precision: str, manifest: dict, names: list[str], device: str, module, compiled: dict) -> dict:
+    import torch
+
+    from enc2triton.runtime import torch_model
+
+    shapes = manifest["shapes"]
+    return {"precision": precision, "inputs": names, "outputs": list(spec.OUTPUTS), "device": device,
+            "config": module.cfg.as_dict(), "dtype": str(next(module.norm.parameters()).dtype).removeprefix("torch."),
+            "layout": torch_model.layout(module),
+            "hidden_size": manifest["model"]["hidden_size"], "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+            "batch_buckets": list(spec.batch_buckets(shapes["max_batch"])),
+            "seq_buckets": [b for b in spec.SEQ_BUCKETS if b <= shapes["max_seq"]],
+            "seq_multiple": spec.SEQ_BUCKETS[0], "min_batch": 1, "min_seq": 1, **compiled}
+
+
+def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
+    """Build, measure, compile and check one precision; the manifest entry."""
+    art, device = ctx["artifacts"], ctx["device"]
+    t0 = time.perf_counter()
+    module, info = BUILDERS[p](copy.deepcopy(enc32), ctx)
+    module.eval()
+    eager = embed(module, ctx["eval_feeds"], ctx["eval_order"], device)
+    out = io.ensure_writable_dir(art / PACKAGES) / f"model_{p}.pt"
+    compiled = save_package(module, ctx["names"], out, device, ctx["compile"], warm_shapes(ctx["manifest"]))
+    meta = sidecar(p, ctx["manifest"], ctx["names"], device, module, compiled)
+    io.write_json(out.with_suffix(".json"), meta)
+    served, check = check_engine(out, eager, ctx)
+    extras = {spec.TORCH.extras[0]: io.artifact_entry(out.with_suffix(".json"), art)}
+    if compiled["compile"]:
+        extras[spec.TORCH.extras[1]] = io.artifact_entry(out.with_suffix(".cache"), art)
+    floor, q = spec.FLOORS[p], metrics.compare(ref, served)
+    return {"package": io.artifact_entry(out, art), "extras": extras,
+            "device": device, "torch": meta["torch"], "gpu": meta["gpu"], **info,
+            "quality": {**q, **ctx["evaluation"], "reference": "our FP32 encoder (= Hugging Face FP32)", "runtime": check["engine"],
+                        "floor": floor, "pass": metrics.passes(q, floor)},
+            "quality_eager": {k: v for k, v in metrics.compare(ref, eager).items() if k in ("mean_cos", "min_cos", "top10")},
+            "compiled": {**compiled, **check}, "source_config_sha256": ctx["manifest"]["model"]["config_sha256"],
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRECISIONS, device: str = "cuda",
+        calibration: Path = spec.CALIBRATION_TEXTS, evaluation: Path = spec.EVALUATION_TEXTS, force: bool = False,
+        int8_ranges: str = "search", compile_cache: bool = True) -> dict:
+    import torch
+
+    artifacts, logs = Path(artifacts), Path(logs)
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise StageError(f"unknown precision(s) {unknown}: choose from {', '.join(PRECISIONS)}")
+    manifest = io.load_manifest(artifacts)
+    if device == "cuda" and not torch.cuda.is_available():
+        for p in precisions:
+            io.update_manifest("torch", {"package": None, "reason": GPU_ONLY}, artifacts, key=p)
+        print(f"torch_*: not built: {GPU_ONLY}")
+        return {"built": {}, "skipped": {p: GPU_ONLY for p in precisions}}
+    ctx = _context(manifest, artifacts, device, calibration, evaluation)
+    ctx["int8_ranges"], ctx["compile"] = int8_ranges, compile_cache
+    hf, enc32 = load_reference(manifest, device)
+    result = {"model": manifest["model"], "device": device, "host": host.describe(), "torch": torch.__version__,
+              "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+              "verification": verify_against_hf(hf, enc32, ctx["tokenizer"], ctx["names"], ctx["eval_texts"], ctx["max_seq"], device),
+              "built": {}, "skipped": {}, "failed": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(f"torch: our FP32 encoder matches Hugging Face (max abs diff {result['verification']['max_abs_diff']})")
+    del hf
+    ref = embed(enc32, ctx["eval_feeds"], ctx["eval_order"], device)
+    for p in precisions:
+        entry = (manifest.get("torch") or {}).get(p) or {}
+        if not force and _up_to_date(entry, artifacts, device, manifest) and (p != "fp8" or entry.get("method") == FP8_METHOD):
+            print(f"torch_{p}: up to date")
+            result["built"][p] = entry
+            continue
+        try:
+            entry = build_one(p, enc32, ref, ctx)
+        except StageError as e:  # not buildable here, or failed its check: the other precisions still build
+            failed = not isinstance(e, NotBuilt)
+            io.update_manifest("torch", {"package": None, "reason": ("FAILED: " if failed else "") + str(e)}, artifacts, key=p)
+            result["failed" if failed else "skipped"][p] = str(e)
+            print(f"torch_{p}: {'FAILED' if failed else 'not built'}: {e}", flush=True)
+            continue
+        io.update_manifest("torch", entry, artifacts, key=p)
+        result["built"][p] = entry
+        q = entry["quality"]
+        c = entry["compiled"]
+        print(f"torch_{p}: {entry['package']['path']} ({entry['package']['bytes'] / 1e6:.1f} MB), mean/min cos "
+              f"{q['mean_cos']:.6f}/{q['min_cos']:.6f} ({'meets' if q['pass'] else 'UNDER'} the floor); compiled in "
+              f"{c.get('compile_seconds', '- (no compile cache)')} s, loads in {c['load_seconds']} s", flush=True)
+    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_logs(result, logs)
+    if result["failed"]:
+        raise StageError("torch engines failed: " + "; ".join(f"torch_{p}: {e}" for p, e in result["failed"].items()))
+    return result
+
+
+def _up_to_date(entry: dict, artifacts: Path, device: str, manifest: dict) -> bool:
+    return (bool(entry.get("package")) and entry.get("device") == device and io.is_valid(entry["package"], artifacts)
+            and entry.get("torch") == __import__("torch").__version__
+            and all(io.is_valid(e, artifacts) for e in (entry.get("extras") or {}).values())
+            and entry.get("source_config_sha256") == manifest["model"]["config_sha256"])
+
+
+def write_logs(result: dict, logs: Path) -> None:
+    io.ensure_writable_dir(logs)
+    io.write_json(logs / "torch_build.json", result)
+    rows = []
+    for p, e in result["built"].items():
+        q, c = e["quality"], e["compiled"]
+        rows.append([f"torch_{p}", f"{q['mean_cos']:.6f}", f"{q['min_cos']:.6f}", f"{q['top10']:.3f}",
+                     f"{q['floor']['mean_cos']}/{q['floor']['min_cos']}", "yes" if q["pass"] else "NO",
+                     f"{e['package']['bytes'] / 1e6:.1f}", c.get("compile_seconds", "-"), c.get("load_seconds"),
+                     f"{c['min_cos_vs_eager']:.6f}"])
+    lines = [f"# PyTorch engines (torch_build.py): {result['model']['used']}", "",
+             f"{result['host']}; torch {result['torch']}, device {result['device']}"
+             + (f" ({result['gpu']})" if result.get("gpu") else "") + f"; {result['started']} to {result.get('finished')}.", "",
+             f"Our FP32 encoder vs Hugging Face: max abs diff {json.dumps(result['verification']['max_abs_diff'])}.", ""]
+    lines += markdown.table(["variant", "mean cos", "min cos", "top-10", "floor", "pass", "MB", "compile s", "load s", "min cos vs eager"], rows)
+    lines += [""] + [f"- torch_{p}: not built: {why}" for p, why in result["skipped"].items()]
+    lines += [f"- torch_{p}: FAILED: {why}" for p, why in result.get("failed", {}).items()] + [""]
+    for p, e in result["built"].items():
+        kept = "".join(f"; kept {d}: {', '.join(e[f'kept_{d.lower()}']) or 'none'}" for d in ("FP16", "BF16") if f"kept_{d.lower()}" in e)
+        lines.append(f"- torch_{p}: {e['method']}{kept}")
+    io.write_text(logs / "torch_build.md", "\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = cli.parser("python -m enc2triton.torch_build", (
+        "Step 2b (GPU): build the PyTorch engines (torch_fp16, torch_fp8, torch_int8) from the checkpoint the export used, "
+        "measure them against FP32, compile each ahead of time (AOTInductor) into artifacts/torch/, record them in the "
+        "manifest. torch_int8 needs the ONNX INT8 search (python -m enc2triton.quantize) first."))
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated subset (default %(default)s)")
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                    help="cuda (default): the GPU engines; cpu: CPU packages, for tests of the same code path")
+    ap.add_argument("--calibration", type=Path, default=spec.CALIBRATION_TEXTS, help="calibration texts (default %(default)s)")
+    ap.add_argument("--evaluation", type=Path, default=spec.EVALUATION_TEXTS, help="texts for the quality numbers (default %(default)s)")
+    ap.add_argument("--force", action="store_true", help="rebuild even when a package matches the checkpoint (default: resume)")
+    ap.add_argument("--no-compile-cache", action="store_true", help="save the weights only: the engine then runs eager "
+                    "(default: torch.compile once here and save its cache, so the server loads compiled kernels)")
+    ap.add_argument("--int8-ranges", choices=("search", "max"), default="search",
+                    help="search (default): the ONNX INT8 search's plan; max: every layer at its calibrated |max|, no search "
+                    "(the same kernels, for speed runs on random weights)")
+
+    def body(a) -> None:
+        run(a.artifacts, a.logs, tuple(p.strip() for p in a.precisions.split(",") if p.strip()), a.device,
+            a.calibration, a.evaluation, a.force, a.int8_ranges, not a.no_compile_cache)
+    return cli.run(ap, body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
