@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from enc2triton import report
+from enc2triton.report import plots as report_plots
 from enc2triton.core import io, spec
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -26,7 +27,7 @@ ABSOLUTE = re.compile(r"(?<![\w.])/(work|tmp|home|usr|root|opt|var)/")
 def _no_plots(request, monkeypatch):
     """PNGs take most of a render's time: only the tests that ask for `plots` draw them."""
     if "plots" not in request.fixturenames:
-        monkeypatch.setattr(report, "_plt", lambda: None)
+        monkeypatch.setattr(report_plots, "_plt", lambda: None)
 
 
 @pytest.fixture
