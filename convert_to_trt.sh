@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Step 3: build TensorRT engines from the exported ONNX variants: a thin wrapper over `python -m enc2triton.trt`
-# (see src/enc2triton/trt.py). All arguments pass through; try --help or --dry-run --assume-version 10.8.0.
+# (see src/enc2triton/trt/). All arguments pass through; try --help or --dry-run --assume-version 10.8.0.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 py="${PY:-$here/.venv/bin/python}"  # $PY: the Python make uses
