@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# infinity-emb (the serving peer, src/enc2triton/serving_peers.py) on the GPU machine: no network, image Python 3.12.
+# infinity-emb (the serving peer, src/enc2triton/measure/serving_peers.py) on the GPU machine: no network, image Python 3.12.
 #
 # Here, on a machine with PyPI:
 #   bash scripts/gpu_peer.sh download    # .whl-peer/*.whl (cp312 manylinux) and one archive of them, .whl-peer/peer-wheels.tar

@@ -33,7 +33,7 @@ fi
 if [ "$what" = ma ] || [ "$what" = all ]; then
   [ -x "$ma_venv/bin/model-analyzer" ] || { echo "no $ma_venv/bin/model-analyzer: python3 -m venv $ma_venv && $ma_venv/bin/pip install -r $here/requirements-model-analyzer.txt" >&2; exit 2; }
   rm -rf "$work/ma"; mkdir -p "$work/ma"
-  # the server's and perf_analyzer's environments exactly as the project starts them (src/enc2triton/tools.py);
+  # the server's and perf_analyzer's environments exactly as the project starts them (src/enc2triton/core/tools.py);
   # the config is JSON, which YAML reads
   pa_ld="$("$py" - "$work/ma" "$variant" "$budget" "$max_conc" "$window" "$max_inst" "$auto_adjusts" "$min_batch" "$ma_mode" "$ma_stability" <<'PYEOF'
 import json, sys
