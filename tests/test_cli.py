@@ -67,3 +67,16 @@ def test_missing_model_folder_is_named_and_nothing_is_left(tmp_path):
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == f"error: model folder {tmp_path / 'no-such-model'} does not exist " \
         "(a local model is a folder with config.json and the weights)"
     assert not (tmp_path / "a").exists() and not (tmp_path / "l").exists()
+
+
+# what the Makefile, the README and the scripts run: the stage's module behind a shim at its old path (or a package's
+# __main__.py), so each still starts and names itself the same way
+COMMANDS = ("bench", "optimize", "quant_peers", "quantize", "report", "repository", "serving_peers", "torch_build", "soak",
+            "tune", "perf", "server", "trt")
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_python_m_commands_still_start(name):
+    r = subprocess.run([sys.executable, "-m", f"enc2triton.{name}", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0 and r.stdout.startswith("usage: "), r.stderr[-2000:]
