@@ -14,7 +14,9 @@ Candidates (CANDIDATES below): act tensor = one static scale per tensor (calibra
 dynamic scale; gptq = weights rounded by GPTQ (--natural-order or act order), gptaq = sequential asymmetric GPTQ;
 sqA = SmoothQuant with alpha A; keepK = the K layers a sensitivity search on the first --sens-texts calibration texts
 ranks worst kept dense; fp16_* = the model in FP16 instead of BF16 (GEMM output still rounded to BF16 unless out16).
---project runs the project's own torch_build.build_fp8 (what the engine ships) the same way.
+--project runs the project's own torch_build.build_fp8 (what the engine ships: static per-tensor activations, GPTQ weights,
+its own sensitivity ranking per weight on all calibration texts) the same way; tensor_gptq_keepK is the same scheme with
+this script's ranking (raw error, first --sens-texts texts).
 """
 from __future__ import annotations
 
@@ -235,9 +237,10 @@ CANDIDATES = {
     "tensor_gptaq": {"gptq": "aq"},
     "fp16_token_gptaq": {"dtype": torch.float16, "act": "token", "gptq": "aq"},
 }
-for _k in (1, 2, 3, 4, 6):  # the k layers the calibration sensitivity search ranks worst kept dense (model dtype)
+for _k in (1, 2, 3, 4, 5, 6):  # the k layers the calibration sensitivity search ranks worst kept dense (model dtype)
     CANDIDATES[f"token_gptq_keep{_k}"] = {"act": "token", "gptq": True, "keep_top": _k}
     CANDIDATES[f"current_keep{_k}"] = {"keep_top": _k}
+    CANDIDATES[f"tensor_gptq_keep{_k}"] = {"gptq": True, "keep_top": _k}  # torch_fp8's scheme, this script's ranking
     CANDIDATES[f"fp16_token_gptq_keep{_k}"] = {"dtype": torch.float16, "act": "token", "gptq": True, "keep_top": _k}
 
 DEFAULT = ("bf16_dense", "fp16_dense", "current", "weights_only", "acts_only", "token", "token_acts_only", "fp16_tensor",
@@ -264,7 +267,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-length", type=int, default=128, help="tokenizer max length (default %(default)s)")
     ap.add_argument("--calib-limit", type=int, default=0, help="use only the first N calibration texts (0: all)")
     ap.add_argument("--check-real", action="store_true", help="also run torch_model.to_fp8 itself with nearest-rounded "
-                    "weights, nothing kept (torch._scaled_mm on the CPU): must match the 'token' candidate")
+                    "weights, nothing kept (torch._scaled_mm on the CPU), per-token (no amax: must match the 'token' "
+                    "candidate) and static (calibrated amax: must match 'current')")
     ap.add_argument("--sens-texts", type=int, default=128, help="calibration texts the sensitivity search uses (default %(default)s)")
     ap.add_argument("--damp", type=float, default=0.01, help="GPTQ dampening, fraction of mean diag(H) (default %(default)s)")
     ap.add_argument("--natural-order", action="store_true", help="GPTQ columns in their natural order (default: act order, "
@@ -299,9 +303,10 @@ def main(argv=None) -> int:
     results = {}
     if a.check_real:
         import copy
-        real = torch_model.to_fp8(copy.deepcopy(enc32)).eval()
-        r = results["real_to_fp8_nearest"] = metrics.compare(ref, embed(real, eval_feeds, order, "cpu"))
-        print(f"{'real_to_fp8_nearest':20s} mean {r['mean_cos']:.6f} min {r['min_cos']:.6f} top10 {r['top10']:.3f}", flush=True)
+        for label, amax in (("real_to_fp8_nearest", None), ("real_to_fp8_static", stats.amax)):
+            real = torch_model.to_fp8(copy.deepcopy(enc32), amax=amax).eval()
+            r = results[label] = metrics.compare(ref, embed(real, eval_feeds, order, "cpu"))
+            print(f"{label:20s} mean {r['mean_cos']:.6f} min {r['min_cos']:.6f} top10 {r['top10']:.3f}", flush=True)
     if a.project:
         import copy
 

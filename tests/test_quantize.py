@@ -248,40 +248,10 @@ def _choices(search: dict) -> dict:
         "calibration": {k: v for k, v in search["calibration"].items() if k != "seconds"}}
 
 
-def _k_split(model):
-    """Every MatMul A @ B rewritten as A[..., :h] @ B[..., :h, :] + A[..., h:] @ B[..., h:, :] (h = K // 2): the same
-    product summed in another order, as another CPU's GEMM kernels (other blocking, FMA or not) would sum it."""
-    from onnx import helper, numpy_helper
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    g.initializer.extend([numpy_helper.from_array(np.array([v], np.int64), n) for n, v in
-                          (("ks_m1", -1), ("ks_m2", -2), ("ks_0", 0), ("ks_2", 2), ("ks_big", 1 << 62))])
-    nodes = []
-    for i, n in enumerate(g.node):
-        if n.op_type != "MatMul":
-            nodes.append(n)
-            continue
-        a, b, p = n.input[0], n.input[1], f"ks{i}"
-        nodes += [helper.make_node("Shape", [b], [f"{p}_sh"]), helper.make_node("Gather", [f"{p}_sh", "ks_m2"], [f"{p}_k"]),
-                  helper.make_node("Div", [f"{p}_k", "ks_2"], [f"{p}_h"]),
-                  helper.make_node("Slice", [a, "ks_0", f"{p}_h", "ks_m1"], [f"{p}_a1"]),
-                  helper.make_node("Slice", [a, f"{p}_h", "ks_big", "ks_m1"], [f"{p}_a2"]),
-                  helper.make_node("Slice", [b, "ks_0", f"{p}_h", "ks_m2"], [f"{p}_b1"]),
-                  helper.make_node("Slice", [b, f"{p}_h", "ks_big", "ks_m2"], [f"{p}_b2"]),
-                  helper.make_node("MatMul", [f"{p}_a1", f"{p}_b1"], [f"{p}_c1"]),
-                  helper.make_node("MatMul", [f"{p}_a2", f"{p}_b2"], [f"{p}_c2"]),
-                  helper.make_node("Add", [f"{p}_c1", f"{p}_c2"], list(n.output))]
-    del g.node[:]
-    g.node.extend(nodes)
-    return m
-
-
 def test_int8_search_does_not_depend_on_ort_kernels(tiny_q, tmp_path, tmp_path_factory, monkeypatch):
     """The search's decisions and the int8 graph come from exact Q/DQ arithmetic (float64 graphs run as written, every
     cosine rounded before a comparison: exact.py), not from how ONNX Runtime's kernels sum. Run again with every
-    MatMul summed in another order (_k_split), ORT's graph optimizations on, two intra-op threads and one batch at a
+    MatMul summed in another order (exact.reordered_sums), ORT's graph optimizations on, two intra-op threads and one batch at a
     time, the search chooses the same and writes the same bytes."""
     from enc2triton.quantize import exact
 
@@ -290,7 +260,7 @@ def test_int8_search_does_not_depend_on_ort_kernels(tiny_q, tmp_path, tmp_path_f
     a, sha_a = _search_and_build(pristine, tmp_path / "a.onnx")
 
     def other_session(model, threads=None):
-        return ort_session(_k_split(model), threads=2, optimize=True)
+        return ort_session(exact.reordered_sums(model), threads=2, optimize=True)
 
     feed, _, _ = _feed(pristine)
     x64 = exact.to_double(fp32())

@@ -163,3 +163,34 @@ def iter_batches(sess, outputs: list[str], feeds: list[dict]):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def reordered_sums(model):
+    """Every MatMul A @ B rewritten as A[..., :h] @ B[..., :h, :] + A[..., h:] @ B[..., h:, :] (h = K // 2): the same
+    product summed in another order, as another CPU's GEMM kernels (other blocking, FMA or not) would sum it."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    g.initializer.extend([numpy_helper.from_array(np.array([v], np.int64), n) for n, v in
+                          (("ks_m1", -1), ("ks_m2", -2), ("ks_0", 0), ("ks_2", 2), ("ks_big", 1 << 62))])
+    nodes = []
+    for i, n in enumerate(g.node):
+        if n.op_type != "MatMul":
+            nodes.append(n)
+            continue
+        a, b, p = n.input[0], n.input[1], f"ks{i}"
+        nodes += [helper.make_node("Shape", [b], [f"{p}_sh"]), helper.make_node("Gather", [f"{p}_sh", "ks_m2"], [f"{p}_k"]),
+                  helper.make_node("Div", [f"{p}_k", "ks_2"], [f"{p}_h"]),
+                  helper.make_node("Slice", [a, "ks_0", f"{p}_h", "ks_m1"], [f"{p}_a1"]),
+                  helper.make_node("Slice", [a, f"{p}_h", "ks_big", "ks_m1"], [f"{p}_a2"]),
+                  helper.make_node("Slice", [b, "ks_0", f"{p}_h", "ks_m2"], [f"{p}_b1"]),
+                  helper.make_node("Slice", [b, f"{p}_h", "ks_big", "ks_m2"], [f"{p}_b2"]),
+                  helper.make_node("MatMul", [f"{p}_a1", f"{p}_b1"], [f"{p}_c1"]),
+                  helper.make_node("MatMul", [f"{p}_a2", f"{p}_b2"], [f"{p}_c2"]),
+                  helper.make_node("Add", [f"{p}_c1", f"{p}_c2"], list(n.output))]
+    del g.node[:]
+    g.node.extend(nodes)
+    return m

@@ -1,8 +1,7 @@
 """FP8 (E4M3) explicit Q/DQ graph: TensorRT's fp8 source (convert_to_trt.sh: `--stronglyTyped` on 10, as is on 11).
 
-The scheme torch_fp8 (torch_model.Fp8Linear) had before it moved to per-token activation scales, GPTQ-rounded weights and
-a few layers kept BF16: every linear layer's MatMul (a 2-D
-weight initializer) gets its activation quantized with one static per-tensor scale (calibrated |max| / 448) and its
+torch_fp8's scheme (torch_model.Fp8Linear) without its GPTQ-rounded weights and the few layers it keeps BF16: every
+linear layer's MatMul (a 2-D weight initializer) gets its activation quantized with one static per-tensor scale (calibrated |max| / 448) and its
 weight stored in FP8 with one scale per output channel (DequantizeLinear axis=1). Attention's activation x
 activation MatMuls, LayerNorm, Softmax and the pooling stay FP32. FP8 Q/DQ needs opset 19: the graph is converted
 with onnx.version_converter first. ONNX Runtime has no FP8 GEMM kernels (and its graph fusions refuse FP8 Q/DQ), so

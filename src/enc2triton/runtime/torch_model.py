@@ -6,12 +6,14 @@ INT8 GEMMs (`Fp8Linear`, `Int8Linear`) before the whole graph is exported and co
 against the Hugging Face model in FP32 at build time (torch_build.verify_against_hf), like the ONNX export.
 
 Numerics of the quantized layers:
-- Fp8Linear: activations E4M3 with a dynamic per-token scale (each row's |max| / 448, computed in the forward: a row
-  reduction the compiler fuses, with the quantization, into the LayerNorm/GELU/attention kernel that produces the
-  activation), weights E4M3 per output channel rounded by GPTQ on the calibration inputs (fp8_gptq: an offline
-  choice of codes, the same GEMM), `torch._scaled_mm` with row-wise scales (scale_a [M, 1], scale_b [1, N]) and a
-  BF16 epilogue (bias fused); the model is BF16. to_fp8 can keep a few layers BF16: torch_build keeps the ones a
-  sensitivity search on the calibration texts ranks worst, as few as reach the quality floor there.
+- Fp8Linear: activations E4M3 with one static scale per tensor (the layer input's |max| over the calibration texts,
+  measured on the FP32 model, / 448: a constant, so the quantization is pointwise, x / scale, clamp, cast, and the
+  compiler fuses it into the LayerNorm/GELU/attention kernel that produces the activation; a per-token dynamic scale,
+  row |max| / 448, is kept as an option (no scale given) but not built: its row reduction cost more than FP8 gained),
+  weights E4M3 per output channel rounded by GPTQ on the calibration inputs (fp8_gptq: an offline choice of codes,
+  the same GEMM), `torch._scaled_mm` with row-wise scales (scale_a [M, 1], the static scale expanded; scale_b [1, N])
+  and a BF16 epilogue (bias fused); the model is BF16. to_fp8 can keep a few layers BF16: torch_build keeps the ones
+  a sensitivity search on the calibration texts ranks worst, as few as reach the quality floor there.
 - Int8Linear: symmetric W8A8, activations per tensor (the clip the ONNX INT8 search chose), weights per output
   channel, `torch._int_mm` (int32 accumulate) with the dequantization and bias in the epilogue; SmoothQuant factors
   from the ONNX search fold into the activation multiplier (x / s) and the weights (W * s).
@@ -72,10 +74,12 @@ class EncoderConfig:
 
 
 class Fp8Linear(nn.Module):
-    """E4M3 x E4M3 GEMM: activations scaled per token at run time (row |max| / 448), weights per output channel.
+    """E4M3 x E4M3 GEMM, weights per output channel. `amax`: the input's calibrated |max|, one static activation scale
+    (amax / 448, the buffer x_scale); None: a dynamic scale per token at run time (row |max| / 448; no x_scale).
     `codes`: the weight's E4M3 values on that per-channel grid, already rounded (fp8_gptq); None rounds to nearest."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, codes: torch.Tensor | None = None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, codes: torch.Tensor | None = None,
+                 amax: float | None = None):
         super().__init__()
         w = weight.detach().float()
         ws = fp8_weight_scale(w)
@@ -83,13 +87,21 @@ class Fp8Linear(nn.Module):
             codes = (w / ws[:, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
         self.register_buffer("weight", codes.to(device=w.device, dtype=torch.float8_e4m3fn))
         self.register_buffer("w_scale", ws[None, :].contiguous())  # [1, out]: row-wise scale of the weight
+        x_scale = None if amax is None else torch.tensor(max(float(amax), 1e-12) / FP8_MAX, device=w.device)
+        self.register_buffer("x_scale", x_scale)  # float32 scalar; None (not in the state dict): per-token dynamic
         self.register_buffer("bias", bias.detach().to(torch.bfloat16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, x.shape[-1]).float()
-        # per-token scale [M, 1] (float32, contiguous: what row-wise _scaled_mm wants); fused into the producer kernel
-        scale_a = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
-        q = (x2 / scale_a).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        x2 = x.reshape(-1, x.shape[-1])
+        if self.x_scale is not None:  # static: pointwise (fused into the producer kernel); scale_a a constant [M, 1]
+            q = (x2.float() / self.x_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+            # row-wise scaling wants both scales as vectors: [M, 1] materialized (for M = 1, expand().contiguous() would
+            # keep the zero strides, which _scaled_mm refuses)
+            scale_a = self.x_scale.expand(x2.shape[0], 1).clone(memory_format=torch.contiguous_format)
+        else:  # per-token scale [M, 1] (float32, contiguous: what row-wise _scaled_mm wants): a row reduction per call
+            x2 = x2.float()
+            scale_a = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
+            q = (x2 / scale_a).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
         y = torch._scaled_mm(q, self.weight.t(), scale_a=scale_a, scale_b=self.w_scale, bias=self.bias, out_dtype=torch.bfloat16)
         return y.reshape(*x.shape[:-1], -1)
 
@@ -296,20 +308,23 @@ def restore(config: dict, dtype: str, kinds: dict[str, str], state: dict) -> Enc
     enc = Encoder(EncoderConfig(**config)).to(getattr(torch, dtype))
     for i, name, lin in list(linears(enc)):
         kind = kinds[f"layers.{i}.{name}"]
-        if kind == "fp8":  # placeholders of the right shapes; load_state_dict fills them
-            setattr(enc.layers[i], name, Fp8Linear(lin.weight, lin.bias))
+        if kind == "fp8":  # placeholders of the right shapes (a static scale where one was saved); load_state_dict fills them
+            static = f"layers.{i}.{name}.x_scale" in state
+            setattr(enc.layers[i], name, Fp8Linear(lin.weight, lin.bias, amax=1.0 if static else None))
         elif kind == "int8":
             setattr(enc.layers[i], name, Int8Linear(lin.weight, lin.bias, 1.0))
     enc.load_state_dict(state)
     return enc.eval()
 
 
-def to_fp8(enc: Encoder, codes: dict[tuple[int, str], torch.Tensor] | None = None, keep=()) -> Encoder:
+def to_fp8(enc: Encoder, codes: dict[tuple[int, str], torch.Tensor] | None = None, keep=(),
+           amax: dict[tuple[int, str], float] | None = None) -> Encoder:
     """BF16 encoder whose linear layers are Fp8Linear (row-wise scaled FP8 GEMMs need a BF16 epilogue), with the weight
-    codes in `codes` (fp8_gptq; a layer not there rounds to nearest); the layers in `keep` stay BF16 nn.Linear. The
-    weight scales come from the weights as given (FP32 from from_hf), as fp8_gptq's do, not from their BF16 copy."""
+    codes in `codes` (fp8_gptq; a layer not there rounds to nearest) and the static activation scales from `amax`
+    (input_amax; None: per-token dynamic scales); the layers in `keep` stay BF16 nn.Linear. The weight scales come from
+    the weights as given (FP32 from from_hf), as fp8_gptq's do, not from their BF16 copy."""
     keep, codes = set(keep), codes or {}
-    fp8 = {(i, name): Fp8Linear(lin.weight, lin.bias, codes.get((i, name)))
+    fp8 = {(i, name): Fp8Linear(lin.weight, lin.bias, codes.get((i, name)), None if amax is None else amax[(i, name)])
            for i, name, lin in linears(enc) if (i, name) not in keep}
     out = enc.to(torch.bfloat16)  # before the Fp8Linear go in: .to(dtype) would cast their E4M3 and FP32 buffers too
     for (i, name), f in fp8.items():

@@ -2,10 +2,10 @@
 
 From the checkpoint the export used (the manifest records it; its config hash is checked):
 1. our encoder (torch_model.py) in FP32 is verified against the Hugging Face model, like the ONNX export;
-2. each precision is built from it: fp16 as is; fp8 with per-token activation scales and per-channel weights rounded
-   by GPTQ on data/calibration.txt, the layers a sensitivity search there ranks worst kept BF16 (fp8_plan); int8 with the SmoothQuant factors,
-   activation clips and quantized layers the ONNX INT8 search chose (quantize.py), so both INT8 graphs quantize
-   the same way;
+2. each precision is built from it: fp16 as is; fp8 with static per-tensor activation scales (calibrated |max|) and
+   per-channel weights rounded by GPTQ on data/calibration.txt, the layers a sensitivity search there ranks worst kept
+   BF16 (fp8_plan); int8 with the SmoothQuant factors, activation clips and quantized layers the ONNX INT8 search
+   chose (quantize.py), so both INT8 graphs quantize the same way;
 3. each is measured against the FP32 reference on the evaluation texts (floors from spec);
 4. its weights are saved (artifacts/torch/model_<p>.pt, with model_<p>.json saying the architecture, dtype and which
    layers are quantized), and torch.compile (dynamic batch and sequence) compiles it once here: the compiled kernels are
@@ -108,30 +108,33 @@ def _calibrate(enc, ctx: dict) -> tuple[dict, dict]:
 # for the held-out texts and the compiled engine's rounding; at most FP8_MAX_KEPT of the linear layers are kept
 FP8_CALIB_TARGET = {"mean_cos": 0.9991, "min_cos": 0.995}
 FP8_MAX_KEPT = 0.25
-FP8_METHOD = ("E4M3 activations (per-token dynamic scale: row |max| / 448) and E4M3 weights (per output channel, rounded by "
-              "GPTQ on the calibration inputs), torch._scaled_mm with row-wise scales; BF16 elsewhere and in the layers kept "
-              "BF16: a sensitivity search on the calibration texts ranks the layers by FP8 error per weight (GEMM FLOPs), the "
-              "best-ranked prefix that brings the model to mean/min "
+FP8_METHOD = ("E4M3 activations (one static scale per tensor: the input's |max| over the calibration texts / 448) and "
+              "E4M3 weights (per output channel, rounded by GPTQ on the calibration inputs), torch._scaled_mm with row-wise "
+              "scales; BF16 elsewhere and in the layers kept BF16: a sensitivity search on the calibration texts ranks the "
+              "layers by FP8 error per weight (GEMM FLOPs), the best-ranked prefix that brings the model to mean/min "
               f"cosine {FP8_CALIB_TARGET['mean_cos']}/{FP8_CALIB_TARGET['min_cos']} there (at most {FP8_MAX_KEPT:.0%} of them)")
 
 
-def _fp8_candidate(enc, codes, keep):
+def _fp8_candidate(enc, codes, keep, amax):
     from enc2triton.runtime import torch_model
 
-    return torch_model.to_fp8(copy.deepcopy(enc), codes, keep).eval()
+    return torch_model.to_fp8(copy.deepcopy(enc), codes, keep, amax).eval()
 
 
-def fp8_plan(enc, ctx: dict) -> tuple[dict, list, dict]:
-    """(GPTQ weight codes, layers kept BF16, the record). The codes come from X^T X of each layer's FP32 inputs over the
-    calibration texts. Each layer's sensitivity is 1 - mean cosine vs FP32 on the calibration texts with only that layer
-    FP8, less the same figure with none FP8 (BF16's own share); layers are ranked by sensitivity per weight (what keeping
-    one costs: its GEMM's FLOPs at BF16 speed), and the shortest prefix of that ranking that, kept BF16, brings the model
-    to FP8_CALIB_TARGET on the calibration texts is kept (at most FP8_MAX_KEPT of the layers)."""
+def fp8_plan(enc, ctx: dict) -> tuple[dict, dict, list, dict]:
+    """(GPTQ weight codes, static activation |max| per layer, layers kept BF16, the record). The codes come from X^T X
+    of each layer's FP32 inputs over the calibration texts, the |max| from the same inputs (input_amax, FP32 model:
+    GPTQ moves later layers' inputs only slightly); every candidate below uses both, as the engine does. Each layer's
+    sensitivity is 1 - mean cosine vs FP32 on the calibration texts with only that layer FP8, less the same figure
+    with none FP8 (BF16's own share); layers are ranked by sensitivity per weight (what keeping one costs: its GEMM's
+    FLOPs at BF16 speed), and the shortest prefix of that ranking that, kept BF16, brings the model to FP8_CALIB_TARGET
+    on the calibration texts is kept (at most FP8_MAX_KEPT of the layers)."""
     from enc2triton.runtime import torch_model
 
     t0 = time.perf_counter()
     feeds, device = ctx["calib_feeds"], ctx["device"]
     order = range(sum(len(f["input_ids"]) for f in feeds))
+    amax = torch_model.input_amax(enc, feeds, device)
     hess = torch_model.input_hessians(enc, feeds, device)
     mods = {(i, n): m for i, n, m in torch_model.linears(enc)}
     codes = {k: torch_model.fp8_gptq(m.weight, hess[k]) for k, m in mods.items()}
@@ -140,37 +143,38 @@ def fp8_plan(enc, ctx: dict) -> tuple[dict, list, dict]:
     keys = list(mods)
 
     def error(keep) -> float:
-        return 1.0 - float(metrics.cosine_rows(ref, embed(_fp8_candidate(enc, codes, keep), feeds, order, device)).mean())
+        return 1.0 - float(metrics.cosine_rows(ref, embed(_fp8_candidate(enc, codes, keep, amax), feeds, order, device)).mean())
 
     base = error(keys)
     sens = {k: error([x for x in keys if x != k]) - base for k in keys}
     ranked = sorted(keys, key=lambda k: (-sens[k] / mods[k].weight.numel(), keys.index(k)))
     steps = []
     for n_keep in range(int(FP8_MAX_KEPT * len(keys)) + 1):
-        q = metrics.compare(ref, embed(_fp8_candidate(enc, codes, ranked[:n_keep]), feeds, order, device))
+        q = metrics.compare(ref, embed(_fp8_candidate(enc, codes, ranked[:n_keep], amax), feeds, order, device))
         steps.append({"kept": n_keep, "mean_cos": round(q["mean_cos"], 6), "min_cos": round(q["min_cos"], 6)})
         if metrics.passes(q, FP8_CALIB_TARGET):
             break
     keep = ranked[:steps[-1]["kept"]]
-    record = {"gptq": {"damp": 0.01, "order": "decreasing diag(X^T X)"}, "bf16_error": float(f"{base:.3e}"),
+    record = {"activations": "static per tensor (calibrated |max| / 448)",
+              "gptq": {"damp": 0.01, "order": "decreasing diag(X^T X)"}, "bf16_error": float(f"{base:.3e}"),
               "sensitivity": {f"layers.{i}.{n}": float(f"{sens[(i, n)]:.3e}") for i, n in ranked},
               "calibration_target": FP8_CALIB_TARGET, "calibration_steps": steps,
               "target_reached": metrics.passes(steps[-1], FP8_CALIB_TARGET),
               "kept_weight_share": round(sum(mods[k].weight.numel() for k in keep) / sum(m.weight.numel() for m in mods.values()), 4),
               "seconds": round(time.perf_counter() - t0, 1)}
-    return codes, keep, record
+    return codes, amax, keep, record
 
 
 def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
     from enc2triton.runtime import torch_model
 
-    codes, keep, plan = fp8_plan(enc, ctx)
-    calibration = {**ctx["calibration"], "statistic": "X^T X of every linear layer's input over real tokens (GPTQ), then "
-                   "sentence-embedding cosine vs FP32 (sensitivity, layers kept)"}
+    codes, amax, keep, plan = fp8_plan(enc, ctx)
+    calibration = {**ctx["calibration"], "statistic": "|max| (static activation scales) and X^T X (GPTQ) of every linear "
+                   "layer's input over real tokens, then sentence-embedding cosine vs FP32 (sensitivity, layers kept)"}
     info = {"method": FP8_METHOD, "calibration": calibration, "plan": plan,
             "linear_layers_quantized": len(codes) - len(keep), "linear_layers": len(codes),
             "kept_bf16": [f"layers.{i}.{n}" for i, n in keep]}
-    return torch_model.to_fp8(enc, codes, keep), info
+    return torch_model.to_fp8(enc, codes, keep, amax), info
 
 
 def build_int8(enc, ctx: dict) -> tuple[object, dict]:
