@@ -249,16 +249,14 @@ def linears(enc: Encoder):
             yield i, name, getattr(layer, name)
 
 
-@torch.no_grad()
-def input_amax(enc: Encoder, feeds, device: str = "cpu") -> dict[tuple[int, str], float]:
-    """|max| of every linear layer's input over the calibration feeds, padding tokens excluded."""
-    amax: dict[tuple[int, str], float] = {}
+def _linear_inputs(enc: Encoder, feeds, device: str, update) -> None:
+    """Run the feeds through `enc`, calling update((layer, name), x) with every linear layer's input over the real
+    tokens of the batch (padding excluded), in graph order."""
     current: list[torch.Tensor] = []
 
     def hook(key):
         def fn(_module, args):
-            x = args[0][current[0]] if current else args[0]
-            amax[key] = max(amax.get(key, 0.0), float(x.abs().max()) if x.numel() else 0.0)
+            update(key, args[0][current[0]])
         return fn
 
     handles = [m.register_forward_pre_hook(hook((i, n))) for i, n, m in linears(enc)]
@@ -270,6 +268,16 @@ def input_amax(enc: Encoder, feeds, device: str = "cpu") -> dict[tuple[int, str]
     finally:
         for h in handles:
             h.remove()
+
+
+@torch.no_grad()
+def input_amax(enc: Encoder, feeds, device: str = "cpu") -> dict[tuple[int, str], float]:
+    """|max| of every linear layer's input over the calibration feeds, padding tokens excluded."""
+    amax: dict[tuple[int, str], float] = {}
+
+    def update(key, x):
+        amax[key] = max(amax.get(key, 0.0), float(x.abs().max()) if x.numel() else 0.0)
+    _linear_inputs(enc, feeds, device, update)
     return amax
 
 
@@ -277,23 +285,11 @@ def input_amax(enc: Encoder, feeds, device: str = "cpu") -> dict[tuple[int, str]
 def input_hessians(enc: Encoder, feeds, device: str = "cpu") -> dict[tuple[int, str], torch.Tensor]:
     """X^T X (float64, [in, in]) of every linear layer's input over the calibration feeds, padding tokens excluded."""
     hess: dict[tuple[int, str], torch.Tensor] = {}
-    current: list[torch.Tensor] = []
 
-    def hook(key):
-        def fn(_module, args):
-            x = args[0][current[0]].double()
-            hess[key] = hess[key] + x.t() @ x if key in hess else x.t() @ x
-        return fn
-
-    handles = [m.register_forward_pre_hook(hook((i, n))) for i, n, m in linears(enc)]
-    try:
-        for feed in feeds:
-            t = {k: torch.as_tensor(v, device=device) for k, v in feed.items()}
-            current[:] = [t["attention_mask"].bool()]
-            enc(**t)
-    finally:
-        for h in handles:
-            h.remove()
+    def update(key, x):
+        x = x.double()
+        hess[key] = hess[key] + x.t() @ x if key in hess else x.t() @ x
+    _linear_inputs(enc, feeds, device, update)
     return hess
 
 
