@@ -96,9 +96,11 @@ class TritonPythonModel:
         if mask is not None and mask.size and (mask.min() < 0 or mask.max() > 1):
             raise ValueError("attention_mask must hold 0 and 1 only")
 
-    def _run(self, feeds, idx, names, responses):
+    def _run(self, feeds, idx, names, responses, merged=None):
+        """Requests `idx` as one engine batch (`merged`: their feeds already as one, in this order), a response each."""
         t0 = time.perf_counter()
-        merged = {n: np.concatenate([feeds[i][n] for i in idx]) if len(idx) > 1 else feeds[idx[0]][n] for n in self.token_inputs}
+        if merged is None:
+            merged = {n: np.concatenate([feeds[i][n] for i in idx]) if len(idx) > 1 else feeds[idx[0]][n] for n in self.token_inputs}
         t1 = time.perf_counter()
         out = self.runner.run(merged, list(names))
         t2 = time.perf_counter()
@@ -142,13 +144,13 @@ class TritonPythonModel:
             spans.append((i, len(texts), len(texts) + len(items)))
             texts.extend(items)
         if not texts:
-            return {}, 0.0
+            return {}, None, 0.0
         t0 = time.perf_counter()
         feed = tok(texts)
         seconds = time.perf_counter() - t0
         self.metrics.time("tokenize", seconds)
         self.metrics.count("texts", len(texts))
-        return {i: {n: feed[n][a:b] for n in self.token_inputs} for i, a, b in spans}, seconds
+        return {i: {n: feed[n][a:b] for n in self.token_inputs} for i, a, b in spans}, feed, seconds
 
     def execute(self, requests):
         if self.tokenizer is not None:
@@ -175,18 +177,19 @@ class TritonPythonModel:
     def _execute_texts(self, requests):
         t_start = time.perf_counter()
         responses = [None] * len(requests)
-        feeds, tokenizing = self._read_texts(requests, responses)
+        feeds, whole, tokenizing = self._read_texts(requests, responses)
         groups = {}
         for i in feeds:  # one shape (the tokenizer padded them all alike); grouped by the outputs asked for
             groups.setdefault(self._wanted(requests[i]), []).append(i)
         self.metrics.time("read", time.perf_counter() - t_start - tokenizing)
-        self._run_groups(feeds, list(groups.items()), responses)
+        # one group (the usual case) is the whole tokenized batch as it is: no cutting up and merging back
+        self._run_groups(feeds, list(groups.items()), responses, whole if len(groups) == 1 else None)
         return self._done(t_start, requests, responses)
 
-    def _run_groups(self, feeds, groups, responses):
+    def _run_groups(self, feeds, groups, responses, merged=None):
         for names, idx in groups:
             try:
-                self._run(feeds, idx, names, responses)
+                self._run(feeds, idx, names, responses, merged)
             except Exception:  # rerun one by one: only the culprit fails, the model stays up
                 for i in idx:
                     try:
