@@ -208,14 +208,7 @@ def write_models(dest: Path, manifest: dict, artifacts: Path, models: list[dict]
         name = v.name + tag
         is_native = v.family.runtime in have and v.family.platform is not None
         cfg = model_config(v, manifest, serving, is_native, device, gpus, name)
-        mdir = dest / name
-        write_config(mdir, cfg)
-        _place(m["src"], mdir / "1" / v.family.file)
-        for extra, src in m["extras"].items():
-            _place(src, mdir / "1" / extra)
-        if not is_native:
-            for src, dst in RUNNER_FILES:
-                shutil.copy2(src, mdir / "1" / dst)
+        _model_dir(dest / name, cfg, m, () if is_native else RUNNER_FILES)
         ens = spec.ensemble_name(name)
         write_config(dest / ens, ensemble_config(name, manifest, serving.outputs, tok_name))
         (dest / ens / "1").mkdir(parents=True)
@@ -226,17 +219,22 @@ def write_models(dest: Path, manifest: dict, artifacts: Path, models: list[dict]
     return written
 
 
+def _model_dir(mdir: Path, cfg: mc.ModelConfig, m: dict, files) -> Path:
+    """A model folder: its config, the variant's artifact and extras (hard-linked) and the source `files` it runs."""
+    write_config(mdir, cfg)
+    _place(m["src"], mdir / "1" / m["variant"].family.file)
+    for extra, src in m["extras"].items():
+        _place(src, mdir / "1" / extra)
+    for src, dst in files:
+        shutil.copy2(src, mdir / "1" / dst)
+    return mdir
+
+
 def write_fused(dest: Path, v: spec.Variant, manifest: dict, serving: spec.Serving, device: str, gpus: list[int], m: dict,
                 artifacts: Path, tag: str = "") -> str:
     """fused_<variant>: the variant's artifact (hard-linked), the runner, the tokenizer module and its files."""
     name = spec.fused_name(v.name) + tag
-    fdir = dest / name
-    write_config(fdir, fused_config(v, manifest, serving, device, gpus, name))
-    _place(m["src"], fdir / "1" / v.family.file)
-    for extra, src in m["extras"].items():
-        _place(src, fdir / "1" / extra)
-    for src, dst in FUSED_FILES:
-        shutil.copy2(src, fdir / "1" / dst)
+    fdir = _model_dir(dest / name, fused_config(v, manifest, serving, device, gpus, name), m, FUSED_FILES)
     shutil.copytree(io.resolve(manifest["tokenizer_dir"], artifacts), fdir / "1" / "tokenizer")
     print(f"  {name}: python backend, tokenizer + {v.family.runtime} in one model ({device})")
     return name
