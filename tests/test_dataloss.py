@@ -17,6 +17,7 @@ import pytest
 from enc2triton.core import io
 from enc2triton.serve import repository, server
 from enc2triton.measure import perf, quality
+from triton_helpers import fake_dead_server_with_stub
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,16 +160,6 @@ def test_quality_nothing_measured_leaves_quality_json_alone(tmp_path):
 
 
 # --- server.json --------------------------------------------------------------------------------------
-
-def fake_dead_server_with_stub(region: str) -> tuple[int, int]:
-    """A 'server' that is gone and a stub of its process group that is not (what a SIGKILLed server leaves)."""
-    (Path("/dev/shm") / region).write_bytes(b"\0" * 16)
-    leader = subprocess.Popen(["bash", "-c", f"(exec -a triton_python_backend_stub {sys.executable} -c 'import time; time.sleep(60)' model.py {region}) & echo $!"],
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)
-    stub = int(leader.stdout.readline())
-    leader.wait()
-    return leader.pid, stub
-
 
 def test_truncated_server_json_of_a_dead_server_is_stale_state(tmp_path, capsys):
     region = f"triton_python_backend_shm_region_enc2triton-test-{os.getpid()}"

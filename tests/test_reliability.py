@@ -27,7 +27,7 @@ from enc2triton.core import io, spec
 from enc2triton.serve import repository, server
 from enc2triton.measure import soak
 from enc2triton.core.texts import read_texts
-from triton_helpers import embed, local_embed, texts_input  # noqa: F401
+from triton_helpers import embed, fake_dead_server_with_stub, local_embed, texts_input  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_secretTESTtoken0123456789abcdefXYZ"
@@ -319,18 +319,9 @@ def test_server_killed_mid_run_tests_sh(live, tiny_artifacts, repo, root):
 def test_orphaned_stubs_of_a_dead_server_are_cleaned():
     """What a SIGKILLed server can leave: a stub in its process group, reparented, with a shm region."""
     region = f"triton_python_backend_shm_region_enc2triton-test-{os.getpid()}"
-    (Path("/dev/shm") / region).write_bytes(b"\0" * 16)
-    leader = subprocess.Popen(["bash", "-c", f"(exec -a triton_python_backend_stub {sys.executable} -c 'import time; time.sleep(60)' model.py {region}) & echo $!"],
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)
-    stub = int(leader.stdout.readline())
-    leader.wait()  # the "server" is gone; its stub is not
+    pid, stub = fake_dead_server_with_stub(region)
     try:
-        # `echo $!` can come before the subshell's exec (its own `bash -c` line names the stub too): wait for orphans()
-        deadline = time.time() + 10
-        while server.orphans(leader.pid) != [stub] and time.time() < deadline:
-            time.sleep(0.01)
-        assert server.orphans(leader.pid) == [stub]
-        assert server.clean_orphans(leader.pid, grace=0.2) == [stub]
+        assert server.clean_orphans(pid, grace=0.2) == [stub]
         assert wait_gone([stub], 5) == [] and not (Path("/dev/shm") / region).exists()
     finally:
         with contextlib.suppress(ProcessLookupError):

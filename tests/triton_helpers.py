@@ -38,3 +38,25 @@ def stub_count(repo: Path) -> int:
         if cfg.backend == "python":
             total += sum(g.count for g in cfg.instance_group)
     return total
+
+
+def fake_dead_server_with_stub(region: str) -> tuple[int, int]:
+    """A 'server' that is gone and a stub of its process group that is not (what a SIGKILLed server leaves), with the
+    stub's shm region in /dev/shm: (the dead server's pid, the stub's pid), once server.orphans() sees the stub.
+    `echo $!` can come before the subshell's exec (its own `bash -c` line names the stub too), so this waits for it."""
+    import subprocess
+    import sys
+    import time
+
+    from enc2triton.serve import server
+
+    (Path("/dev/shm") / region).write_bytes(b"\0" * 16)
+    leader = subprocess.Popen(["bash", "-c", f"(exec -a triton_python_backend_stub {sys.executable} -c 'import time; time.sleep(60)' model.py {region}) & echo $!"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    stub = int(leader.stdout.readline())
+    leader.wait()  # the "server" is gone; its stub is not
+    deadline = time.time() + 10
+    while server.orphans(leader.pid) != [stub] and time.time() < deadline:
+        time.sleep(0.01)
+    assert server.orphans(leader.pid) == [stub], "the fake stub never showed as the dead server's orphan"
+    return leader.pid, stub
