@@ -89,23 +89,26 @@ class Settings:
 
 
 # ------------------------------------------------------------------------------------ parsing
-def parse_csv(text: str) -> list[dict]:
-    """Rows of a perf_analyzer CSV, by header name; ms for times. Raises ValueError on a foreign CSV."""
+def parse_csv(text: str, fields: dict | None = None, optional: dict | None = None, rate: str = "throughput") -> list[dict]:
+    """Rows of a perf_analyzer CSV, by header name (`fields` required, `optional` when present: header -> key; default
+    the Triton CSV's); ms for times, the `rate` key as it is. Raises ValueError on a foreign CSV."""
+    fields = CSV_FIELDS if fields is None else fields
+    optional = OPTIONAL_FIELDS if optional is None else optional
     lines = [ln for ln in text.splitlines() if ln.strip()]
     start = next((i for i, ln in enumerate(lines) if ln.startswith("Concurrency,")), None)
     if start is None:
         raise ValueError("no 'Concurrency,...' header: not a perf_analyzer concurrency CSV")
     reader = csv.DictReader(lines[start:])
-    missing = [h for h in CSV_FIELDS if h not in (reader.fieldnames or [])]
+    missing = [h for h in fields if h not in (reader.fieldnames or [])]
     if missing:
         raise ValueError(f"perf_analyzer CSV lacks columns {missing}; header: {reader.fieldnames}")
     rows = []
     for r in reader:
         row = {"concurrency": int(r["Concurrency"])}
-        for h, k in {**CSV_FIELDS, **OPTIONAL_FIELDS}.items():
+        for h, k in {**fields, **optional}.items():
             if h in r and r[h] not in (None, ""):
                 v = float(r[h])
-                row[k] = v if k == "throughput" else round(v / 1000.0, 3)
+                row[k] = v if k == rate else round(v / 1000.0, 3)
         rows.append(row)
     return rows
 

@@ -298,26 +298,12 @@ def perf_command(tool: tools.Tool, handle: PeerServer, concurrency: int, data: P
 
 def parse_csv(text: str, per_request: int = 1) -> list[dict]:
     """Rows of perf_analyzer's openai CSV in perf's keys; `throughput` = texts/s (requests/s x texts per request)."""
-    import csv
+    from enc2triton.measure.perf_analyzer import parse_csv as parse
 
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    start_ = next((i for i, ln in enumerate(lines) if ln.startswith("Concurrency,")), None)
-    if start_ is None:
-        raise ValueError("no 'Concurrency,...' header: not a perf_analyzer concurrency CSV")
-    reader = csv.DictReader(lines[start_:])
-    missing = [h for h in CSV_FIELDS if h not in (reader.fieldnames or [])]
-    if missing:
-        raise ValueError(f"perf_analyzer CSV lacks columns {missing}; header: {reader.fieldnames}")
-    rows = []
-    for r in reader:
-        row = {"concurrency": int(r["Concurrency"])}
-        for h, k in {**CSV_FIELDS, **OPTIONAL_FIELDS}.items():
-            if r.get(h) not in (None, ""):
-                v = float(r[h])
-                row[k] = v if k == "requests_per_second" else round(v / 1000.0, 3)
+    rows = parse(text, CSV_FIELDS, OPTIONAL_FIELDS, rate="requests_per_second")
+    for row in rows:
         row["texts_per_request"] = per_request
         row["throughput"] = row["requests_per_second"] * per_request
-        rows.append(row)
     return rows
 
 
