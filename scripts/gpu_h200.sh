@@ -21,9 +21,11 @@ step() { echo "=== $*" | tee -a "$CMDS"; local t0=$(date +%s); "$@"; local rc=$?
 smoke() {  # a tiny random model: the engine's serving path (gpu_smoke.py), then served through Triton on the GPU
     local A=/tmp/smoke/artifacts L=/tmp/smoke/triton R=/tmp/smoke/model_repository; CMDS=$L/commands.txt; mkdir -p "$L"
     [ -d /tmp/smoke/tiny ] || $PY -c "from pathlib import Path; from enc2triton.export import models; models.make_tiny(Path('/tmp/smoke/tiny'))"
+    step $PY scripts/gemm_bench.py --out "$L/gemm" --autotune-gemms ffn1  # 8-bit GEMMs at DistilBERT's shapes, our kernel checked
+    mkdir -p "$OUT" && cp -r "$L/gemm" "$OUT/"
     step $PY scripts/gpu_smoke.py --tiny /tmp/smoke/tiny --work /tmp/smoke || return 1
-    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16,torch_fp8
-    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,fused_torch_fp16,torch_fp8 \
+    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16,torch_fp8,torch_int8
+    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,fused_torch_fp16,torch_fp8,fused_torch_int8 \
         --concurrency 8 --batch-size 4 --seq-len 64 $PERF
     python3 -c "import json; s=json.load(open('$L/perf_summary.json')); [print(n, e['status'], (e.get('best') or {}).get('throughput'), json.dumps((e['rows'] or [{}])[0].get('server_stats', {}).get(n.replace('ensemble_', ''), {}).get('phase_ms_per_execution'))) for n, e in s['models'].items()]"
 }

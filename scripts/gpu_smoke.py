@@ -1,7 +1,7 @@
 """The PyTorch engine's GPU serving path checked on a tiny model, with only the GPU image's own packages.
 
 Run first on a fresh GPU machine (before the long runs depend on it): exports a tiny random DistilBERT, builds its
-torch_fp16 and torch_fp8 engines (eager: no compile, the same CUDA-graph serving path), then checks TorchEngine.run
+torch_fp16, torch_fp8 and torch_int8 engines (eager: no compile, the same CUDA-graph serving path), then checks TorchEngine.run
 (pinned staging, one CUDA graph per bucket, async copies, the CUDA-event phase timing) against the eager module at
 shapes that hit exact buckets, padded buckets and a batch past the largest bucket.
 
@@ -30,7 +30,7 @@ def main() -> int:
     py = sys.executable
     for cmd in ([py, "torch2onnx.py", "--model", str(a.tiny), "--artifacts", str(art), "--logs", str(logs), "--skip-flops",
                  "--max-batch", "64"],
-                [py, "-m", "enc2triton.torch_build", "--artifacts", str(art), "--logs", str(logs), "--precisions", "fp16,fp8",
+                [py, "-m", "enc2triton.torch_build", "--artifacts", str(art), "--logs", str(logs), "--precisions", "fp16,fp8,int8",
                  "--no-compile-cache", "--int8-ranges", "max"]):
         t0 = time.time()
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
@@ -45,7 +45,7 @@ def main() -> int:
 
     manifest = io.load_manifest(art)
     bad = 0
-    for p in ("fp16", "fp8"):
+    for p in ("fp16", "fp8", "int8"):
         entry = manifest["torch"][p]
         if not entry.get("package"):
             print(f"torch_{p}: not built: {entry.get('reason')}")

@@ -1,5 +1,5 @@
 """The PyTorch engine family on the CPU: our encoder vs Hugging Face, the FP8/INT8 linear layers' arithmetic, the INT8
-plan taken from the ONNX search, AOTInductor packages (CPU builds of the same code path) through TorchEngine and
+plan taken from the ONNX search, the saved packages (CPU builds of the same code path) through TorchEngine and
 through the real Triton server. The GPU-only parts (CUDA graphs, FP8 tensor cores) run on the GPU machine."""
 from __future__ import annotations
 
@@ -66,6 +66,21 @@ def test_int8_linear_is_exact_w8a8_with_smoothing():
     expect = (xq @ wq.t()) * xs * ws + lin.bias.detach()
     assert torch.allclose(q(x), expect, atol=1e-5)
     assert q(x[:1]).shape == (1, 8)  # one row: padded to 32 rows for the int8 GEMM, sliced back
+
+
+def test_qgemm_reference_is_what_the_int8_layer_computes():
+    """The GPU kernel's reference (qgemm.reference: what gemm_bench.py checks the Triton kernel against on the GPU) is
+    Int8Linear's own math on its buffers: codes [out, in], the dequantization and bias on the int32 accumulator."""
+    from enc2triton.runtime import qgemm
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 64)
+    x = torch.randn(9, 32) * 2
+    q = torch_model.Int8Linear(lin.weight, lin.bias, 5.0, torch.rand(32) + 0.5)
+    assert q.weight.shape == (64, 32) and q.weight.is_contiguous()
+    codes = torch.round(x * q.x_mult).clamp(-127, 127).to(torch.int8)
+    ref = qgemm.reference(codes, q.weight, q.out_scale, q.bias, "fp16")
+    assert ref.dtype == torch.float16 and torch.allclose(ref.float(), q(x), atol=1e-2, rtol=1e-3)
 
 
 def _e4m3(x: torch.Tensor, scale) -> torch.Tensor:
@@ -190,6 +205,7 @@ def test_int8_plan_follows_the_onnx_search(torch_art, tmp_path):
     assert info["linear_layers"] == 8 and info["linear_layers_quantized"] == 8 and not info["kept_fp16"]
     # the search keeping one of Q/K/V in FP32 keeps the fused QKV GEMM in FP16; another layer stays quantized
     search_path = torch_build.io.resolve(m["variants"]["int8"]["search_cache"], art)
+    original = search_path.read_bytes()  # restored byte for byte: the int8 package records the search's hash
     search = io.read_json(search_path)
     q_node = next(n for n in search["quantized"] if "layer.1/attention/q_lin" in n)
     search["quantized"].remove(q_node)
@@ -197,8 +213,7 @@ def test_int8_plan_follows_the_onnx_search(torch_art, tmp_path):
     try:
         plan, info = torch_build.int8_plan(m, art, enc.cfg)
     finally:
-        search["quantized"].append(q_node)
-        io.write_json(search_path, search)
+        search_path.write_bytes(original)
     assert plan[(1, "qkv")] is None and plan[(1, "o")] is not None and info["kept_fp16"] == ["layers.1.qkv"]
 
 
@@ -252,6 +267,23 @@ def test_gpu_only_without_a_gpu(torch_art, tmp_path, capsys):
     assert "GPU only" in capsys.readouterr().out
 
 
+def test_old_package_format_refused_and_a_new_int8_search_makes_the_int8_package_stale(torch_art, tmp_path):
+    """A package of format 1 (INT8 weights [in, out]: a square one would load transposed without an error) is refused
+    with what to do; torch_int8 is rebuilt when the ONNX INT8 search it follows changed."""
+    art, _, _ = torch_art
+    m = io.load_manifest(art)
+    pkg = tmp_path / "model_int8.pt"
+    shutil.copy(io.resolve(m["torch"]["int8"]["package"]["path"], art), pkg)
+    meta = io.read_json(io.resolve(m["torch"]["int8"]["package"]["path"], art).with_suffix(".json"))
+    io.write_json(pkg.with_suffix(".json"), {k: v for k, v in meta.items() if k != "format"})
+    with pytest.raises(engines.EngineError, match="format 1.*rebuild it"):
+        engines.open_engine("torch", pkg, "cpu")
+    entry = m["torch"]["int8"]
+    assert entry["format"] == torch_model.PACKAGE_FORMAT and torch_build._up_to_date(entry, art, "cpu", m)
+    assert not torch_build._up_to_date({**entry, "format": 1}, art, "cpu", m)
+    assert not torch_build._up_to_date({**entry, "search_sha256": "0" * 64}, art, "cpu", m)
+
+
 def test_repository_refuses_a_package_for_another_device(torch_art):
     art, _, _ = torch_art
     models, skipped = repository.plan(io.load_manifest(art), art, "gpu")
@@ -275,7 +307,7 @@ def test_torch_variant_served_by_the_runner(torch_art, tmp_path):
     cfg = repository.read_config(repo / "torch_int8" / "config.pbtxt")
     assert cfg.backend == "python" and cfg.parameters["runtime"].string_value == "torch"
     files = {p.name for p in (repo / "torch_int8" / "1").iterdir()}
-    assert {"model.pt", "model.json", "model.py", "enc2triton_engines.py", "enc2triton_torch_model.py"} <= files
+    assert {"model.pt", "model.json", "model.py", "enc2triton_engines.py", "enc2triton_torch_model.py", "enc2triton_qgemm.py"} <= files
     with server.running(repo, logs) as info:
         assert info.models["ensemble_torch_fp16"] == "READY" and info.ready_seconds is not None
         client = grpcclient.InferenceServerClient(info.grpc)
@@ -300,6 +332,7 @@ def test_sentence_embeddings_run_one_call_per_length_bucket(torch_art):
     texts = ["short", "a rather longer sentence " * 6, "mid sized text here", "tiny", "x " * 60]
     feed = tokenize(tok, texts, eng.inputs, 128)
     feed = {n: np.pad(v, ((0, 0), (0, 128 - v.shape[1]))) for n, v in feed.items()}  # as the tokenizer pads a batch
+    eng.call_tokens = 0  # calls free: one per length bucket
     groups = eng.length_groups(feed["attention_mask"])
     lengths = feed["attention_mask"].sum(axis=1)
     assert sorted(i for rows, _ in groups for i in rows) == list(range(len(texts)))
@@ -313,6 +346,22 @@ def test_sentence_embeddings_run_one_call_per_length_bucket(torch_art):
     one = {n: v[:1, :16] for n, v in feed.items()}  # one bucket, already trimmed: a single call, as before
     [(rows, length)] = eng.length_groups(one["attention_mask"])
     assert list(rows) == [0] and length == 16
+
+
+def test_length_groups_weigh_padding_against_the_cost_of_a_call(torch_art):
+    """A call costs `call_tokens` tokens of work: a lone short row rides with the long ones when a call of its own costs
+    more than its padding, and rows past a batch bucket split into buckets when that runs fewer tokens."""
+    art, _, _ = torch_art
+    m = io.load_manifest(art)
+    eng = engines.open_engine("torch", io.resolve(m["torch"]["fp16"]["package"]["path"], art), "cpu")
+    assert eng.meta["batch_buckets"] == [1, 2, 4, 8] and eng.call_tokens == spec.CALL_TOKENS["cpu"]
+    mask = np.zeros((7, 128), np.int64)
+    mask[:6] = 1  # six rows of 128 tokens
+    mask[6, :10] = 1  # one of 10
+    eng.call_tokens = 1024  # a GPU's: one call of 8 rows x 128 beats 6 -> 4 + 2 and a call for the short row
+    assert [(list(r), n) for r, n in eng.length_groups(mask)] == [(list(range(7)), 128)]
+    eng.call_tokens = 0  # free calls: the short row alone at 16, the six as 4 + 2 rather than padded to 8
+    assert [(list(r), n) for r, n in eng.length_groups(mask)] == [([6], 16), ([0, 1, 2, 3], 128), ([4, 5], 128)]
 
 
 def test_compile_cache_round_trip(torch_art, tmp_path):

@@ -175,6 +175,9 @@ class TorchEngine:
             import enc2triton_torch_model as torch_model  # in a Triton model folder
         except ImportError:
             from enc2triton.runtime import torch_model
+        if self.meta.get("format", 1) != torch_model.PACKAGE_FORMAT:
+            raise EngineError(f"{path} is a package of format {self.meta.get('format', 1)}, this code reads format "
+                              f"{torch_model.PACKAGE_FORMAT}: rebuild it (python -m enc2triton.torch_build --force)")
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]  # restore() builds on the CPU: one copy to the device
         module = torch_model.restore(self.meta["config"], self.meta["dtype"], self.meta["layout"], state).to(self.device)
         self.model, compiled = module, False
@@ -184,6 +187,7 @@ class TorchEngine:
                 torch.compiler.load_cache_artifacts(cache.read_bytes())
             self.model, compiled = torch.compile(module, dynamic=True), True
         self.cuda_graphs = device == "gpu"
+        self.call_tokens = self.meta.get("call_tokens", 0)  # one engine call's fixed cost, in tokens (length_groups)
         self.inputs = list(self.meta["inputs"])
         self.outputs = ["last_hidden_state", "sentence_embedding"]
         self.providers = [f"torch {torch.__version__} {self.meta['precision']} on {self.device}"
@@ -278,15 +282,46 @@ class TorchEngine:
         return got
 
     def length_groups(self, mask: np.ndarray) -> list[tuple[np.ndarray, int]]:
-        """(rows, length) per sequence bucket: every row trimmed to the smallest bucket that holds its last real token.
-        A merged batch arrives padded to its longest text (the tokenizer pads a whole execution, the runner merges
-        requests): 16 texts of ~33 tokens padded to 196 cost the GPU 6x the tokens they hold."""
+        """(rows, length) per engine call: every row trimmed to a sequence bucket that holds its last real token, the
+        calls chosen to run the fewest padded tokens, counting each call's fixed cost as `call_tokens` more. A merged
+        batch arrives padded to its longest text (the tokenizer pads a whole execution, the runner merges requests):
+        16 texts of ~33 tokens padded to 196 cost the GPU 6x the tokens they hold. But a call has a price too (a graph
+        launch, its copies, a wait): two rows of 16 tokens are not worth a call of their own next to 100 rows of 128,
+        and 170 rows run cheaper as 128 + 48 than padded to the 192 bucket."""
         s = mask.shape[1]
         real = mask != 0
         lengths = np.where(real.any(axis=1), s - np.argmax(real[:, ::-1], axis=1), 1)
         cuts = np.array([c for c in self.meta["seq_buckets"] if c < s] + [s])
         group = np.searchsorted(cuts, lengths)  # the smallest cut >= the row's length
-        return [(np.flatnonzero(group == g), int(cuts[g])) for g in np.unique(group)]
+        present = np.unique(group)
+        counts = [int((group == g).sum()) for g in present]
+        # best[j]: the cheapest plan for the first j length groups; a segment of neighbouring groups runs at its longest
+        best, start = [0.0], []
+        for j in range(1, len(present) + 1):
+            c, i = min((best[i] + self._rows_cost(sum(counts[i:j]), int(cuts[present[j - 1]]))[0], i) for i in range(j))
+            best.append(c)
+            start.append(i)
+        segments, j = [], len(present)
+        while j:
+            segments.append((start[j - 1], j))
+            j = start[j - 1]
+        plan = []
+        for i, j in reversed(segments):
+            rows, length = np.flatnonzero(np.isin(group, present[i:j])), int(cuts[present[j - 1]])
+            plan += [(rows[lo:hi], length) for lo, hi in self._rows_cost(len(rows), length)[1]]
+        return plan
+
+    def _rows_cost(self, n: int, length: int) -> tuple[float, list[tuple[int, int]]]:
+        """(cost in tokens, [(start, end) per call]) of n rows at one length: one call padded to its batch bucket, or
+        the largest bucket below n filled and the rest on its own (whichever runs fewer tokens, call costs counted)."""
+        pad = self.bucket(n, length)[0]
+        one = (pad * length + self.call_tokens, [(0, n)])
+        below = [b for b in self.meta["batch_buckets"] if b < n]
+        if pad == n or not below:
+            return one
+        rest, calls = self._rows_cost(n - below[-1], length)
+        split = (below[-1] * length + self.call_tokens + rest, [(0, below[-1])] + [(below[-1] + a, below[-1] + b) for a, b in calls])
+        return min(one, split, key=lambda x: x[0])
 
     def _run_by_length(self, feed: dict, outputs, one) -> dict:
         """Sentence embeddings only (trailing padding changes nothing in them): one engine call per length bucket."""

@@ -15,8 +15,10 @@ Numerics of the quantized layers:
   and a BF16 epilogue (bias fused); the model is BF16. to_fp8 can keep a few layers BF16: torch_build keeps the ones
   a sensitivity search on the calibration texts ranks worst, as few as reach the quality floor there.
 - Int8Linear: symmetric W8A8, activations per tensor (the clip the ONNX INT8 search chose), weights per output
-  channel, `torch._int_mm` (int32 accumulate) with the dequantization and bias in the epilogue; SmoothQuant factors
-  from the ONNX search fold into the activation multiplier (x / s) and the weights (W * s).
+  channel (stored [out, in]: cuBLASLt's int8 GEMM runs 4-5x faster with B column-major than row-major on the H200),
+  int32 accumulate, the dequantization and bias in the epilogue; SmoothQuant factors from the ONNX search fold into the
+  activation multiplier (x / s) and the weights (W * s). On a GPU from qgemm.MIN_ROWS rows the GEMM is our Triton
+  kernel (qgemm.py: the dequantization on the accumulator), below it torch._int_mm.
 """
 from __future__ import annotations
 
@@ -26,6 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+try:
+    import enc2triton_qgemm as qgemm  # in a Triton model folder
+except ImportError:
+    from enc2triton.runtime import qgemm
+
+# The saved package's format (model_<p>.json "format"): 2 since INT8 weights are stored [out, in]. A package of another
+# format is refused (a square INT8 weight would load transposed without an error): rebuild it.
+PACKAGE_FORMAT = 2
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 INT8_MAX = 127.0
 ROLES = ("q", "k", "v", "o", "ffn1", "ffn2")
@@ -150,7 +160,8 @@ class Int8Linear(nn.Module):
         s = smooth.to(w.device).float() if smooth is not None else torch.ones(w.shape[1], device=w.device)
         w = w * s[None, :]  # SmoothQuant: the weight carries the activation's outlier channels
         ws = w.abs().amax(dim=1).clamp(min=1e-12) / INT8_MAX
-        self.register_buffer("weight", torch.round(w / ws[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8).t().contiguous())
+        # [out, in] as nn.Linear: K-major, what the int8 tensor cores read (torch._int_mm gets its transpose)
+        self.register_buffer("weight", torch.round(w / ws[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8).contiguous())
         x_scale = max(float(clip), 1e-12) / INT8_MAX
         self.register_buffer("x_mult", (1.0 / (s * x_scale)).float())  # x / s / x_scale in one multiply
         self.register_buffer("out_scale", (x_scale * ws).float())
@@ -160,8 +171,11 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, x.shape[-1])
         m = x2.shape[0]
         q = torch.round(x2.float() * self.x_mult).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+        if qgemm.ENABLED and x.is_cuda and m >= qgemm.MIN_ROWS:  # our kernel: int8 tensor cores, dequantized in its epilogue
+            y = qgemm.qmm(q, self.weight, self.out_scale, self.bias, "fp16" if x.dtype == torch.float16 else "bf16")
+            return y.reshape(*x.shape[:-1], -1)
         q = F.pad(q, (0, 0, 0, (-m) % 32))  # cuBLASLt's int8 GEMM wants more than 16 rows: round up to 32s
-        y = (torch._int_mm(q, self.weight)[:m].float() * self.out_scale + self.bias).to(x.dtype)
+        y = (torch._int_mm(q, self.weight.t())[:m].float() * self.out_scale + self.bias).to(x.dtype)
         return y.reshape(*x.shape[:-1], -1)
 
 

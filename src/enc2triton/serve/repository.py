@@ -31,7 +31,8 @@ MODELS_SRC = Path(__file__).parent / "triton_models"
 METRICS_FILE = (MODELS_SRC / "stage_metrics.py", "enc2triton_stage_metrics.py")  # beside every Python-backend model
 RUNTIME_SRC = Path(__file__).parent.parent / "runtime"  # the engines, which the runner imports by these flat names
 RUNNER_FILES = ((MODELS_SRC / "runner.py", "model.py"), (RUNTIME_SRC / "engines.py", "enc2triton_engines.py"),
-                (RUNTIME_SRC / "torch_model.py", "enc2triton_torch_model.py"), METRICS_FILE)
+                (RUNTIME_SRC / "torch_model.py", "enc2triton_torch_model.py"), (RUNTIME_SRC / "qgemm.py", "enc2triton_qgemm.py"),
+                METRICS_FILE)
 FUSED_FILES = RUNNER_FILES + ((MODELS_SRC / "tokenizer.py", "enc2triton_tokenizer.py"),)  # + the tokenizer's files
 
 

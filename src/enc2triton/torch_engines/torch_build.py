@@ -236,9 +236,10 @@ def int8_plan(manifest: dict, artifacts: Path, cfg) -> tuple[dict, dict]:
             smooth = torch.tensor(factors[t]) if t in factors else None
             plan[(i, ours)] = {"clip": clips[smoothed_name(t) if t in factors else t], "smooth": smooth}
     info = {"method": "W8A8 symmetric: activations per tensor with the ONNX search's clip, weights per output channel, "
-                      "torch._int_mm (int32 accumulate); SmoothQuant factors from the same search; attention, LayerNorm and "
-                      "the layers the search kept FP32 in FP16",
-            "search": io.rel(cache), "smoothquant_alpha": search["smoothquant"].get("alpha"),
+                      "int32 accumulate (on a GPU from qgemm.MIN_ROWS rows our Triton kernel, runtime/qgemm.py, with the "
+                      "dequantization and bias in its epilogue; torch._int_mm below); SmoothQuant factors from the same "
+                      "search; attention, LayerNorm and the layers the search kept FP32 in FP16",
+            "search": io.rel(cache), "search_sha256": io.sha256_file(cache), "smoothquant_alpha": search["smoothquant"].get("alpha"),
             "linear_layers_quantized": sum(p is not None for p in plan.values()), "linear_layers": len(plan),
             "kept_fp16": kept,
             "onnx_excluded_nodes": search.get("excluded")}
@@ -316,17 +317,19 @@ def _context(manifest: dict, artifacts: Path, device: str, calibration: Path, ev
 def sidecar(precision: str, manifest: dict, names: list[str], device: str, module, compiled: dict) -> dict:
     import torch
 
-    from enc2triton.runtime import torch_model
+    from enc2triton.runtime import qgemm, torch_model
 
     shapes = manifest["shapes"]
-    return {"precision": precision, "inputs": names, "outputs": list(spec.OUTPUTS), "device": device,
+    gemms = qgemm.name() if device == "cuda" and precision in ("fp8", "int8") else None
+    return {"precision": precision, "format": torch_model.PACKAGE_FORMAT, "gemm_kernel": gemms, "inputs": names, "outputs": list(spec.OUTPUTS), "device": device,
             "config": module.cfg.as_dict(), "dtype": str(next(module.norm.parameters()).dtype).removeprefix("torch."),
             "layout": torch_model.layout(module),
             "hidden_size": manifest["model"]["hidden_size"], "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
             "batch_buckets": list(spec.batch_buckets(shapes["max_batch"])),
-            "seq_buckets": [b for b in spec.SEQ_BUCKETS if b <= shapes["max_seq"]],
-            "seq_multiple": spec.SEQ_BUCKETS[0], "min_batch": 1, "min_seq": 1, **compiled}
+            "seq_buckets": [b for b in spec.ENGINE_SEQ_BUCKETS if b <= shapes["max_seq"]],
+            "seq_multiple": spec.SEQ_BUCKETS[0], "min_batch": 1, "min_seq": 1, "call_tokens": spec.CALL_TOKENS[device],
+            **compiled}
 
 
 def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
@@ -345,7 +348,7 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
     if compiled["compile"]:
         extras[spec.TORCH.extras[1]] = io.artifact_entry(out.with_suffix(".cache"), art)
     floor, q = spec.FLOORS[p], metrics.compare(ref, served)
-    return {"package": io.artifact_entry(out, art), "extras": extras,
+    return {"package": io.artifact_entry(out, art), "extras": extras, "format": meta["format"],
             "device": device, "torch": meta["torch"], "gpu": meta["gpu"], **info,
             "quality": {**q, **ctx["evaluation"], "reference": "our FP32 encoder (= Hugging Face FP32)", "runtime": check["engine"],
                         "floor": floor, "pass": metrics.passes(q, floor)},
@@ -408,8 +411,14 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
 
 
 def _up_to_date(entry: dict, artifacts: Path, device: str, manifest: dict) -> bool:
+    from enc2triton.runtime import torch_model
+
+    if entry.get("search_sha256"):  # torch_int8 follows the ONNX INT8 search: a new search makes a new plan
+        cache = search_record((manifest.get("variants") or {}).get("int8") or {}, artifacts)
+        if cache is None or io.sha256_file(cache) != entry["search_sha256"]:
+            return False
     return (bool(entry.get("package")) and entry.get("device") == device and io.is_valid(entry["package"], artifacts)
-            and entry.get("torch") == __import__("torch").__version__
+            and entry.get("format") == torch_model.PACKAGE_FORMAT and entry.get("torch") == __import__("torch").__version__
             and all(io.is_valid(e, artifacts) for e in (entry.get("extras") or {}).values())
             and entry.get("source_config_sha256") == manifest["model"]["config_sha256"])
 
@@ -440,8 +449,8 @@ def write_logs(result: dict, logs: Path) -> None:
 def main(argv=None) -> int:
     ap = cli.parser("python -m enc2triton.torch_build", (
         "Step 2b (GPU): build the PyTorch engines (torch_fp16, torch_fp8, torch_int8) from the checkpoint the export used, "
-        "measure them against FP32, compile each ahead of time (AOTInductor) into artifacts/torch/, record them in the "
-        "manifest. torch_int8 needs the ONNX INT8 search (python -m enc2triton.quantize) first."))
+        "measure them against FP32, compile each once with torch.compile and save its portable cache beside the weights in "
+        "artifacts/torch/, record them in the manifest. torch_int8 needs the ONNX INT8 search (python -m enc2triton.quantize) first."))
     ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated subset (default %(default)s)")
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                     help="cuda (default): the GPU engines; cpu: CPU packages, for tests of the same code path")

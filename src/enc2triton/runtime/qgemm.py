@@ -1,0 +1,116 @@
+"""An 8-bit GEMM with its dequantization and bias in the epilogue, in one Triton kernel, for the PyTorch engines.
+
+    out[m, n] = acc[m, n] * scale[n] + bias[n]     acc: int32 (int8 x int8) or fp32 (e4m3 x e4m3); out FP16/BF16
+
+Why our own kernel (scripts/gemm_bench.py on the H200, DistilBERT-base's GEMMs at 256 x 128 tokens, results/h200/):
+cuBLASLt's int8 GEMM (torch._int_mm, B column-major) runs 513-663 TOPS there, about FP16's 604-638 TFLOP/s, and returns
+int32 products that a second pass dequantizes; this kernel runs 530-983 TOPS (1.0-1.5x) with the dequantization done
+on the accumulator. Below a few thousand rows its 128-row tiles leave SMs idle and cuBLASLt wins (M = 2,048: 99-411 vs
+205-407 TOPS), so Int8Linear takes it only from MIN_ROWS rows. For E4M3 cuBLASLt (torch._scaled_mm) is the faster
+one at every shape measured (828-1,063 vs 595-970 TFLOP/s), so Fp8Linear keeps it; the kernel takes E4M3 too, for
+that comparison. Measured and dropped: GELU and the next GEMM's quantization in this epilogue (FFN1 at 340 TOPS instead
+of 574 with the same tiles: slower than the separate pointwise pass inductor fuses with the quantization).
+
+`qmm` is a torch custom op (torch.library.triton_op), so torch.compile keeps the kernel in its graph, its compile
+cache and the CUDA graphs; `reference` is its computation in torch ops. Operands: `a` [M, K] row-major codes, `b`
+[N, K] row-major codes (the nn.Linear layout: K-major tiles, what Hopper's 8-bit tensor-core instructions read). No
+Triton (a CPU machine): `ENABLED` is False and the layers use torch's GEMMs.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+# One tile shape (a choice per M would put more guards on the dynamic batch in the compiled graph): the fastest of
+# gemm_bench.py's candidates at M = 32,768 on three of DistilBERT's four GEMMs (752-983 TOPS; o 530 at 128x256x64).
+CONFIG = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4}
+# Rows (tokens) from which Int8Linear runs this kernel instead of cuBLASLt's: between the measured 2,048 (cuBLASLt
+# ahead on every GEMM) and 32,768 (this kernel ahead on every GEMM).
+MIN_ROWS = 8192
+OUT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+try:  # the GPU image's torch brings Triton; a CPU machine has none
+    import triton
+    import triton.language as tl
+    from torch.library import triton_op, wrap_triton
+    _TRITON = True
+except ImportError:
+    _TRITON = False
+
+# The layers take the kernel for CUDA inputs when Triton is here and nobody switched it off (ENC2TRITON_QGEMM=torch:
+# torch's own GEMMs, for A/B measurements). A module constant, so torch.compile reads it as one.
+ENABLED = _TRITON and os.environ.get("ENC2TRITON_QGEMM", "triton") != "torch"
+
+
+def name() -> str:
+    """What the INT8 layers run on a GPU, for logs and sidecars."""
+    if not ENABLED:
+        return "torch._int_mm (cuBLASLt)"
+    return f"our Triton kernel (triton {triton.__version__}, runtime/qgemm.py) from {MIN_ROWS} rows, torch._int_mm below"
+
+
+def reference(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, out: str) -> torch.Tensor:
+    """What the kernel computes, in torch ops (FP32; the int8 accumulation exact)."""
+    acc = a.double() @ b.double().t() if a.dtype == torch.int8 else a.float() @ b.float().t()
+    return (acc.float() * scale.float() + bias.float()).to(OUT_DTYPES[out])
+
+
+if _TRITON:
+    @triton.jit
+    def _qmm_kernel(a_ptr, b_ptr, c_ptr, scale_ptr, bias_ptr, M, N, K, stride_am, stride_bn, stride_cm,
+                    INT8: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    GROUP_M: tl.constexpr):
+        # grouped tile order: GROUP_M row tiles share their column tiles of B while they are in L2
+        pid = tl.program_id(0)
+        n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+        group = pid // (GROUP_M * n_n)
+        first_m = group * GROUP_M
+        size_m = min(n_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % (GROUP_M * n_n)) % size_m
+        pid_n = (pid % (GROUP_M * n_n)) // size_m
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = tl.arange(0, BLOCK_K)
+        a_ptrs = a_ptr + (offs_m % M)[:, None] * stride_am + offs_k[None, :]
+        b_ptrs = b_ptr + (offs_n % N)[None, :] * stride_bn + offs_k[:, None]  # a [BLOCK_K, BLOCK_N] tile, K contiguous
+        if INT8:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k in range(0, tl.cdiv(K, BLOCK_K)):
+            left = K - k * BLOCK_K
+            if INT8:
+                a = tl.load(a_ptrs, mask=offs_k[None, :] < left, other=0)
+                b = tl.load(b_ptrs, mask=offs_k[:, None] < left, other=0)
+                acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+            else:
+                a = tl.load(a_ptrs, mask=offs_k[None, :] < left, other=0.0)
+                b = tl.load(b_ptrs, mask=offs_k[:, None] < left, other=0.0)
+                acc = tl.dot(a, b, acc)
+            a_ptrs += BLOCK_K
+            b_ptrs += BLOCK_K
+        in_n = offs_n < N
+        y = acc.to(tl.float32) * tl.load(scale_ptr + offs_n, mask=in_n, other=0.0)[None, :] \
+            + tl.load(bias_ptr + offs_n, mask=in_n, other=0.0)[None, :]
+        c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :]
+        tl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & in_n[None, :])
+
+    def _qmm(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, out: str) -> torch.Tensor:
+        """`reference`'s computation in one kernel. a [M, K], b [N, K] codes (int8 or E4M3); scale, bias [N] FP32."""
+        m, k = a.shape
+        n = b.shape[0]
+        c = torch.empty((m, n), device=a.device, dtype=OUT_DTYPES[out])
+        tiles = {key: v for key, v in CONFIG.items() if key not in ("num_warps", "num_stages")}
+
+        def grid(meta):
+            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+
+        wrap_triton(_qmm_kernel)[grid](a, b, c, scale, bias, m, n, k, a.stride(0), b.stride(0), c.stride(0),
+                                       INT8=a.dtype == torch.int8, num_warps=CONFIG["num_warps"],
+                                       num_stages=CONFIG["num_stages"], **tiles)
+        return c
+
+    # one registration per process: this file is imported as enc2triton.runtime.qgemm and, in a Triton model folder,
+    # as enc2triton_qgemm
+    qmm = torch.ops.enc2triton.qmm if hasattr(torch.ops.enc2triton, "qmm") else triton_op("enc2triton::qmm", mutates_args={})(_qmm)
