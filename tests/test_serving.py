@@ -187,3 +187,25 @@ def test_tokenizer_fast_batch_gives_the_ids_of_the_full_encoding(tiny_artifacts)
     tok.encode = tok.tok.encode_batch
     np.testing.assert_array_equal(fast["input_ids"], tok(texts)["input_ids"])
     np.testing.assert_array_equal(fast["attention_mask"], tok(texts)["attention_mask"])
+
+
+def test_tokenizer_batch_equals_the_libraries_own_padding():
+    """The served tokenizer's arrays (one scatter per output) are what `tokenizers` pads itself, token types included
+    (the bundled BERT has them), for empty, non-ASCII and truncated texts."""
+    from tokenizers import Tokenizer
+
+    from enc2triton.export import models
+    from enc2triton.serve.triton_models.tokenizer import TextTokenizer
+
+    d = models.bundled_model_dir()
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    tok = TextTokenizer(d, names, 128, [16, 32, 64, 128])
+    texts = read_texts(spec.EVALUATION_TEXTS)[:40] + ["", "Mixed: 日本語 العربية 😀 café", "word " * 400]
+    got = tok(texts)
+    ref = Tokenizer.from_file(str(d / "tokenizer.json"))
+    ref.enable_truncation(128)
+    ref.enable_padding(pad_id=tok.pad_token_id, length=got["input_ids"].shape[1])
+    encs = ref.encode_batch(texts)
+    assert got["input_ids"].shape == (len(texts), 128)  # the truncated text sets the width
+    for name, field in zip(names, ("ids", "attention_mask", "type_ids")):
+        np.testing.assert_array_equal(got[name], np.array([getattr(e, field) for e in encs], np.int64))

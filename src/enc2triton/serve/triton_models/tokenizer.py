@@ -4,6 +4,7 @@ Self-contained: copied into the model repository as tokenizer/1/model.py next to
 A bad request (invalid UTF-8) fails alone. The texts of one execute are padded to the longest,
 rounded up to a length bucket: the model's dynamic batcher can only merge requests of equal shape.
 """
+import itertools
 import json
 import os
 import sys
@@ -81,16 +82,21 @@ class TextTokenizer:
         return min(max(longest, 1), self.max_length)
 
     def __call__(self, texts):
-        """One Rust batch call for all texts, padded to the longest rounded up to a bucket."""
+        """One Rust batch call for all texts, padded to the longest rounded up to a bucket. The rows are written in one
+        numpy scatter per output (a Python loop over rows cost ~15% of a 256-text batch), the mask from the lengths."""
         encs = self.encode(texts)
-        width = self.pad_length(max(len(e.ids) for e in encs))
-        fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+        ids = [e.ids for e in encs]
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        real = np.arange(self.pad_length(int(lengths.max())))[None, :] < lengths[:, None]
+        total = int(lengths.sum())
         out = {}
         for name in self.output_names:
-            a = np.full((len(encs), width), self.pad_token_id if name == "input_ids" else 0, dtype=np.int64)
-            for i, e in enumerate(encs):
-                row = getattr(e, fields[name])
-                a[i, :len(row)] = row
+            if name == "attention_mask":  # no padding inside the encodings: every token is real
+                out[name] = real.astype(np.int64)
+                continue
+            rows = ids if name == "input_ids" else [e.type_ids for e in encs]
+            a = np.full(real.shape, self.pad_token_id if name == "input_ids" else 0, dtype=np.int64)
+            a[real] = np.fromiter(itertools.chain.from_iterable(rows), np.int64, total)  # row-major: each row's tokens in order
             out[name] = a
         return out
 
