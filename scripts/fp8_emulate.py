@@ -286,7 +286,7 @@ def main(argv=None) -> int:
     calib = read_calibration(spec.CALIBRATION_TEXTS, spec.EVALUATION_TEXTS)
     if a.calib_limit:
         calib = calib[:a.calib_limit]
-    _, calib_feeds = length_batches(tok, calib, names, a.max_length, 16)
+    calib_order, calib_feeds = length_batches(tok, calib, names, a.max_length, 16)
     order, eval_feeds = length_batches(tok, read_texts(spec.EVALUATION_TEXTS), names, a.max_length, 16)
     ref = embed(enc32, eval_feeds, order, "cpu")
     chosen = [c.strip() for c in a.candidates.split(",") if c.strip()]
@@ -312,7 +312,8 @@ def main(argv=None) -> int:
 
         from enc2triton.torch_engines import torch_build
         t0 = time.perf_counter()
-        enc, info = torch_build.build_fp8(copy.deepcopy(enc32), {"calib_feeds": calib_feeds, "device": "cpu", "calibration": {}})
+        enc, info = torch_build.build_fp8(copy.deepcopy(enc32), {"calib_feeds": calib_feeds, "calib_order": calib_order,
+                                                                    "device": "cpu", "calibration": {}})
         results["project_build_fp8"] = {**metrics.compare(ref, embed(enc.eval(), eval_feeds, order, "cpu")),
                                         "kept_bf16": info["kept_bf16"], "plan": info["plan"]}
         r = results["project_build_fp8"]

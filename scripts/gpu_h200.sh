@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The exact commands behind results/h200/ (device tool, nvidia-h200: one H200, 16 cores), one device call per phase,
 # back to back on one warm machine. Staging of the wheels first: scripts/README.md.
-#   source scripts/gpu_env.sh && bash scripts/gpu_h200.sh smoke   # last staging call: scripts/gpu_smoke.py (the engine's
-#                                           # GPU serving path on a tiny model), then the same through Triton
+#   source scripts/gpu_env.sh && bash scripts/gpu_h200.sh smoke   # optional, first: the 8-bit GEMM benchmark and
+#                                           # scripts/gpu_smoke.py (the engine's GPU serving path on a tiny model)
 #   bash scripts/gpu_h200.sh build          # both models built in parallel; all-MiniLM-L6-v2's quality through Triton;
 #                                           # then, with TUNE=1, the serving-config search (tune) on DistilBERT-base shapes
 #   bash scripts/gpu_h200.sh serve          # perf sweeps (sentences, 16 per request, passages, raw models) of ensembles
 #                                           # and fused models, the serving peer on the same load
-#   bash scripts/gpu_h200.sh bench          # the engine benchmark beside its peers, the peer on passages, the report
+#   bash scripts/gpu_h200.sh bench          # the 8-bit GEMM benchmark, the engine benchmark beside its peers, the report
 #   FUSED_N=2 bash scripts/gpu_h200.sh fusedn   # fused_torch_fp16 at another instance count, for comparison
 # Cores: the server gets 0-11 and perf_analyzer 12-15 (a separate client machine, approximated).
 set -uo pipefail
@@ -18,16 +18,12 @@ SERVER_CPUS=0-11 CLIENT_CPUS=12-15
 PERF="--window-ms 1500 --max-trials 6 --client-cpus $CLIENT_CPUS"
 step() { echo "=== $*" | tee -a "$CMDS"; local t0=$(date +%s); "$@"; local rc=$?; echo "    -> exit $rc ($(( $(date +%s) - t0 )) s)" | tee -a "$CMDS"; return $rc; }
 
-smoke() {  # a tiny random model: the engine's serving path (gpu_smoke.py), then served through Triton on the GPU
-    local A=/tmp/smoke/artifacts L=/tmp/smoke/triton R=/tmp/smoke/model_repository; CMDS=$L/commands.txt; mkdir -p "$L"
+smoke() {  # 8-bit GEMMs at DistilBERT's shapes (our kernel checked), then a tiny random model: the engine's serving path
+    local A=/tmp/smoke/artifacts L=/tmp/smoke/triton; CMDS=$L/commands.txt; mkdir -p "$L" "$OUT"
+    step timeout 240 $PY scripts/gemm_bench.py --out "$L/gemm" --autotune-gemms ffn1
+    cp -r "$L/gemm" "$OUT/"
     [ -d /tmp/smoke/tiny ] || $PY -c "from pathlib import Path; from enc2triton.export import models; models.make_tiny(Path('/tmp/smoke/tiny'))"
-    step $PY scripts/gemm_bench.py --out "$L/gemm" --autotune-gemms ffn1  # 8-bit GEMMs at DistilBERT's shapes, our kernel checked
-    mkdir -p "$OUT" && cp -r "$L/gemm" "$OUT/"
-    step $PY scripts/gpu_smoke.py --tiny /tmp/smoke/tiny --work /tmp/smoke || return 1
-    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16,torch_fp8,torch_int8
-    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,fused_torch_fp16,torch_fp8,fused_torch_int8 \
-        --concurrency 8 --batch-size 4 --seq-len 64 $PERF
-    python3 -c "import json; s=json.load(open('$L/perf_summary.json')); [print(n, e['status'], (e.get('best') or {}).get('throughput'), json.dumps((e['rows'] or [{}])[0].get('server_stats', {}).get(n.replace('ensemble_', ''), {}).get('phase_ms_per_execution'))) for n, e in s['models'].items()]"
+    step timeout 200 $PY scripts/gpu_smoke.py --tiny /tmp/smoke/tiny --work /tmp/smoke
 }
 
 minilm() {  # the bundled real model (distilbert-base-uncased falls back to it offline, loudly): quality on the GPU
@@ -35,13 +31,14 @@ minilm() {  # the bundled real model (distilbert-base-uncased falls back to it o
     local T="taskset -c 8-15"
     step $T $PY torch2onnx.py --model distilbert-base-uncased --artifacts "$A" --logs "$L"
     step $T $PY -m enc2triton.quantize --artifacts "$A" --logs "$L" --no-latency
+    step $T $PY -m enc2triton.optimize --artifacts "$A"  # onnx_fp16 on a GPU: ONNX Runtime's fused graph (CUDA EP)
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L"
 }
 
 minilm-quality() {
     local A=$W/minilm/artifacts L=$W/minilm/logs R=$W/minilm/model_repository; CMDS=$L/commands.txt
-    # onnx_fp16 needs onnxruntime-gpu staged (244 MiB: five more staging calls): add it with `--variants onnx_fp16,...`
-    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16,torch_fp8,torch_int8
+    # onnx_fp16 needs onnxruntime-gpu staged (--system-wheel, scripts/README.md): the four GPU variants
+    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants onnx_fp16,torch_fp16,torch_fp8,torch_int8
     step $PY client.py --artifacts "$A" --repository "$R" --logs "$L"  # ensembles, and fused models against them
 }
 
@@ -49,7 +46,8 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
     local A=$W/distil/artifacts L=$W/distil/logs; CMDS=$L/commands.txt; mkdir -p "$L"
     local T="taskset -c 0-7"
     step $T $PY torch2onnx.py --model random:distilbert-base-uncased --artifacts "$A" --logs "$L" --max-batch 256
-    step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max
+    step $T $PY -m enc2triton.optimize --artifacts "$A"
+    step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all
 }
 
 tune() {
@@ -67,12 +65,12 @@ serve-run() {
         local sub=$1; shift; mkdir -p "$L/$sub"; cp "$L/server.json" "$L/$sub/"
         step ./run_tests.sh --repository "$R" --logs "$L/$sub" --artifacts "$A" $PERF "$@"
     }
-    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,fused_torch_fp16,fused_torch_fp8 \
+    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,fused_torch_fp16,fused_torch_fp8,fused_torch_int8 \
         --concurrency 64,128,256 $PERF
     sweep batch16 --models ensemble_torch_fp16,fused_torch_fp16,fused_torch_fp8,fused_torch_int8 --concurrency 16,32,64,128 --batch-size 16
-    sweep passages --models fused_torch_fp16,fused_torch_fp8 --concurrency 8,16,32 --batch-size 16 --passage-tokens 128
+    sweep passages --models fused_torch_fp16,fused_torch_fp8,fused_torch_int8 --concurrency 8,16,32 --batch-size 16 --passage-tokens 128
     # like for like with the engine's 128 tokens: passages of real text fill the rows (no padding for the runner to trim)
-    sweep raw64 --models torch_fp16,torch_fp8 --concurrency 2,4,8 --batch-size 64 --seq-len 128 --passage-tokens 128
+    sweep raw64 --models torch_fp16,torch_fp8,torch_int8 --concurrency 2,4,8 --batch-size 64 --seq-len 128 --passage-tokens 128
     step ./serve.sh stop --logs "$L"
     # the serving peer on the same GPU, the same checkpoint (torch2onnx cached the random weights there), texts and client
     source scripts/gpu_peer.sh install
@@ -82,13 +80,10 @@ serve-run() {
 
 bench-run() {
     local A=$W/distil/artifacts L=$W/distil/logs; CMDS=$L/commands.txt
+    # 8-bit GEMMs at DistilBERT-base's shapes: FP16, FP8 and INT8 through cuBLASLt, inductor's INT8 templates, our kernel
+    step timeout 240 $PY scripts/gemm_bench.py --out "$L/gemm" --autotune-gemms ffn1
     step $PY -m enc2triton.bench --artifacts "$A" --logs "$L" --device gpu --cuda-graph --peers --profile --batches 1,8,64,256 \
-        --variants torch_fp16,torch_fp8,torch_int8 --budget 1.0
-    step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
-    mkdir -p "$L/passages"
-    source scripts/gpu_peer.sh install
-    step $PY -m enc2triton.serving_peers --logs "$L/passages" --model .cache/random/distilbert-base-uncased --device gpu \
-        --per-request 16 --concurrency 8,16,32 --batch-size 256 --passage-tokens 128 --no-quality --client-cpus $CLIENT_CPUS
+        --variants onnx_fp16,torch_fp16,torch_fp8,torch_int8 --budget 1.0
     step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
 }
 
@@ -113,7 +108,7 @@ case $phase in
     smoke|minilm|minilm-quality|distil|tune|serve-run|bench-run|fusedn-run) $phase ;;
     build)
         nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
-        ( timeout ${DEADLINE:-560} bash "$0" minilm > $W/minilm.out 2>&1; timeout 120 bash "$0" minilm-quality >> $W/minilm.out 2>&1 ) &
+        ( timeout ${DEADLINE:-560} bash "$0" minilm > $W/minilm.out 2>&1; timeout 150 bash "$0" minilm-quality >> $W/minilm.out 2>&1 ) &
         timeout ${DEADLINE:-560} bash "$0" distil > $W/distil.out 2>&1
         wait  # the quality run shares the GPU: the search measures alone
         left=$(( ${DEADLINE:-560} - SECONDS - 15 ))

@@ -236,6 +236,19 @@ def test_cpu_packages_built_checked_and_recorded(torch_art):
     assert len(m["torch"]["fp8"]["kept_bf16"]) == plan["calibration_steps"][-1]["kept"] <= 2  # at most a quarter
 
 
+def test_fp8_layers_all_keeps_every_layer_fp8_without_a_search(torch_art):
+    """--fp8-layers all (speed runs on random weights): GPTQ codes and static scales for every layer, none kept BF16."""
+    art, _, _ = torch_art
+    m = io.load_manifest(art)
+    ctx = torch_build._context(m, art, "cpu", spec.CALIBRATION_TEXTS, spec.EVALUATION_TEXTS)
+    ctx["fp8_layers"] = "all"
+    codes, amax, keep, record = torch_build.fp8_plan(torch_model.from_hf(_hf(Path(m["model"]["path"]))[0]), ctx)
+    assert keep == [] and len(codes) == len(amax) == 8 and record["search"].startswith("none")
+    e = np.random.default_rng(0).normal(size=(300, 16))
+    q = torch_build.calib_quality(e, e)  # top-10 over blocks of 128 texts
+    assert q["top10"] == 1.0 and q["mean_cos"] == 1.0
+
+
 def test_torch_engine_pads_to_buckets_and_slices_back(torch_art):
     art, _, _ = torch_art
     m = io.load_manifest(art)
