@@ -105,10 +105,12 @@ def _calibrate(enc, ctx: dict) -> tuple[dict, dict]:
 
 
 # what the FP8 model must reach on the calibration texts before no more layers are kept BF16: the floor (spec) plus a margin
-# for the held-out texts and the compiled engine's rounding; at most FP8_MAX_KEPT of the linear layers are kept
+# for the held-out texts and the compiled engine's rounding; at most FP8_MAX_KEPT of the linear layers are kept. On the
+# bundled MiniLM (CPU emulation, scripts/fp8_emulate.py --project) cosines reach theirs with 6 of 24 layers kept, top-10
+# needs 12 (0.967 on the calibration texts with 6, 0.976 with 12; evaluation texts 0.968 and 0.975)
 FP8_MARGIN = {"mean_cos": 0.0001, "min_cos": 0.0, "top10": 0.005}
 FP8_CALIB_TARGET = {k: round(v + FP8_MARGIN.get(k, 0.0), 6) for k, v in spec.FLOORS["fp8"].items()}
-FP8_MAX_KEPT = 0.25
+FP8_MAX_KEPT = 0.5
 # top-10 agreement among N texts depends on N (more texts, closer neighbours): the calibration texts are scored in blocks
 # of the evaluation set's size, in file order
 TOP10_BLOCK = 128
