@@ -86,7 +86,7 @@ bench-run() {
         --variants onnx_fp16,torch_fp16,torch_fp8,torch_int8 --budget 1.0
     step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
     # the engines that meet the floors on the real model (torch_fp8, torch_int8 keep layers in 16 bits there): their speed
-    step $PY -m enc2triton.bench --artifacts $W/minilm/artifacts --logs $W/minilm/logs --device gpu --cuda-graph --batches 1,256 \
+    step $PY -m enc2triton.bench --artifacts $W/minilm/artifacts --logs $W/minilm/logs --device gpu --cuda-graph --batches 1,64 \
         --variants torch_fp16,torch_fp8,torch_int8 --budget 1.0
 }
 
