@@ -1,12 +1,13 @@
-"""Quality floors (spec.FLOORS, metrics.passes) with top-10 agreement and its machine-independent form for the int8
-search (rounded cosines, stable ties). Fast, no model."""
+"""Quality floors (spec.FLOORS, metrics.passes) with top-10 agreement, its machine-independent form for the int8
+search (rounded cosines, stable ties), and the search's acceptance on it (greedy_exclusion). Fast, no model."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from enc2triton.core import metrics, spec
 from enc2triton.measure import quality, quant_peers
-from enc2triton.quantize import exact
+from enc2triton.quantize import exact, int8_search
 
 
 def test_every_8bit_precision_has_a_top10_floor():
@@ -62,3 +63,36 @@ def test_topk_on_rounded_cosines_ignores_float_noise():
         assert metrics.topk_neighbours(x, 2, exact.COS_DECIMALS)[0].tolist() == [1, 2]
     assert metrics.topk_agreement(lo, hi, 2, exact.COS_DECIMALS) == 1.0
     assert metrics.topk_agreement(lo[:1], hi[:1]) == 1.0  # one text: no neighbours
+
+
+class _Fake:
+    """An evaluator over 4 MatMuls a..d: cosines meet any target once `a` is excluded, top-10 needs a, b and c."""
+
+    def __init__(self):
+        self.nodes = ["a", "b", "c", "d"]
+        self.points = {n: [i] for i, n in enumerate(self.nodes)}
+
+    def __call__(self, gate_points, scales):
+        excl = {n for n in self.nodes if self.points[n][0] not in set(gate_points)}
+        return {"mean_cos": 0.999 if "a" in excl else 0.98, "min_cos": 0.995,
+                "top10": 0.95 + 0.01 * len(excl & {"a", "b", "c"})}
+
+
+def test_greedy_exclusion_keeps_going_until_top10_meets_its_target():
+    ev = _Fake()
+    target = {"mean_cos": 0.993, "min_cos": 0.99, "top10": 0.98}
+    excl, trace, q = int8_search.greedy_exclusion(ev, ev.nodes, ev.points, None, ["a", "d", "b", "c"], target, progress=False)
+    assert excl == ["a", "b", "c"] and q["top10"] == pytest.approx(0.98)
+    assert [t["step"] for t in trace] == ["all quantized", "exclude a", "exclude d", "exclude b", "exclude c",
+                                          "re-quantize b", "re-quantize d", "re-quantize a"]
+    assert [t.get("kept") for t in trace[5:]] == [False, True, False]
+    # without a top-10 target the cosines alone stop it at `a`
+    excl, _, _ = int8_search.greedy_exclusion(ev, ev.nodes, ev.points, None, ["a", "d", "b", "c"],
+                                              {"mean_cos": 0.993, "min_cos": 0.99}, progress=False)
+    assert excl == ["a"]
+
+
+def test_search_targets_every_floor_with_a_margin():
+    s = int8_search.Int8Settings()
+    assert set(s.floor) == {"mean_cos", "min_cos", "top10"} and s.margin_top10 > 0
+    assert s.held_out == 128  # top-10 among as many texts as the evaluation texts: comparable with the floor's
