@@ -263,6 +263,32 @@ def test_int8_and_fp8_sections_are_written_for_people(cpu_logs, tmp_path):
     assert "0.997547 / 0.995715" in fp8 and ": FAIL (" in fp8 and "**Not served**" in fp8 and "TensorRT's fp8 source" in fp8
 
 
+def test_int8_top10_target_is_shown_and_judged(cpu_logs, tmp_path):
+    """A search with a top-10 target (METHOD_VERSION 8) says it and judges the held-out slice on it too; the fixture's
+    log (before it) still renders, judged on the cosines it had (test above)."""
+    qz = io.read_json(cpu_logs / "quantize.json")
+    i8 = qz["int8"]
+    i8["target_held_out"] = {**i8["target_held_out"], "top10": 0.98}
+    i8["held_out_quality"] = {**i8["held_out_quality"], "top10": 0.975}
+    i8["held_out_quality_ort"] = {**i8["held_out_quality_ort"], "top10": 0.9766}
+    io.write_json(cpu_logs / "quantize.json", qz)
+    int8 = (t := _render(cpu_logs, tmp_path))[t.index(f"### {report.S_INT8}"):t.index(f"### {report.S_FP8}")]
+    assert ", top-10 0.975 (target >= 0.98): BELOW the target" in int8 and ", top-10 0.977." in int8
+    i8["held_out_quality"]["top10"] = 0.9828
+    io.write_json(cpu_logs / "quantize.json", qz)
+    int8 = (t := _render(cpu_logs, tmp_path))[t.index(f"### {report.S_INT8}"):t.index(f"### {report.S_FP8}")]
+    assert ", top-10 0.983 (target >= 0.98): meets the target" in int8
+
+
+def test_torch_floor_shows_its_top10_where_logged(gpu_logs, tmp_path):
+    tb = io.read_json(gpu_logs / "torch_build.json")
+    tb["built"]["fp8"]["quality"]["floor"] = spec.FLOORS["fp8"]
+    io.write_json(gpu_logs / "torch_build.json", tb)
+    torch = _section(_render(gpu_logs, tmp_path), report.S_TORCH)
+    assert "| torch_fp8 | 0.999033 / 0.998732 | 0.970 | 0.999 / 0.995 / 0.97 | pass |" in torch
+    assert "| torch_fp16 | " in torch and " | 0.9999 / 0.999 | pass |" in torch  # logged without one: as it was
+
+
 def test_no_absolute_paths(cpu_logs, gpu_logs, tmp_path):
     for folder, pub in ((cpu_logs, GPU_BENCH), (gpu_logs, GPU_BENCH), (FIXTURES / "gpu_minilm_logs", GPU_BENCH), (FIX, None)):
         src = folder if folder.is_relative_to(tmp_path) else _copy(tmp_path, folder.name)

@@ -11,21 +11,25 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return num / np.maximum(den, 1e-12)
 
 
-def topk_neighbours(emb: np.ndarray, k: int) -> np.ndarray:
-    """Indices of each row's k nearest other rows by cosine (self excluded)."""
+def topk_neighbours(emb: np.ndarray, k: int, decimals: int | None = None) -> np.ndarray:
+    """Indices of each row's k nearest other rows by cosine (self excluded; equal cosines: the lower index first).
+    decimals: cosines rounded to that many decimals first, so float noise below them cannot reorder near-ties."""
     x = np.asarray(emb, np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     sim = x @ x.T
+    if decimals is not None:
+        sim = np.round(sim, decimals)
     np.fill_diagonal(sim, -np.inf)
     return np.argsort(-sim, axis=1, kind="stable")[:, :k]
 
 
-def topk_agreement(ref: np.ndarray, got: np.ndarray, k: int = 10) -> float:
-    """Mean overlap of each text's k nearest neighbours, variant vs reference (1.0 = same retrieval)."""
+def topk_agreement(ref: np.ndarray, got: np.ndarray, k: int = 10, decimals: int | None = None) -> float:
+    """Mean overlap of each text's k nearest neighbours among the texts, variant vs reference (1.0 = same retrieval).
+    It depends on how many texts there are (k of 64 is a larger share than k of 128). decimals: topk_neighbours'."""
     k = min(k, len(ref) - 1)
     if k < 1:
         return 1.0
-    a, b = topk_neighbours(ref, k), topk_neighbours(got, k)
+    a, b = topk_neighbours(ref, k, decimals), topk_neighbours(got, k, decimals)
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b)]))
 
 
@@ -45,4 +49,13 @@ def compare(ref: np.ndarray, got: np.ndarray, k: int = 10) -> dict:
 
 
 def passes(result: dict, floor: dict) -> bool:
-    return result["mean_cos"] >= floor["mean_cos"] and result["min_cos"] >= floor["min_cos"]
+    """Mean and min cosine at or above the floor's, and top-10 agreement where the floor sets one and the result has it
+    (results logged before there was a top-10 floor have none: judged on the cosines, as they were)."""
+    ok = result["mean_cos"] >= floor["mean_cos"] and result["min_cos"] >= floor["min_cos"]
+    return ok and (floor.get("top10") is None or result.get("top10") is None or result["top10"] >= floor["top10"])
+
+
+def floor_text(floor: dict) -> str:
+    """'mean >= 0.99, min >= 0.97, top-10 >= 0.97' (the parts the floor sets)."""
+    names = {"mean_cos": "mean", "min_cos": "min", "top10": "top-10"}
+    return ", ".join(f"{names.get(k, k)} >= {v}" for k, v in floor.items())

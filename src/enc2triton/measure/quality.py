@@ -71,9 +71,8 @@ def to_markdown(result: dict) -> str:
             floor = row["floor"]
             label = f"{name} (earlier run, {kept[name]})" if name in kept else name
             rows.append([label, ref, f"{r['mean_cos']:.6f}", f"{r['min_cos']:.6f}", f"{r['max_abs']:.3g}", f"{r['rel_l2']:.3g}",
-                         f"{r['top10']:.3f}", f"{floor['mean_cos']}/{floor['min_cos']}", "yes" if row["pass"] else "NO"])
-    lines += markdown.table(["variant", "vs", "mean cos", "min cos", "max abs", "rel L2", "top-10 agreement", "floor (mean/min)",
-                             "pass"], rows)
+                         f"{r['top10']:.3f}", metrics.floor_text(floor), "yes" if row["pass"] else "NO"])
+    lines += markdown.table(["variant", "vs", "mean cos", "min cos", "max abs", "rel L2", "top-10 agreement", "floor", "pass"], rows)
     fused = [(name, row["fused"]) for name, row in result["variants"].items() if row.get("fused")]
     if fused:  # the same tokenizer and engine in one model: checked against the ensemble's embeddings of the same texts
         lines += ["", "Fused models (tokenizer and engine in one model) against their ensemble, same texts:", ""]
@@ -137,9 +136,10 @@ def run(artifacts: Path = spec.ARTIFACTS, repository: Path = spec.REPOSITORY, lo
                 io.write_json(progress, result)  # progress survives a crash; quality.json is swapped in at the end
                 r = row["pytorch_fp32"]
                 print(f"  {model:<10} mean cos {r['mean_cos']:.6f}  min {r['min_cos']:.6f}  top-10 {r['top10']:.3f}  "
-                      f"{'ok' if row['pass'] else 'BELOW FLOOR'} (floor {floor['mean_cos']}/{floor['min_cos']})")
+                      f"{'ok' if row['pass'] else 'BELOW FLOOR'} (floor {metrics.floor_text(floor)})")
                 if not row["pass"]:
-                    failures.append(f"{model}: mean cos {r['mean_cos']:.6f} / min {r['min_cos']:.6f} under the floor {floor['mean_cos']}/{floor['min_cos']}")
+                    failures.append(f"{model}: mean cos {r['mean_cos']:.6f} / min {r['min_cos']:.6f} / top-10 {r['top10']:.3f} "
+                                    f"under the floor ({metrics.floor_text(floor)})")
                 if ens in fused:  # the same tokenizer and engine in one model: the same embeddings, or it is wrong output
                     step = f"{fused[ens]}: inference"
                     got = embed_remote(mod, client, fused[ens], texts, batch=min(BATCH, manifest["shapes"]["max_batch"]))

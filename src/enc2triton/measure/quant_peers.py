@@ -214,8 +214,9 @@ def _pass(row: dict, precision: str) -> bool | None:
     fl = spec.FLOORS.get(precision)
     if not fl:
         return None
-    mean, mn = (row.get("exact_mean_cos"), row.get("exact_min_cos")) if row.get("mean_cos") is None else (row.get("mean_cos"), row.get("min_cos"))
-    return metrics.passes({"mean_cos": mean, "min_cos": mn}, fl) if mean is not None and mn is not None else None
+    pre = "exact_" if row.get("mean_cos") is None else ""  # FP8: as written only
+    q = {k: row.get(pre + k) for k in ("mean_cos", "min_cos", "top10")}
+    return metrics.passes(q, fl) if q["mean_cos"] is not None and q["min_cos"] is not None else None
 
 
 def our_rows(manifest: dict) -> list[dict]:
@@ -385,7 +386,7 @@ def render(d: dict) -> str:
          f"{cal.get('tokens')} token slots; {cal.get('batching')}",
          f"- evaluation: {ev.get('data')}, {ev.get('texts')} texts (never used to calibrate or choose anything)",
          f"- quality: {d.get('quality_method')}",
-         "- floors (ours, spec.py): " + "; ".join(f"{p} mean >= {f['mean_cos']}, min >= {f['min_cos']}" for p, f in (d.get("floors") or {}).items() if f)
+         "- floors (ours, spec.py): " + "; ".join(f"{p} {metrics.floor_text(f)}" for p, f in (d.get("floors") or {}).items() if f)
          + " (FP8 rows checked on the as-written numbers)", ""]
     for r in d.get("rows") or []:
         if r.get("who") == "modelopt" and r.get("seconds") is not None:

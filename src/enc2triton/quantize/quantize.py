@@ -5,10 +5,11 @@
 - int8: explicit QuantizeLinear/DequantizeLinear, SYMMETRIC int8 (zero point 0) for activations and
   per-channel weights, as TensorRT requires. Q/DQ sits on MatMul inputs only (never on a MatMul output or
   on the residual stream). Ranges come from data/calibration.txt; which range method each kind of tensor
-  uses and which MatMuls stay FP32 are chosen by measuring the sentence-embedding cosine on a held-out
-  slice of the calibration set (evaluation.txt is never looked at while choosing anything): int8_search.py,
-  with calibration.py (ranges) and smoothquant.py (outlier channels moved into the weights). The search computes in
-  float64 with the Q/DQ arithmetic written out (exact.py): the same int8 graph on every CPU.
+  uses and which MatMuls stay FP32 are chosen by measuring the sentence-embedding cosine (and, for the MatMuls
+  kept FP32, top-10 agreement) on a held-out slice of the calibration set (evaluation.txt is never looked at while
+  choosing anything): int8_search.py, with calibration.py (ranges) and smoothquant.py (outlier channels moved into
+  the weights). The search computes in float64 with the Q/DQ arithmetic written out (exact.py): the same int8
+  graph on every CPU.
 - best: the int8 graph with FP16 wherever no Q/DQ sits (TensorRT 10 `--best`; the strongly typed graph
   TensorRT 11 needs). Q/DQ scales stay FP32; the same sensitive ops stay FP32.
 - fp8: explicit FP8 (E4M3) Q/DQ on the linear layers' MatMuls, per-tensor activation scales calibrated on
@@ -198,7 +199,7 @@ def build_int8_variant(st: Stage) -> dict:
     # what ORT CPU (fused int8 kernels) gives on the same held-out slice
     _, held = split_calibration(calib_texts, st.settings)
     q = quality(st.fp32_path, path, held, st.tokenizer, st.inputs, st.max_length)
-    entry["held_out_quality_ort"] = {k: v for k, v in q.items() if k in ("mean_cos", "min_cos")}
+    entry["held_out_quality_ort"] = {k: v for k, v in q.items() if k in ("mean_cos", "min_cos", "top10")}
     st.measure(entry, path, exact=True)
     entry["seconds"]["total"] = round(time.perf_counter() - t0, 1)
     _record(st.artifacts, "int8", entry)

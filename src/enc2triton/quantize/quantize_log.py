@@ -31,7 +31,7 @@ def _variants_table(st, result: dict, old_table: dict, measure_latency: bool, no
                "max_abs": q.get("max_abs"), "rel_l2": q.get("rel_l2"), "top10": q.get("top10", ref),
                "exact_mean_cos": qe.get("mean_cos"), "exact_min_cos": qe.get("min_cos"), "exact_top10": qe.get("top10")}
         fl = spec.FLOORS.get(p)
-        row["floor"] = f"mean >= {fl['mean_cos']}, min >= {fl['min_cos']}" if fl else None
+        row["floor"] = metrics.floor_text(fl) if fl else None
         row["pass"] = metrics.passes(row, fl) if fl and row["mean_cos"] is not None else None
         unserved = spec.variant("onnx", p).unserved
         if e.get("fused"):
@@ -57,7 +57,8 @@ def _search_log(search: dict) -> dict:
         "calibration": search["calibration"], "target_on_held_out": search["target"], "held_out": search["held_out"],
         "evaluations": search["evaluations"], "seconds": search["seconds"],
         "range_methods_by_role": search["roles"],
-        "sensitivity": [{"node": r["node"], "drop": round(r["drop"], 7), "min_cos": round(r["min_cos"], 5), "score": round(r["score"], 4),
+        "sensitivity": [{"node": r["node"], "drop": round(r["drop"], 7), "min_cos": round(r["min_cos"], 5), "top10": r.get("top10"),
+                         "score": round(r["score"], 4),
                          "kept_fp32": r["node"] in search["excluded"]} for r in search["sensitivity"]],
         "greedy": search["greedy"],
     }
@@ -139,13 +140,16 @@ def _md_search(srch: dict, methods) -> list[str]:
     L += md_table(["role", "tensors", "chosen", *methods],
                   [[f"`{r}`", v["tensors"], v["method"], *(_f(v.get(m)) for m in methods)] for r, v in srch["range_methods_by_role"].items()])
     L += ["", "### Sensitivity (each MatMul quantized alone on the sweep slice; drop = 1 - mean cosine; score = the larger "
-          "share of the floor budgets used: max(drop / (1 - floor mean), (1 - min cos) / (1 - floor min)); greedy order)", ""]
-    L += md_table(["node", "drop", "min cos", "score", "kept FP32"],
-                  [[f"`{r['node']}`", f"{r['drop']:.6f}", f"{r['min_cos']:.5f}", f"{r['score']:.4f}", "yes" if r["kept_fp32"] else ""]
+          "share of the floor budgets used: max(drop / (1 - floor mean), (1 - min cos) / (1 - floor min)); greedy order; "
+          "top-10 among the sweep texts, shown, not scored)", ""]
+    L += md_table(["node", "drop", "min cos", "top-10", "score", "kept FP32"],
+                  [[f"`{r['node']}`", f"{r['drop']:.6f}", f"{r['min_cos']:.5f}", _f(r.get("top10"), 4), f"{r['score']:.4f}",
+                    "yes" if r["kept_fp32"] else ""]
                    for r in sorted(srch["sensitivity"], key=lambda r: -r["score"])])
-    L += ["", "### Greedy search", ""]
-    L += md_table(["step", "excluded", "mean cos", "min cos"],
-                  [[f"{t['step']}{'' if t.get('kept', True) else ' (rejected)'}", t["excluded"], f"{t['mean_cos']:.6f}", f"{t['min_cos']:.5f}"]
+    L += ["", "### Greedy search (the held-out slice; until it meets the target)", ""]
+    L += md_table(["step", "excluded", "mean cos", "min cos", "top-10"],
+                  [[f"{t['step']}{'' if t.get('kept', True) else ' (rejected)'}", t["excluded"], f"{t['mean_cos']:.6f}", f"{t['min_cos']:.5f}",
+                    _f(t.get("top10"), 4)]
                    for t in srch["greedy"]])
     return L + ["", f"{srch['evaluations']} held-out evaluations, search {srch['seconds']} s "
                     f"(calibration pass {srch['calibration']['seconds']} s).", ""]

@@ -164,7 +164,8 @@ def summary_section(ctx: Ctx) -> list[str]:
     out += [f"- Quality: sentence embeddings vs FP32 over the evaluation texts{f' ({_path(evaluation)})' if evaluation else ''}. _Triton_: the served variant "
             f"through the server vs PyTorch FP32 ({_link('quality', S_QUALITY)}); _build_: measured when it was built (ONNX "
             f"graphs vs the FP32 ONNX export: {_link('variants', S_VARIANTS)}; PyTorch engines vs our FP32 encoder: "
-            f"{_link('PyTorch engines', S_TORCH)}). Floor: the precision's minimum mean / min cosine (spec.FLOORS).",
+            f"{_link('PyTorch engines', S_TORCH)}). Floor: the precision's minimum mean / min cosine and, for the "
+            "8-bit ones, top-10 agreement (spec.FLOORS; pass as the log recorded it).",
             f"- This run: {_this_run(ctx)}."]
     if pub:
         out.append(f"- Published: {_published_desc(ctx)}; seq/s at batch {big} and ms per call at batch 1 of our engine "

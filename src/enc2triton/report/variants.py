@@ -130,7 +130,7 @@ def int8_section(qz: dict) -> list[str]:
     alphas = "; ".join(f"{'off' if a.get('alpha') is None else a['alpha']}: {a['mean_cos']:.5f} / {a['min_cos']:.4f}"
                        for a in sq.get("alpha_search") or [])
     held, target, ort = i8.get("held_out_quality") or {}, i8.get("target_held_out") or {}, i8.get("held_out_quality_ort") or {}
-    meets = _num(held.get("mean_cos")) and held["mean_cos"] >= target.get("mean_cos", 0) and held["min_cos"] >= target.get("min_cos", 0)
+    meets = _num(held.get("mean_cos")) and all(_num(held.get(k)) and held[k] >= x for k, x in target.items())
     excl = i8.get("excluded_nodes") or []
     q, qe, sec = i8.get("quality") or {}, i8.get("quality_graph_exact") or {}, i8.get("seconds") or {}
     out += ["onnx_int8, and onnx_best (the same Q/DQ graph with FP16 wherever no Q/DQ sits).", "",
@@ -142,9 +142,11 @@ def int8_section(qz: dict) -> list[str]:
             f"- **Kept in FP32**: {len(excl)} of {fmt(i8.get('candidate_count'))} MatMuls"
             + (": " + "; ".join(f"{_layer(n)}{_what(n)} (`{_short(n)}`)" for n in excl) if excl else "") + ".",
             f"- **Held-out quality vs target**: mean cos {_cos(held.get('mean_cos'))} (target >= {_v(target.get('mean_cos'))}), "
-            f"min cos {_cos(held.get('min_cos'))} (target >= {_v(target.get('min_cos'))}): "
+            f"min cos {_cos(held.get('min_cos'))} (target >= {_v(target.get('min_cos'))})"
+            + (f", top-10 {_top(held.get('top10'))} (target >= {_v(target['top10'])})" if "top10" in target else "") + ": "
             f"{'meets the target' if meets else 'BELOW the target'}"
-            + (f"; ONNX Runtime CPU on the same slice: {_cos_pair(ort)}" if ort else "") + ".",
+            + (f"; ONNX Runtime CPU on the same slice: {_cos_pair(ort)}" if ort else "")
+            + (f", top-10 {_top(ort['top10'])}" if _num(ort.get("top10")) else "") + ".",
             f"- **Evaluation texts** (never used to choose): mean / min cos {_cos_pair(q)}, "
             f"top-10 {fmt(q.get('top10'))} (ONNX Runtime CPU); graph as written {_cos_pair(qe)}.",
             f"- **Search cost**: {fmt(srch.get('evaluations'))} held-out evaluations in {fmt(srch.get('seconds'))} s "
@@ -205,7 +207,7 @@ def torch_section(ctx: Ctx) -> list[str]:
             q, c = built.get("quality") or {}, built.get("compiled") or {}
             fl = q.get("floor") or {}
             rows.append([name, _cos_pair(q), _top(q.get("top10")),
-                         f"{_v(fl.get('mean_cos'))} / {_v(fl.get('min_cos'))}" if fl else "-",
+                         " / ".join(str(_v(fl[k])) for k in ("mean_cos", "min_cos", "top10") if k in fl) or "-",
                          _verdict(q.get("pass")),
                          c.get("compile_seconds"), c.get("load_seconds"), (built.get("package") or {}).get("bytes", 0) / 1e6,
                          f"min cos {_cos(c['min_cos_vs_eager'])}" if _num(c.get("min_cos_vs_eager"))
@@ -218,6 +220,6 @@ def torch_section(ctx: Ctx) -> list[str]:
         elif p in (tb.get("skipped") or {}):
             rows.append([name, "not built (below)"] + [""] * 7)
             notes.append(f"- {name}: not built: {tb['skipped'][p]}")
-    out += table(["variant", "mean / min cos vs FP32", "top-10", "floor mean / min", "pass", "compile s", "load s", "MB",
+    out += table(["variant", "mean / min cos vs FP32", "top-10", "floor mean / min (/ top-10)", "pass", "compile s", "load s", "MB",
                   "compiled vs eager"], rows) + [""]
     return out + notes + [""]
