@@ -168,20 +168,16 @@ def fp8_plan(enc, ctx: dict) -> tuple[dict, dict, list, dict]:
     for n_keep in range(int(FP8_MAX_KEPT * len(keys)) + 1):
         q = calib_quality(ref, embed(_fp8_candidate(enc, codes, ranked[:n_keep], amax), feeds, order, device))
         steps.append({"kept": n_keep, **{k: round(q[k], 6) for k in FP8_CALIB_TARGET}})
-        if _reaches(q, FP8_CALIB_TARGET):
+        if metrics.passes(q, FP8_CALIB_TARGET):
             break
     keep = ranked[:steps[-1]["kept"]]
     record.update({"bf16_error": float(f"{base:.3e}"),
               "sensitivity": {f"layers.{i}.{n}": float(f"{sens[(i, n)]:.3e}") for i, n in ranked},
               "calibration_target": FP8_CALIB_TARGET, "calibration_steps": steps,
-              "target_reached": _reaches(steps[-1], FP8_CALIB_TARGET), "top10_block": TOP10_BLOCK,
+              "target_reached": metrics.passes(steps[-1], FP8_CALIB_TARGET), "top10_block": TOP10_BLOCK,
               "kept_weight_share": round(sum(mods[k].weight.numel() for k in keep) / sum(m.weight.numel() for m in mods.values()), 4),
               "seconds": round(time.perf_counter() - t0, 1)})
     return codes, amax, keep, record
-
-
-def _reaches(q: dict, target: dict) -> bool:
-    return all(q[k] >= v for k, v in target.items())
 
 
 def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
@@ -450,7 +446,7 @@ def write_logs(result: dict, logs: Path) -> None:
     for p, e in result["built"].items():
         q, c = e["quality"], e["compiled"]
         rows.append([f"torch_{p}", f"{q['mean_cos']:.6f}", f"{q['min_cos']:.6f}", f"{q['top10']:.3f}",
-                     f"{q['floor']['mean_cos']}/{q['floor']['min_cos']}", "yes" if q["pass"] else "NO",
+                     metrics.floor_text(q["floor"]), "yes" if q["pass"] else "NO",
                      f"{e['package']['bytes'] / 1e6:.1f}", c.get("compile_seconds", "-"), c.get("load_seconds"),
                      f"{c['min_cos_vs_eager']:.6f}"])
     lines = [f"# PyTorch engines (torch_build.py): {result['model']['used']}", "",
