@@ -377,6 +377,22 @@ def test_length_groups_weigh_padding_against_the_cost_of_a_call(torch_art):
     assert [(list(r), n) for r, n in eng.length_groups(mask)] == [([6], 16), ([0, 1, 2, 3], 128), ([4, 5], 128)]
 
 
+def test_warm_up_captures_the_shapes_within_the_token_budget(torch_art):
+    """At load an engine captures the serving buckets of at most spec.WARM_TOKENS tokens (larger ones on first use):
+    its graph pool must not hold every shape up to max batch x 512 (18 instances of that did not fit an 80 GB H100)."""
+    art, _, _ = torch_art
+    m = io.load_manifest(art)
+    eng = engines.open_engine("torch", io.resolve(m["torch"]["fp16"]["package"]["path"], art), "cpu")
+    assert eng.meta["warm_tokens"] == spec.WARM_TOKENS and eng.meta["seq_buckets"] == [16, 32, 48, 64, 96, 128]
+    everything = eng.warm_shapes()
+    assert len(everything) == 4 * 6  # batch buckets 1, 2, 4, 8 x the sequence buckets: all under the budget here
+    eng.meta["warm_tokens"] = 256
+    shapes = eng.warm_shapes()
+    assert (8, 32) in shapes and (2, 128) in shapes and (4, 128) not in shapes and all(b * s <= 256 for b, s in shapes)
+    eng.meta.pop("warm_tokens")  # a package built before the budget: every shape, as then
+    assert eng.warm_shapes() == everything
+
+
 def test_compile_cache_round_trip(torch_art, tmp_path):
     """torch.compile once at build time, its portable cache saved; a fresh engine loads the cache and compiles from it."""
     import subprocess

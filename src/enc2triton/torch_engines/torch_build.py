@@ -344,6 +344,7 @@ def sidecar(precision: str, manifest: dict, names: list[str], device: str, modul
             "batch_buckets": list(spec.batch_buckets(shapes["max_batch"])),
             "seq_buckets": [b for b in spec.ENGINE_SEQ_BUCKETS if b <= shapes["max_seq"]],
             "seq_multiple": spec.SEQ_BUCKETS[0], "min_batch": 1, "min_seq": 1, "call_tokens": spec.CALL_TOKENS[device],
+            "warm_tokens": spec.WARM_TOKENS,
             **compiled}
 
 

@@ -55,9 +55,10 @@ class TritonPythonModel:
         self.tokenizer = self._tokenizer(config, params, here) if config["input"][0]["data_type"] == "TYPE_STRING" else None
         # The model log shows which provider really runs (a CPU fallback is otherwise silent).
         print(f"[{args['model_name']}] {params.get('runtime', 'onnxruntime')} providers: {self.runner.providers}", flush=True)
-        if hasattr(self.runner, "warmup"):  # CUDA graphs for every serving shape, before the first request
+        if hasattr(self.runner, "warmup"):  # CUDA graphs for the usual serving shapes, before the first request
             t0 = time.perf_counter()
-            n = self.runner.warmup()
+            # token models can be asked for last_hidden_state (perf_analyzer asks for every output); text models never are
+            n = self.runner.warmup(hidden=self.tokenizer is None and "last_hidden_state" in self.output_names)
             print(f"[{args['model_name']}] warm-up: {n} CUDA graphs in {time.perf_counter() - t0:.1f} s", flush=True)
 
     @staticmethod
