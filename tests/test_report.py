@@ -459,3 +459,14 @@ def test_precision_section_compares_each_model_with_its_highest_precision_siblin
     assert "| ensemble_onnx_fp32 |" in row and f"{c}: {mine[c] / base[c]:.2f}x" in row
     assert not any(ln.startswith("| onnx_fp32 |") or ln.startswith("| ensemble_onnx_fp32 |") for ln in body.splitlines())
     assert "target for FP8" not in body  # no FP8 model served on this CPU run
+
+
+def test_peer_section_says_a_model_that_never_loaded_was_not_measured(tmp_path):
+    """results/h100/2026-12-07: fused_torch_fp8 ran out of GPU memory at load. The peer table must say it was not
+    measured, not that it had no level within the p99 budget."""
+    logs = tmp_path / "logs"
+    shutil.copytree(spec.ROOT / "results" / "h100" / "2026-12-07" / "distil" / "logs", logs)
+    body = _section(_render(logs, tmp_path), report.S_PEER)
+    assert "| fused_torch_fp8 | 1 text per request | not measured (failed: not ready on the server) | - |" in body
+    assert "| fused_torch_fp16 | 16 texts per request | 43,105 (c=64, p99 39.7 ms) | - |" in body
+    assert "| infinity 0.0.78 | 16 texts per request | none within p99 50 ms | - |" in body

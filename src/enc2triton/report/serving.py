@@ -246,6 +246,10 @@ def peer_section(ctx: Ctx) -> list[str]:
             for n, e in ((mine or {}).get("models") or {}).items():
                 if (e.get("kind") or spec.kind_of(n)) not in spec.TEXT_KINDS:
                     continue
+                if not e.get("rows"):  # never measured (it failed to load, say): not "none within the budget"
+                    why = ((e.get("failed") or [{}])[0].get("error") or e.get("status") or "-").split(":")[0]
+                    rows.append([n, load, f"not measured ({e.get('status', 'failed')}: {why})", "-"])
+                    continue
                 ours = _within(e.get("rows"))
                 ratio = f"{ours['throughput'] / theirs['throughput']:.2f}x" if ours and theirs else "-"
                 rows.append([n, load, _cell(ours), ratio])
