@@ -2,14 +2,15 @@
 
     out[m, n] = acc[m, n] * scale[n] + bias[n]     acc: int32 (int8 x int8) or fp32 (e4m3 x e4m3); out FP16/BF16
 
-Why our own kernel (scripts/gemm_bench.py on the H200, DistilBERT-base's GEMMs at 256 x 128 tokens, results/h200/):
-cuBLASLt's int8 GEMM (torch._int_mm, B column-major) runs 513-663 TOPS there, about FP16's 604-638 TFLOP/s, and returns
-int32 products that a second pass dequantizes; this kernel runs 530-983 TOPS (1.0-1.5x) with the dequantization done
-on the accumulator. Below a few thousand rows its 128-row tiles leave SMs idle and cuBLASLt wins (M = 2,048: 99-411 vs
-205-407 TOPS), so Int8Linear takes it only from MIN_ROWS rows. For E4M3 cuBLASLt (torch._scaled_mm) is the faster
-one at every shape measured (828-1,063 vs 595-970 TFLOP/s), so Fp8Linear keeps it; the kernel takes E4M3 too, for
-that comparison. Measured and dropped: GELU and the next GEMM's quantization in this epilogue (FFN1 at 340 TOPS instead
-of 574 with the same tiles: slower than the separate pointwise pass inductor fuses with the quantization).
+Why our own kernel (scripts/gemm_bench.py, DistilBERT-base's GEMMs at 256 x 128 tokens; results/h100/2026-12-07/, an
+H100): cuBLASLt's int8 GEMM (torch._int_mm) runs 513-690 TOPS with B column-major (~120 with B row-major), about FP16's
+622-665 TFLOP/s, and returns int32 products that a second pass dequantizes; this kernel runs 627-949 TOPS (1.1-1.4x)
+with the dequantization done on the accumulator. Below a few thousand rows its 128-row tiles leave SMs idle and the two
+are within 5% (M = 2,048), so Int8Linear takes it only from MIN_ROWS rows. For E4M3 cuBLASLt (torch._scaled_mm, 844-1,099
+TFLOP/s) is faster than this kernel at every shape measured (633-980), so Fp8Linear keeps it; the kernel takes E4M3 too,
+for that comparison. inductor's max-autotune int_mm templates: 247 TOPS on FFN1. Measured and dropped (an earlier
+session, H200): GELU and the next GEMM's quantization in this epilogue (FFN1 at 340 TOPS instead of 574 with the same
+tiles: slower than the separate pointwise pass inductor fuses with the quantization).
 
 `qmm` is a torch custom op (torch.library.triton_op), so torch.compile keeps the kernel in its graph, its compile
 cache and the CUDA graphs; `reference` is its computation in torch ops. Operands: `a` [M, K] row-major codes, `b`
@@ -23,10 +24,10 @@ import os
 import torch
 
 # One tile shape (a choice per M would put more guards on the dynamic batch in the compiled graph): the fastest of
-# gemm_bench.py's candidates at M = 32,768 on three of DistilBERT's four GEMMs (752-983 TOPS; o 530 at 128x256x64).
+# gemm_bench.py's candidates at M = 32,768 on three of DistilBERT's four GEMMs (H100; FFN2 6% faster at 128x256x128).
 CONFIG = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4}
-# Rows (tokens) from which Int8Linear runs this kernel instead of cuBLASLt's: between the measured 2,048 (cuBLASLt
-# ahead on every GEMM) and 32,768 (this kernel ahead on every GEMM).
+# Rows (tokens) from which Int8Linear runs this kernel instead of cuBLASLt's: at 8,192 it leads on every GEMM (H100),
+# at 2,048 the two are within 5%.
 MIN_ROWS = 8192
 OUT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

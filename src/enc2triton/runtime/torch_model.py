@@ -15,7 +15,7 @@ Numerics of the quantized layers:
   and a BF16 epilogue (bias fused); the model is BF16. to_fp8 can keep a few layers BF16: torch_build keeps the ones
   a sensitivity search on the calibration texts ranks worst, as few as reach the quality floor there.
 - Int8Linear: symmetric W8A8, activations per tensor (the clip the ONNX INT8 search chose), weights per output
-  channel (stored [out, in]: cuBLASLt's int8 GEMM runs 4-5x faster with B column-major than row-major on the H200),
+  channel (stored [out, in]: cuBLASLt's int8 GEMM runs 4.5x faster with B column-major than row-major on an H100),
   int32 accumulate, the dequantization and bias in the epilogue; SmoothQuant factors from the ONNX search fold into the
   activation multiplier (x / s) and the weights (W * s). On a GPU from qgemm.MIN_ROWS rows the GEMM is our Triton
   kernel (qgemm.py: the dequantization on the accumulator), below it torch._int_mm.
