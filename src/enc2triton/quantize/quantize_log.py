@@ -161,8 +161,8 @@ def _md_fp8(f8: dict) -> list[str]:
     plan, cal = f8.get("plan") or {}, f8.get("calibration") or {}
     L = ["## FP8", "", f"- method: {f8.get('method')}",
          f"- calibration: {cal.get('data')} ({cal.get('samples')} texts, {cal.get('tokens')} tokens)",
-         f"- MatMuls in FP8: {f8.get('quantized_matmuls')}, kept FP32: {f8.get('fp32_matmuls')} "
-         f"({', '.join(plan.get('kept') or []) or 'none'}: {_f(plan.get('kept_weight_share'), 4)} of the linear weights)",
+         f"- MatMuls in FP8: {f8.get('quantized_matmuls')}, kept FP32: {f8.get('fp32_matmuls')}, the linear layers "
+         f"{', '.join(plan.get('kept') or []) or 'none'} ({_f(plan.get('kept_weight_share'), 4)} of the linear weights)",
          f"- time: {f8.get('seconds')} s (the plan {plan.get('seconds')} s)", ""]
     if plan.get("calibration_steps"):
         L += [f"### Search on the calibration texts (target {metrics.floor_text(plan['calibration_target'])}; top-10 over blocks of "
