@@ -14,8 +14,9 @@ Candidates (CANDIDATES below): act tensor = one static scale per tensor (calibra
 dynamic scale; gptq = weights rounded by GPTQ (--natural-order or act order), gptaq = sequential asymmetric GPTQ;
 sqA = SmoothQuant with alpha A; keepK = the K layers a sensitivity search on the first --sens-texts calibration texts
 ranks worst kept dense; fp16_* = the model in FP16 instead of BF16 (GEMM output still rounded to BF16 unless out16).
---project runs the project's own torch_build.build_fp8 (what the engine ships: static per-tensor activations, GPTQ weights,
-its own sensitivity ranking per weight on all calibration texts) the same way; tensor_gptq_keepK is the same scheme with
+--project runs the project's own FP8 plan (quantize/fp8_plan.py, what torch_fp8 and the ONNX FP8 graph ship: static
+per-tensor activations, GPTQ weights, its own sensitivity ranking per weight on all calibration texts) through
+torch_model.to_fp8 the same way; tensor_gptq_keepK is the same scheme with
 this script's ranking (raw error, first --sens-texts texts).
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from enc2triton.core import metrics, spec
 from enc2triton.runtime import torch_model
 from enc2triton.export import models
 from enc2triton.core.texts import length_batches, load_tokenizer, read_calibration, read_texts
-from enc2triton.torch_engines.torch_build import embed
+from enc2triton.quantize.fp8_plan import embed
 
 FP8 = torch.float8_e4m3fn
 MAX = torch_model.FP8_MAX
@@ -273,8 +274,8 @@ def main(argv=None) -> int:
     ap.add_argument("--damp", type=float, default=0.01, help="GPTQ dampening, fraction of mean diag(H) (default %(default)s)")
     ap.add_argument("--natural-order", action="store_true", help="GPTQ columns in their natural order (default: act order, "
                     "decreasing diag(H), as torch_model.fp8_gptq)")
-    ap.add_argument("--project", action="store_true", help="also run the project's torch_build.build_fp8 (torch._scaled_mm "
-                    "on the CPU) on the calibration texts and measure it")
+    ap.add_argument("--project", action="store_true", help="also run the project's FP8 plan (fp8_plan.fp8_plan, torch._scaled_mm "
+                    "on the CPU) on the calibration texts and measure its torch_model.to_fp8 module")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -310,15 +311,15 @@ def main(argv=None) -> int:
     if a.project:
         import copy
 
-        from enc2triton.torch_engines import torch_build
+        from enc2triton.quantize import fp8_plan
         t0 = time.perf_counter()
-        enc, info = torch_build.build_fp8(copy.deepcopy(enc32), {"calib_feeds": calib_feeds, "calib_order": calib_order,
-                                                                    "device": "cpu", "calibration": {}})
+        codes, amax, keep, plan = fp8_plan.fp8_plan(enc32, {"calib_feeds": calib_feeds, "calib_order": calib_order, "device": "cpu"})
+        enc = torch_model.to_fp8(copy.deepcopy(enc32), codes, keep, amax)
         results["project_build_fp8"] = {**metrics.compare(ref, embed(enc.eval(), eval_feeds, order, "cpu")),
-                                        "kept_bf16": info["kept_bf16"], "plan": info["plan"]}
+                                        "kept_bf16": plan["kept"], "plan": plan}
         r = results["project_build_fp8"]
         print(f"{'project_build_fp8':20s} mean {r['mean_cos']:.6f} min {r['min_cos']:.6f} top10 {r['top10']:.3f} "
-              f"kept {info['kept_bf16']} ({info['plan']['kept_weight_share']:.1%} of the weights) steps {info['plan']['calibration_steps']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+              f"kept {plan['kept']} ({plan['kept_weight_share']:.1%} of the weights) steps {plan['calibration_steps']} ({time.perf_counter() - t0:.0f} s)", flush=True)
     ranks = {}
     for c in chosen:
         cand = CANDIDATES[c]

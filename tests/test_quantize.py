@@ -72,7 +72,9 @@ def test_variants_exist_check_and_run(tiny_q):
         else:  # int8 of a random tiny model means little: only that it runs and stays close
             assert cos.min() > 0.9, (p, cos)
     fp8 = io.load_manifest(art)["variants"]["fp8"]
-    assert fp8["opset"] == 19 and fp8["quantized_matmuls"] == 12 and fp8["quality"]["runtime"].endswith("optimizations disabled")
+    kept = sum(3 if k.endswith("qkv") else 1 for k in fp8["plan"]["kept"])  # a kept fused QKV: three MatMuls stay FP32
+    assert fp8["opset"] == 19 and fp8["quantized_matmuls"] == 12 - kept and fp8["fp32_matmuls"] == kept
+    assert fp8["quality"]["runtime"].endswith("optimizations disabled") and fp8["plan"]["calibration_steps"][0]["kept"] == 0
     assert (logs / "quantize.md").exists() and (logs / "quantize.json").exists()
     log = io.read_json(logs / "quantize.json")
     assert "sensitivity" in log["int8_search"]
@@ -84,20 +86,68 @@ def test_fp8_graph_is_explicit_e4m3_qdq(tiny_q):
     the attention MatMuls and everything else FP32."""
     art, _, _ = tiny_q
     model = onnx.load(str(_variant(art, "fp8")))
+    entry = io.load_manifest(art)["variants"]["fp8"]
+    n8 = entry["quantized_matmuls"]  # of 2 layers x (q, k, v, out, ffn1, ffn2), the plan's FP8 ones
     inits = {i.name: i for i in model.graph.initializer}
     e4m3 = [i for i in inits.values() if i.data_type == TensorProto.FLOAT8E4M3FN]
-    assert len([i for i in e4m3 if len(i.dims) == 2]) == 12  # 2 layers x (q, k, v, out, ffn1, ffn2)
+    assert len([i for i in e4m3 if len(i.dims) == 2]) == n8 >= 6
     dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2]
-    assert len(dq) == 12 and all(a.name == "axis" and a.i == 1 for n in dq for a in n.attribute)
+    assert len(dq) == n8 and all(a.name == "axis" and a.i == 1 for n in dq for a in n.attribute)
     for n in dq:  # one FP32 scale per output channel
         w, s = inits[n.input[0]], inits[n.input[1]]
         assert s.data_type == TensorProto.FLOAT and list(s.dims) == [w.dims[1]]
     q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert q and all(inits[n.input[2]].data_type == TensorProto.FLOAT8E4M3FN for n in q)
+    # the static scales are the plan's |max| / 448 (torch_fp8's x_scale)
+    scales = {float(np.float32(max(v, 1e-12) / 448)) for v in entry["plan"]["amax"].values()}
+    assert {float(numpy_helper.to_array(inits[n.input[1]])) for n in q} <= scales
     weight_dq = {n.output[0] for n in dq}
     attention = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in weight_dq]
     produced_by_dq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     assert len(attention) == 4 and not any(i in produced_by_dq for n in attention for i in n.input)  # 2 layers x (QK, PV)
+
+
+def test_fp8_plan_goes_into_the_graph_with_qkv_split_and_kept_layers_fp32(tiny_q):
+    """fp8_plan.onnx_layers: the fused QKV's codes split into the q, k and v MatMuls' E4M3 weights (from_onnx fuses them
+    back bit for bit), a kept layer's MatMuls (all three for QKV) read their FP32 weight and raw activation; codes from
+    another checkpoint than the export's are refused."""
+    import copy
+
+    import torch
+
+    from enc2triton.core.io import StageError
+    from enc2triton.quantize import fp8_plan, fp8_qdq
+    from enc2triton.runtime import torch_model
+
+    art, _, _ = tiny_q
+    m = io.load_manifest(art)
+    model = onnx.load(str(_variant(art, "fp32")))
+    enc = fp8_plan.checkpoint_encoder(m["model"])
+    codes = {(i, n): (lin.weight / torch_model.fp8_weight_scale(lin.weight)[:, None]).to(torch.float8_e4m3fn)
+             for i, n, lin in torch_model.linears(enc)}
+    amax = {k: 2.0 + k[0] for k in codes}
+    names = fp8_plan.matmul_names(model, enc.cfg)
+    assert names[(1, "qkv")] == [f"/model/transformer/layer.1/attention/{r}_lin/MatMul" for r in "qkv"]
+    plan = fp8_plan.onnx_layers(model, enc, codes, amax, keep=[(1, "qkv")])
+    assert set(plan) == {n for k, ns in names.items() if k != (1, "qkv") for n in ns}
+    assert plan[names[(0, "qkv")][1]]["codes"].shape == (32, 32) and plan[names[(0, "ffn2")][0]]["codes"].shape == (64, 32)
+    q, info = fp8_qdq.build(model, plan)
+    assert (info["quantized_matmuls"], info["fp32_matmuls"], info["activation_qdq"]) == (9, 3, 7)
+    back = fp8_plan.from_onnx(q, enc)
+    assert set(back) == set(codes) - {(1, "qkv")}
+    assert all(torch.equal(back[k].view(torch.uint8), codes[k].view(torch.uint8)) for k in back)
+    producer = {o: n.op_type for n in q.graph.node for o in n.output}
+    inits = {i.name: i for i in q.graph.initializer}
+    for node in (n for n in q.graph.node if n.name in names[(1, "qkv")]):
+        assert node.input[0] not in producer or producer[node.input[0]] != "DequantizeLinear"
+        assert inits[node.input[1]].data_type == TensorProto.FLOAT
+    other = copy.deepcopy(enc)
+    with torch.no_grad():
+        other.layers[0].o.weight.mul_(1.01)
+    with pytest.raises(StageError, match="not this graph's"):
+        fp8_qdq.build(model, fp8_plan.onnx_layers(model, other, codes, amax, ()))
+    with pytest.raises(StageError, match="not this checkpoint's"):
+        fp8_plan.from_onnx(q, other)
 
 
 def test_fp16_keeps_sensitive_ops_fp32(tiny_q):
@@ -211,7 +261,8 @@ def test_every_onnx_precision_has_a_builder_or_a_reason():
 
 @pytest.mark.slow
 def test_real_model_meets_floors(real_artifacts, tmp_path_factory):
-    """all-MiniLM-L6-v2: the floors on data/evaluation.txt (never used by the search)."""
+    """all-MiniLM-L6-v2: the floors on data/evaluation.txt (never used by the searches); fp8 as written (TensorRT's
+    source) with the plan torch_fp8 shares."""
     logs = tmp_path_factory.mktemp("real_q_logs")
     cache = os.environ.get("ENC2TRITON_QUANT_CACHE")  # optional persistent search cache (key = fp32 hash + settings)
     t0 = time.perf_counter()
@@ -219,14 +270,14 @@ def test_real_model_meets_floors(real_artifacts, tmp_path_factory):
     took = time.perf_counter() - t0
     m = io.load_manifest(real_artifacts)
     lines = []
-    for p in ("fp16", "int8", "best"):
+    for p in ("fp16", "int8", "best", "fp8"):
         q = m["variants"][p]["quality"]
         assert q["n"] == len(read_texts(spec.EVALUATION_TEXTS))
         lines.append(f"{p}: mean {q['mean_cos']:.6f} min {q['min_cos']:.6f} top-10 {q['top10']:.3f}")
         assert metrics.passes(q, spec.FLOORS[p]), lines[-1]
     i8 = m["variants"]["int8"]
     print(f"\n{took:.0f}s; " + "; ".join(lines) + f"; int8 kept FP32: {i8['excluded_nodes']} "
-          f"({i8['quantized_count']}/{i8['candidate_count']} MatMuls quantized)")
+          f"({i8['quantized_count']}/{i8['candidate_count']} MatMuls quantized); fp8 kept FP32: {m['variants']['fp8']['kept_fp32']}")
     assert i8["quantized_count"] >= i8["candidate_count"] // 2  # mostly int8, not fp32 in disguise
 
 

@@ -13,7 +13,7 @@ import torch
 from enc2triton.core import io, spec
 from enc2triton.runtime import engines, torch_model
 from enc2triton.export import export
-from enc2triton.quantize import quantize
+from enc2triton.quantize import fp8_plan, quantize
 from enc2triton.torch_engines import torch_build
 from enc2triton.serve import repository, server
 from enc2triton.core.texts import tokenize
@@ -188,11 +188,12 @@ def test_to_fp8_keeps_layers_bf16_and_restores_from_its_state_dict(tiny_distilbe
 
 @pytest.fixture(scope="module")
 def torch_art(tmp_path_factory, tiny_distilbert):
-    """The tiny DistilBERT exported, its ONNX variants (the INT8 search) and the CPU packages of every torch variant."""
+    """The tiny DistilBERT exported, its ONNX variants (the INT8 search, the FP8 plan) and the CPU packages of every torch
+    variant."""
     art = tmp_path_factory.mktemp("torch_art")
     export.run(model=str(tiny_distilbert), artifacts=art, shapes=spec.ShapeLimits(max_batch=8, opt_batch=4, max_seq=128, opt_seq=64))
     logs = tmp_path_factory.mktemp("torch_logs")
-    quantize.run(art, logs, ("int8",), measure_latency=False, progress=False, settings=FAST)
+    quantize.run(art, logs, ("int8", "fp8"), measure_latency=False, progress=False, settings=FAST)
     res = torch_build.run(art, logs, device="cpu", compile_cache=False)  # eager: torch.compile on 2 CPU cores is slow
     return art, logs, res
 
@@ -236,16 +237,46 @@ def test_cpu_packages_built_checked_and_recorded(torch_art):
     assert len(m["torch"]["fp8"]["kept_bf16"]) == plan["calibration_steps"][-1]["kept"] <= 2  # at most a quarter
 
 
+def test_fp8_reuses_the_onnx_fp8_plan(torch_art):
+    """torch_fp8 is built from the plan the quantize stage wrote into the ONNX FP8 graph: the same GPTQ codes (read back
+    from its E4M3 initializers, Q, K and V fused again), static scales and kept layers as the plan computed here; a new
+    FP8 graph makes the package stale; without one it is not built."""
+    import onnx
+
+    art, _, _ = torch_art
+    m = io.load_manifest(art)
+    e, f8 = m["torch"]["fp8"], m["variants"]["fp8"]
+    assert e["kept_bf16"] == f8["plan"]["kept"] and e["plan"] == f8["plan"] and e["onnx_fp8_sha256"] == f8["onnx"]["sha256"]
+    enc = torch_model.from_hf(_hf(Path(m["model"]["path"]))[0])
+    ctx = torch_build._context(m, art, "cpu", spec.CALIBRATION_TEXTS, spec.EVALUATION_TEXTS)
+    codes, amax, keep, record = fp8_plan.fp8_plan(enc, ctx)  # the plan again, torch_build's calibration batches
+    stored = fp8_plan.from_onnx(onnx.load(str(io.resolve(f8["onnx"]["path"], art))), enc)
+    assert set(stored) == set(codes) - set(keep) and [fp8_plan.name(k) for k in keep] == f8["plan"]["kept"]
+    assert all(torch.equal(stored[k].view(torch.uint8), codes[k].view(torch.uint8)) for k in stored)
+    assert {fp8_plan.name(k): v for k, v in amax.items()} == f8["plan"]["amax"]
+    sd = torch.load(io.resolve(e["package"]["path"], art), weights_only=True)["state_dict"]
+    assert torch.equal(sd["layers.1.qkv.weight"].view(torch.uint8), stored[(1, "qkv")].view(torch.uint8))
+    assert float(sd["layers.0.ffn2.x_scale"]) == pytest.approx(amax[(0, "ffn2")] / 448, rel=1e-6)
+    assert torch_build._up_to_date(e, art, "cpu", m) and not torch_build._up_to_date({**e, "onnx_fp8_sha256": "0" * 64}, art, "cpu", m)
+    bare = {**m, "variants": {k: v for k, v in m["variants"].items() if k != "fp8"}}
+    with pytest.raises(torch_build.NotBuilt, match="run `python -m enc2triton.quantize` first"):
+        torch_build.onnx_fp8_plan(bare, art, enc)
+
+
 def test_fp8_layers_all_keeps_every_layer_fp8_without_a_search(torch_art):
     """--fp8-layers all (speed runs on random weights): GPTQ codes and static scales for every layer, none kept BF16."""
     art, _, _ = torch_art
     m = io.load_manifest(art)
     ctx = torch_build._context(m, art, "cpu", spec.CALIBRATION_TEXTS, spec.EVALUATION_TEXTS)
     ctx["fp8_layers"] = "all"
-    codes, amax, keep, record = torch_build.fp8_plan(torch_model.from_hf(_hf(Path(m["model"]["path"]))[0]), ctx)
+    enc = torch_model.from_hf(_hf(Path(m["model"]["path"]))[0])
+    codes, amax, keep, record = fp8_plan.fp8_plan(enc, ctx)
     assert keep == [] and len(codes) == len(amax) == 8 and record["search"].startswith("none")
+    module, info = torch_build.build_fp8(enc, {**ctx, "manifest": {}})  # needs no ONNX FP8 graph
+    assert info["kept_bf16"] == [] and info["linear_layers_quantized"] == 8 and "onnx_fp8_sha256" not in info
+    assert set(torch_model.layout(module).values()) == {"fp8"}
     e = np.random.default_rng(0).normal(size=(300, 16))
-    q = torch_build.calib_quality(e, e)  # top-10 over blocks of 128 texts
+    q = fp8_plan.calib_quality(e, e)  # top-10 over blocks of 128 texts
     assert q["top10"] == 1.0 and q["mean_cos"] == 1.0
 
 

@@ -12,9 +12,10 @@
   graph on every CPU.
 - best: the int8 graph with FP16 wherever no Q/DQ sits (TensorRT 10 `--best`; the strongly typed graph
   TensorRT 11 needs). Q/DQ scales stay FP32; the same sensitive ops stay FP32.
-- fp8: explicit FP8 (E4M3) Q/DQ on the linear layers' MatMuls, per-tensor activation scales calibrated on
-  data/calibration.txt, per-channel weights (fp8_qdq.py): TensorRT's fp8 source. ONNX Runtime has no FP8 kernels,
-  so it is measured with graph optimizations off and not served (spec: onnx_fp8 is unserved).
+- fp8: explicit FP8 (E4M3) Q/DQ on the linear layers' MatMuls (fp8_qdq.py) from the plan torch_fp8 shares
+  (fp8_plan.py, computed here on the CPU from data/calibration.txt): per-tensor static activation scales, per-channel
+  GPTQ-rounded weights, the layers a sensitivity search ranks worst kept FP32: TensorRT's fp8 source. ONNX Runtime has
+  no FP8 kernels, so it is measured with graph optimizations off and not served (spec: onnx_fp8 is unserved).
 
 This module is the stage: one builder per precision (BUILDERS; adding a precision = its entry in spec plus a builder
 here) and the manifest records; logs/quantize.{json,md} are written by quantize_log.py. Every variant is measured
@@ -35,7 +36,7 @@ from enc2triton.quantize.calibration import split_calibration
 from enc2triton.quantize.fp16 import to_fp16
 from enc2triton.quantize.int8_search import METHOD_VERSION, Int8Settings, build_int8, search_int8
 from enc2triton.core.io import StageError
-from enc2triton.quantize.onnx_graph import QDQ_OPS, load, qdq_summary, save_checked, weight_matmuls
+from enc2triton.quantize.onnx_graph import QDQ_OPS, load, qdq_summary, save_checked
 from enc2triton.quantize.quantize_log import _mb, write_logs
 from enc2triton.core.texts import load_tokenizer, read_calibration, read_texts, texts_sha256
 from enc2triton.quantize.variant_quality import cache_reference, quality
@@ -237,34 +238,41 @@ def build_best(st: Stage) -> dict:
 
 
 def build_fp8(st: Stage) -> dict:
-    from enc2triton.quantize import fp8_qdq
-    from enc2triton.quantize.calibration import calibrate
+    from enc2triton.quantize import fp8_plan, fp8_qdq
     from enc2triton.core.texts import length_batches
 
     entry, path = st.recorded("fp8"), st.paths["fp8"]
-    calib, _ = split_calibration(read_calibration(st.calibration, st.evaluation), st.settings)  # the texts int8 calibrates on
-    if not st.force and io.variant_up_to_date(entry, st.artifacts, source_sha256=st.fp32_sha, calibration_sha256=texts_sha256(calib)):
+    calib = read_calibration(st.calibration, st.evaluation)  # all of them, as torch_fp8's plan always took
+    sources = {"source_sha256": st.fp32_sha, "calibration_sha256": texts_sha256(calib), "plan_version": fp8_plan.VERSION}
+    if not st.force and io.variant_up_to_date(entry, st.artifacts, **sources):
         print("fp8: up to date")
         return entry
     t0 = time.perf_counter()
+    enc = fp8_plan.checkpoint_encoder(st.manifest["model"])
+    order, feeds = length_batches(st.tokenizer, calib, st.inputs, st.max_length, 16)  # torch_build's calibration batches
+    if st.progress:
+        print(f"fp8: the plan on the CPU ({len(calib)} calibration texts: GPTQ, static scales, sensitivity search)", flush=True)
+    codes, amax, keep, plan = fp8_plan.fp8_plan(enc, {"calib_feeds": feeds, "calib_order": order, "device": "cpu"})
     model = st.fp32_model()
-    acts = list(dict.fromkeys(a for _, a, _ in weight_matmuls(model)))
-    _, feeds = length_batches(st.tokenizer, calib, st.inputs, st.max_length, st.settings.batch_size)
-    cal = calibrate(model, acts, feeds, st.progress, desc="fp8 calibration")
-    q, info = fp8_qdq.build(model, cal["absmax"])
+    q, info = fp8_qdq.build(model, fp8_plan.onnx_layers(model, enc, codes, amax, keep))
     save_checked(q, path)
     entry = {"onnx": io.artifact_entry(path, st.artifacts),
              "method": "FP8 E4M3 Q/DQ on the linear layers' MatMuls: activations per tensor (calibrated |max| / 448), weights "
-                       "per output channel (DequantizeLinear axis 1); attention, LayerNorm, Softmax and pooling FP32; opset 19 "
-                       "(TensorRT 10 --stronglyTyped, TensorRT 11 as is)",
-             "source_sha256": st.fp32_sha, "calibration_sha256": texts_sha256(calib),
-             "calibration": {"data": io.rel(st.calibration), "samples": len(calib), "tokens": cal["tokens"],
-                             "statistic": "|max| over real tokens (padding excluded)"},
-             **info, "seconds": round(time.perf_counter() - t0, 1)}
+                       "per output channel (DequantizeLinear axis 1) rounded by GPTQ on the calibration inputs; the layers a "
+                       "sensitivity search on the calibration texts ranks worst (as few as reach the floor plus a margin "
+                       "there) stay FP32 without Q/DQ; attention, LayerNorm, Softmax and pooling FP32; opset 19 (TensorRT 10 "
+                       "--stronglyTyped, TensorRT 11 as is). The plan (quantize/fp8_plan.py) is torch_fp8's too",
+             **sources,
+             "calibration": {"data": io.rel(st.calibration), "samples": len(calib),
+                             "tokens": int(sum(f["attention_mask"].sum() for f in feeds)),
+                             "statistic": "|max| and X^T X over real tokens (padding excluded), then sentence-embedding "
+                                          "cosine vs FP32 (sensitivity, layers kept)"},
+             "plan": plan, "kept_fp32": plan["kept"], **info, "seconds": round(time.perf_counter() - t0, 1)}
     st.measure(entry, path, optimized=False)
     _record(st.artifacts, "fp8", entry)
     st.built["fp8"] = entry
-    print(f"fp8: wrote {path} ({_mb(path)} MB), {info['quantized_matmuls']} MatMuls in FP8")
+    print(f"fp8: wrote {path} ({_mb(path)} MB), {info['quantized_matmuls']} MatMuls in FP8, kept FP32: "
+          f"{', '.join(plan['kept']) or 'none'} ({entry['seconds']} s)")
     return entry
 
 

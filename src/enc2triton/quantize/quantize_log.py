@@ -1,5 +1,6 @@
 """logs/quantize.{json,md} of the precision-variants stage (quantize.py): one row per variant (size, quality vs
-the fp32 export and its floor, CPU latency), the int8 variant's record and its search, in JSON and Markdown."""
+the fp32 export and its floor, CPU latency), the int8 variant's record and its search, the fp8 graph's plan, in JSON
+and Markdown."""
 from __future__ import annotations
 
 import time
@@ -155,10 +156,31 @@ def _md_search(srch: dict, methods) -> list[str]:
                     f"(calibration pass {srch['calibration']['seconds']} s).", ""]
 
 
+def _md_fp8(f8: dict) -> list[str]:
+    """The FP8 graph's plan (fp8_plan.py, shared with torch_fp8): what stays FP32 and the search that chose it."""
+    plan, cal = f8.get("plan") or {}, f8.get("calibration") or {}
+    L = ["## FP8", "", f"- method: {f8.get('method')}",
+         f"- calibration: {cal.get('data')} ({cal.get('samples')} texts, {cal.get('tokens')} tokens)",
+         f"- MatMuls in FP8: {f8.get('quantized_matmuls')}, kept FP32: {f8.get('fp32_matmuls')}, the linear layers "
+         f"{', '.join(plan.get('kept') or []) or 'none'} ({_f(plan.get('kept_weight_share'), 4)} of the linear weights)",
+         f"- time: {f8.get('seconds')} s (the plan {plan.get('seconds')} s)", ""]
+    if plan.get("calibration_steps"):
+        L += [f"### Search on the calibration texts (target {metrics.floor_text(plan['calibration_target'])}; top-10 over blocks of "
+              f"{plan.get('top10_block')} texts; layers kept in order of sensitivity per weight)", ""]
+        ranked = list(plan.get("sensitivity") or {})
+        L += md_table(["layers kept", "last one kept", "mean cos", "min cos", "top-10"],
+                      [[t["kept"], ranked[t["kept"] - 1] if t["kept"] else "-", _f(t.get("mean_cos")),
+                        _f(t.get("min_cos")), _f(t.get("top10"), 4)] for t in plan["calibration_steps"]])
+        L += ["", f"Target reached: {plan.get('target_reached')}. BF16 alone: 1 - mean cos {plan.get('bf16_error')}.", ""]
+    return L
+
+
 def _markdown(d: dict, s: Int8Settings, not_built: dict) -> str:
     L = ["# Precision variants (quantize.py)", "", f"Model: {d['model']}. {d['note']}.", ""] + _md_variants(d, not_built)
     if d.get("int8"):
         L += _md_int8(d["int8"])
     if d.get("int8_search"):
         L += _md_search(d["int8_search"], s.methods)
+    if d.get("fp8"):
+        L += _md_fp8(d["fp8"])
     return "\n".join(L) + "\n"

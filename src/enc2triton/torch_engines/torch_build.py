@@ -2,10 +2,11 @@
 
 From the checkpoint the export used (the manifest records it; its config hash is checked):
 1. our encoder (torch_model.py) in FP32 is verified against the Hugging Face model, like the ONNX export;
-2. each precision is built from it: fp16 as is; fp8 with static per-tensor activation scales (calibrated |max|) and
-   per-channel weights rounded by GPTQ on data/calibration.txt, the layers a sensitivity search there ranks worst kept
-   BF16 (fp8_plan); int8 with the SmoothQuant factors, activation clips and quantized layers the ONNX INT8 search
-   chose (quantize.py), so both INT8 graphs quantize the same way;
+2. each precision is built from it: fp16 as is; fp8 with the plan the ONNX FP8 graph was built from (quantize.py,
+   quantize/fp8_plan.py): static per-tensor activation scales (calibrated |max|), per-channel weights rounded by GPTQ on
+   data/calibration.txt (read back from the graph's E4M3 initializers), the layers a sensitivity search there ranks
+   worst kept BF16; int8 with the SmoothQuant factors, activation clips and quantized layers the ONNX INT8 search
+   chose (quantize.py), so both INT8 graphs and both FP8 graphs quantize the same way;
 3. each is measured against the FP32 reference on the evaluation texts (floors from spec);
 4. its weights are saved (artifacts/torch/model_<p>.pt, with model_<p>.json saying the architecture, dtype and which
    layers are quantized), and torch.compile (dynamic batch and sequence) compiles it once here: the compiled kernels are
@@ -25,6 +26,8 @@ import numpy as np
 
 from enc2triton.core import cli, host, io, markdown, metrics, spec
 from enc2triton.core.io import StageError
+from enc2triton.quantize import fp8_plan
+from enc2triton.quantize.fp8_plan import embed
 from enc2triton.quantize.int8_search import search_record
 from enc2triton.quantize.smoothquant import smoothed_name
 from enc2triton.core.texts import length_batches, load_tokenizer, read_calibration, read_texts
@@ -56,19 +59,6 @@ def load_reference(manifest: dict, device: str):
     except ValueError as e:
         raise NotBuilt(str(e)) from None
     return hf.to(device), enc.to(device)
-
-
-def embed(module, feeds, order, device: str) -> np.ndarray:
-    """sentence_embedding of every text (FP32 numpy, in the texts' order)."""
-    import torch
-
-    from enc2triton.core.texts import in_order
-
-    out = []
-    with torch.inference_mode():
-        for f in feeds:
-            out.append(module(**{k: torch.as_tensor(v, device=device) for k, v in f.items()})[1].float().cpu().numpy())
-    return in_order(out, order)
 
 
 def verify_against_hf(hf, enc, tokenizer, names, texts: list[str], max_length: int, device: str) -> dict:
@@ -103,93 +93,52 @@ def _calibrate(enc, ctx: dict) -> tuple[dict, dict]:
     return amax, {**ctx["calibration"], "seconds": round(time.perf_counter() - t0, 1)}
 
 
-
-# what the FP8 model must reach on the calibration texts before no more layers are kept BF16: the floor (spec) plus a margin
-# for the held-out texts and the compiled engine's rounding; at most FP8_MAX_KEPT of the linear layers are kept. On the
-# bundled MiniLM (CPU emulation, scripts/fp8_emulate.py --project) cosines reach theirs with 6 of 24 layers kept, top-10
-# needs 12 (0.967 on the calibration texts with 6, 0.976 with 12; evaluation texts 0.968 and 0.975)
-FP8_MARGIN = {"mean_cos": 0.0001, "min_cos": 0.0, "top10": 0.005}
-FP8_CALIB_TARGET = {k: round(v + FP8_MARGIN.get(k, 0.0), 6) for k, v in spec.FLOORS["fp8"].items()}
-FP8_MAX_KEPT = 0.5
-# top-10 agreement among N texts depends on N (more texts, closer neighbours): the calibration texts are scored in blocks
-# of the evaluation set's size, in file order
-TOP10_BLOCK = 128
 FP8_METHOD = ("E4M3 activations (one static scale per tensor: the input's |max| over the calibration texts / 448) and "
               "E4M3 weights (per output channel, rounded by GPTQ on the calibration inputs), torch._scaled_mm with row-wise "
-              "scales; BF16 elsewhere and in the layers kept BF16: a sensitivity search on the calibration texts ranks the "
-              "layers by FP8 error per weight (GEMM FLOPs), the best-ranked prefix that brings the model to "
-              + ", ".join(f"{k} {v}" for k, v in FP8_CALIB_TARGET.items()) + f" there (at most {FP8_MAX_KEPT:.0%} of them)")
-
-
-def calib_quality(ref: np.ndarray, got: np.ndarray) -> dict:
-    """mean/min cosine over all calibration texts, top-10 agreement averaged over blocks of TOP10_BLOCK texts."""
-    q = metrics.compare(ref, got)
-    blocks = range(0, max(len(ref) - TOP10_BLOCK + 1, 1), TOP10_BLOCK)
-    q["top10"] = float(np.mean([metrics.topk_agreement(ref[i:i + TOP10_BLOCK], got[i:i + TOP10_BLOCK]) for i in blocks]))
-    return q
-
-
-def _fp8_candidate(enc, codes, keep, amax):
-    from enc2triton.runtime import torch_model
-
-    return torch_model.to_fp8(copy.deepcopy(enc), codes, keep, amax).eval()
-
-
-def fp8_plan(enc, ctx: dict) -> tuple[dict, dict, list, dict]:
-    """(GPTQ weight codes, static activation |max| per layer, layers kept BF16, the record). The codes come from X^T X
-    of each layer's FP32 inputs over the calibration texts, the |max| from the same inputs (input_amax, FP32 model:
-    GPTQ moves later layers' inputs only slightly); every candidate below uses both, as the engine does. Each layer's
-    sensitivity is 1 - mean cosine vs FP32 on the calibration texts with only that layer FP8, less the same figure
-    with none FP8 (BF16's own share); layers are ranked by sensitivity per weight (what keeping one costs: its GEMM's
-    FLOPs at BF16 speed), and the shortest prefix of that ranking that, kept BF16, brings the model to FP8_CALIB_TARGET
-    on the calibration texts is kept (at most FP8_MAX_KEPT of the layers)."""
-    from enc2triton.runtime import torch_model
-
-    t0 = time.perf_counter()
-    feeds, device, order = ctx["calib_feeds"], ctx["device"], ctx["calib_order"]
-    amax = torch_model.input_amax(enc, feeds, device)
-    hess = torch_model.input_hessians(enc, feeds, device)
-    mods = {(i, n): m for i, n, m in torch_model.linears(enc)}
-    codes = {k: torch_model.fp8_gptq(m.weight, hess[k]) for k, m in mods.items()}
-    del hess
-    record = {"activations": "static per tensor (calibrated |max| / 448)", "gptq": {"damp": 0.01, "order": "decreasing diag(X^T X)"}}
-    if ctx.get("fp8_layers") == "all":  # speed runs on random weights: every layer FP8, no search
-        return codes, amax, [], {**record, "search": "none (--fp8-layers all)", "seconds": round(time.perf_counter() - t0, 1)}
-    ref = embed(enc, feeds, order, device)
-    keys = list(mods)
-
-    def error(keep) -> float:
-        return 1.0 - float(metrics.cosine_rows(ref, embed(_fp8_candidate(enc, codes, keep, amax), feeds, order, device)).mean())
-
-    base = error(keys)
-    sens = {k: error([x for x in keys if x != k]) - base for k in keys}
-    ranked = sorted(keys, key=lambda k: (-sens[k] / mods[k].weight.numel(), keys.index(k)))
-    steps = []
-    for n_keep in range(int(FP8_MAX_KEPT * len(keys)) + 1):
-        q = calib_quality(ref, embed(_fp8_candidate(enc, codes, ranked[:n_keep], amax), feeds, order, device))
-        steps.append({"kept": n_keep, **{k: round(q[k], 6) for k in FP8_CALIB_TARGET}})
-        if metrics.passes(q, FP8_CALIB_TARGET):
-            break
-    keep = ranked[:steps[-1]["kept"]]
-    record.update({"bf16_error": float(f"{base:.3e}"),
-              "sensitivity": {f"layers.{i}.{n}": float(f"{sens[(i, n)]:.3e}") for i, n in ranked},
-              "calibration_target": FP8_CALIB_TARGET, "calibration_steps": steps,
-              "target_reached": metrics.passes(steps[-1], FP8_CALIB_TARGET), "top10_block": TOP10_BLOCK,
-              "kept_weight_share": round(sum(mods[k].weight.numel() for k in keep) / sum(m.weight.numel() for m in mods.values()), 4),
-              "seconds": round(time.perf_counter() - t0, 1)})
-    return codes, amax, keep, record
+              "scales; BF16 elsewhere and in the layers kept BF16: the ONNX FP8 graph's plan (quantize/fp8_plan.py: its codes, "
+              "scales and kept layers), whose sensitivity search on the calibration texts ranks the layers by FP8 error per "
+              "weight (GEMM FLOPs) and keeps the best-ranked prefix that brings the model to "
+              + ", ".join(f"{k} {v}" for k, v in fp8_plan.FP8_CALIB_TARGET.items())
+              + f" there (at most {fp8_plan.FP8_MAX_KEPT:.0%} of them)")
 
 
 def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
     from enc2triton.runtime import torch_model
 
-    codes, amax, keep, plan = fp8_plan(enc, ctx)
+    if ctx.get("fp8_layers") == "all":  # speed runs on random weights: its own GPTQ codes and scales, no search
+        codes, amax, keep, plan = fp8_plan.fp8_plan(enc, ctx)
+        source = {}
+    else:
+        codes, amax, keep, plan, source = onnx_fp8_plan(ctx["manifest"], ctx["artifacts"], enc)
     calibration = {**ctx["calibration"], "statistic": "|max| (static activation scales) and X^T X (GPTQ) of every linear "
                    "layer's input over real tokens, then sentence-embedding cosine vs FP32 (sensitivity, layers kept)"}
     info = {"method": FP8_METHOD, "layers_chosen": ctx.get("fp8_layers", "search"), "calibration": calibration, "plan": plan,
-            "linear_layers_quantized": len(codes) - len(keep), "linear_layers": len(codes),
-            "kept_bf16": [f"layers.{i}.{n}" for i, n in keep]}
+            **source, "linear_layers_quantized": len(amax) - len(keep), "linear_layers": len(amax),
+            "kept_bf16": [fp8_plan.name(k) for k in keep]}
     return torch_model.to_fp8(enc, codes, keep, amax), info
+
+
+def onnx_fp8_plan(manifest: dict, artifacts: Path, enc) -> tuple[dict, dict, list, dict, dict]:
+    """(codes, |max|, kept layers, the plan's record, its source) of the ONNX FP8 graph the quantize stage built: the
+    codes from its weight initializers, the rest from its manifest entry. Computed there once on the CPU (torch._scaled_mm
+    in BF16, as here), reused here like the INT8 search: TensorRT's fp8 source and this engine quantize the same way."""
+    import onnx
+
+    from enc2triton.runtime import torch_model
+
+    f8 = (manifest.get("variants") or {}).get("fp8") or {}
+    if not f8.get("onnx") or "kept" not in (f8.get("plan") or {}):
+        raise NotBuilt("torch_fp8 reuses the ONNX FP8 graph's plan (GPTQ codes, static scales, layers kept BF16): run "
+                       "`python -m enc2triton.quantize` first (or --fp8-layers all: every layer FP8, no search)")
+    if not io.is_valid(f8["onnx"], artifacts) or f8.get("source_sha256") != manifest["variants"]["fp32"]["onnx"]["sha256"]:
+        raise NotBuilt("the ONNX FP8 graph is missing, changed or built from another export: rerun `python -m enc2triton.quantize`")
+    path = io.resolve(f8["onnx"]["path"], artifacts)
+    codes = fp8_plan.from_onnx(onnx.load(str(path)), enc)
+    keep = [fp8_plan.key(k) for k in f8["plan"]["kept"]]
+    if set(codes) | set(keep) != {(i, n) for i, n, _ in torch_model.linears(enc)}:
+        raise StageError(f"{path.name}: its FP8 layers and its plan's kept layers are not this model's linear layers")
+    amax = {fp8_plan.key(k): v for k, v in f8["plan"]["amax"].items()}
+    return codes, amax, keep, f8["plan"], {"onnx_fp8": io.rel(path, artifacts), "onnx_fp8_sha256": f8["onnx"]["sha256"]}
 
 
 def build_int8(enc, ctx: dict) -> tuple[object, dict]:
@@ -216,8 +165,6 @@ def int8_plan(manifest: dict, artifacts: Path, cfg) -> tuple[dict, dict]:
     import onnx
     import torch
 
-    from enc2triton.runtime import torch_model
-
     i8 = (manifest.get("variants") or {}).get("int8") or {}
     if not i8.get("onnx") or not i8.get("search_cache"):
         raise NotBuilt("torch_int8 reuses the ONNX INT8 search (SmoothQuant factors, ranges, excluded layers): "
@@ -227,29 +174,18 @@ def int8_plan(manifest: dict, artifacts: Path, cfg) -> tuple[dict, dict]:
         raise NotBuilt(f"the ONNX INT8 search record {io.resolve(i8['search_cache'], artifacts)} is gone: "
                        "rerun `python -m enc2triton.quantize --force`")
     search = io.read_json(cache)
-    fp32 = io.resolve(manifest["variants"]["fp32"]["onnx"]["path"], artifacts)
-    inputs = {n.name: n.input[0] for n in onnx.load(str(fp32), load_external_data=False).graph.node if n.op_type == "MatMul"}
-    # the exporter names a linear layer's MatMul after its module: /model/<module path with / for .>/MatMul
-    by_path = {n.removeprefix("/model/").removesuffix("/MatMul").replace("/", "."): n for n in inputs}
+    fp32 = onnx.load(str(io.resolve(manifest["variants"]["fp32"]["onnx"]["path"], artifacts)), load_external_data=False)
+    inputs = {n.name: n.input[0] for n in fp32.graph.node if n.op_type == "MatMul"}
     factors, clips, quantized = search["smoothquant"].get("factors") or {}, search["clip"], set(search["quantized"])
-
-    def node(i: int, role: str) -> str:
-        path = torch_model.hf_linear_path(cfg.arch, i, role)
-        if path not in by_path:
-            raise StageError(f"the ONNX graph has no MatMul for {path}: the INT8 search does not match this model")
-        return by_path[path]
-
     plan, kept = {}, []
-    for i in range(cfg.layers):
-        for ours, roles in (("qkv", ("q", "k", "v")), ("o", ("o",)), ("ffn1", ("ffn1",)), ("ffn2", ("ffn2",))):
-            names = [node(i, r) for r in roles]
-            if not all(n in quantized for n in names):
-                plan[(i, ours)] = None
-                kept.append(f"layers.{i}.{ours}")
-                continue
-            t = inputs[names[0]]
-            smooth = torch.tensor(factors[t]) if t in factors else None
-            plan[(i, ours)] = {"clip": clips[smoothed_name(t) if t in factors else t], "smooth": smooth}
+    for (i, ours), names in fp8_plan.matmul_names(fp32, cfg).items():
+        if not all(n in quantized for n in names):
+            plan[(i, ours)] = None
+            kept.append(fp8_plan.name((i, ours)))
+            continue
+        t = inputs[names[0]]
+        smooth = torch.tensor(factors[t]) if t in factors else None
+        plan[(i, ours)] = {"clip": clips[smoothed_name(t) if t in factors else t], "smooth": smooth}
     info = {"method": "W8A8 symmetric: activations per tensor with the ONNX search's clip, weights per output channel, "
                       "int32 accumulate (on a GPU from qgemm.MIN_ROWS rows our Triton kernel, runtime/qgemm.py, with the "
                       "dequantization and bias in its epilogue; torch._int_mm below); SmoothQuant factors from the same "
@@ -434,6 +370,9 @@ def _up_to_date(entry: dict, artifacts: Path, device: str, manifest: dict) -> bo
         cache = search_record((manifest.get("variants") or {}).get("int8") or {}, artifacts)
         if cache is None or io.sha256_file(cache) != entry["search_sha256"]:
             return False
+    if entry.get("onnx_fp8_sha256"):  # torch_fp8 follows the ONNX FP8 graph's plan: a new graph makes a new engine
+        if entry["onnx_fp8_sha256"] != ((((manifest.get("variants") or {}).get("fp8") or {}).get("onnx")) or {}).get("sha256"):
+            return False
     return (bool(entry.get("package")) and entry.get("device") == device and io.is_valid(entry["package"], artifacts)
             and entry.get("format") == torch_model.PACKAGE_FORMAT and entry.get("torch") == __import__("torch").__version__
             and all(io.is_valid(e, artifacts) for e in (entry.get("extras") or {}).values())
@@ -467,7 +406,8 @@ def main(argv=None) -> int:
     ap = cli.parser("python -m enc2triton.torch_build", (
         "Step 2b (GPU): build the PyTorch engines (torch_fp16, torch_fp8, torch_int8) from the checkpoint the export used, "
         "measure them against FP32, compile each once with torch.compile and save its portable cache beside the weights in "
-        "artifacts/torch/, record them in the manifest. torch_int8 needs the ONNX INT8 search (python -m enc2triton.quantize) first."))
+        "artifacts/torch/, record them in the manifest. torch_int8 and torch_fp8 reuse the ONNX INT8 search and the ONNX FP8 "
+        "plan: python -m enc2triton.quantize first."))
     ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated subset (default %(default)s)")
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                     help="cuda (default): the GPU engines; cpu: CPU packages, for tests of the same code path")
@@ -480,9 +420,10 @@ def main(argv=None) -> int:
                     help="search (default): the ONNX INT8 search's plan; max: every layer at its calibrated |max|, no search "
                     "(the same kernels, for speed runs on random weights)")
     ap.add_argument("--fp8-layers", choices=("search", "all"), default="search",
-                    help="search (default): the layers a sensitivity search on the calibration texts ranks worst stay BF16 "
-                    "until the floor (plus a margin) is met there; all: every linear layer FP8, no search (speed runs on "
-                    "random weights, whose embeddings have no neighbours worth keeping)")
+                    help="search (default): the ONNX FP8 graph's plan (python -m enc2triton.quantize first): its GPTQ codes, "
+                    "static scales and the layers its sensitivity search on the calibration texts keeps BF16 until the floor "
+                    "(plus a margin) is met there; all: every linear layer FP8 with GPTQ codes computed here, no search "
+                    "(speed runs on random weights, whose embeddings have no neighbours worth keeping)")
 
     def body(a) -> None:
         run(a.artifacts, a.logs, tuple(p.strip() for p in a.precisions.split(",") if p.strip()), a.device,
