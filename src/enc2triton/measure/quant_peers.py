@@ -232,7 +232,9 @@ def our_rows(manifest: dict) -> list[dict]:
         row["mb"] = _mb(e["onnx"].get("bytes"))
         if p == "fp8":  # measured as written only (ONNX Runtime has no FP8 kernels)
             row.update(_q(e.get("quality"), "exact_"))
-            row["placement"] = f"{e.get('quantized_matmuls', '-')} MatMuls (the linear layers)"
+            kept = e.get("kept_fp32") or []
+            row["placement"] = (f"{e.get('quantized_matmuls', '-')} MatMuls ({e.get('fp32_matmuls')} FP32: {len(kept)} layers kept)"
+                                if kept else f"{e.get('quantized_matmuls', '-')} MatMuls (the linear layers)")
         else:
             row.update(_q(e.get("quality")))
             row.update(_q(e.get("quality_graph_exact"), "exact_"))
@@ -242,7 +244,9 @@ def our_rows(manifest: dict) -> list[dict]:
             row["placement"] = f"{e.get('quantized_count', '-')} of {total} MatMuls" + (f", {len(kept)} kept FP32" if kept else "")
         row["method"] = {"int8": "SmoothQuant + range method per tensor role + measured sensitivity search",
                          "best": "the int8 graph, FP16 wherever no Q/DQ sits (TensorRT --best)",
-                         "fp8": "per-tensor |max| activations, per-channel weights, linear layers only"}[p]
+                         "fp8": "GPTQ-rounded per-channel weights, static per-tensor activations, the most sensitive "
+                                "layers kept FP32 (fp8_plan)" if e.get("plan") else
+                                "per-tensor |max| activations, per-channel weights, linear layers only"}[p]
         row["pass"] = _pass(row, p)
         rows.append(row)
     return rows

@@ -19,7 +19,7 @@ LOG_FILES = {"model": "model.json", "flops": "flops.json", "quality": "quality.j
              "soak": "soak.json", "overload": "overload.json"}
 STAMPED = ("quality", "torch", "perf", "bench", "soak", "overload")  # logs with a `started` time
 NO_FINISH = "no finish time recorded: interrupted or still running"
-# As quantize.build_fp8 builds it (for quantize.json files that record no method of their own)
+# How quantize.build_fp8 built it before it recorded its method (quantize.json files of then; since, each says its own)
 FP8_METHOD = ("FP8 E4M3 Q/DQ on the linear layers' MatMuls: activations per tensor (calibrated |max| / 448), weights per "
               "output channel; attention, LayerNorm, Softmax and pooling stay FP32; opset 19")
 

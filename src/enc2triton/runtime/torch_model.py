@@ -12,8 +12,9 @@ Numerics of the quantized layers:
   row |max| / 448, is kept as an option (no scale given) but not built: its row reduction cost more than FP8 gained),
   weights E4M3 per output channel rounded by GPTQ on the calibration inputs (fp8_gptq: an offline choice of codes,
   the same GEMM), `torch._scaled_mm` with row-wise scales (scale_a [M, 1], the static scale expanded; scale_b [1, N])
-  and a BF16 epilogue (bias fused); the model is BF16. to_fp8 can keep a few layers BF16: torch_build keeps the ones
-  a sensitivity search on the calibration texts ranks worst, as few as reach the quality floor there.
+  and a BF16 epilogue (bias fused); the model is BF16. to_fp8 can keep layers BF16: the FP8 plan (quantize/fp8_plan.py,
+  shared with the ONNX FP8 graph) keeps the ones a sensitivity search on the calibration texts ranks worst, as few as
+  reach the quality floor there.
 - Int8Linear: symmetric W8A8, activations per tensor (the clip the ONNX INT8 search chose), weights per output
   channel (stored [out, in]: cuBLASLt's int8 GEMM runs 4.5x faster with B column-major than row-major on an H100),
   int32 accumulate, the dequantization and bias in the epilogue; SmoothQuant factors from the ONNX search fold into the
