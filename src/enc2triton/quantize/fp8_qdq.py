@@ -35,7 +35,8 @@ def build(model, plan: dict[str, dict]):
     inits = {i.name: i for i in g.initializer}
     byname = {n.name: n for n in g.node}
     zero = np.array(0, dtype=ml_dtypes.float8_e4m3fn)
-    matmuls = [x for x in weight_matmuls(m) if x[0] in plan]
+    linear = weight_matmuls(m)
+    matmuls = [x for x in linear if x[0] in plan]
     if missing := set(plan) - {node for node, _, _ in matmuls}:
         raise StageError(f"the FP8 plan names MatMuls this graph has no linear layer for: {sorted(missing)[:3]}")
     new, done = [], {}
@@ -61,5 +62,5 @@ def build(model, plan: dict[str, dict]):
     g.node.extend(new)
     drop_unused_initializers(g)  # the FP32 weights of the FP8 MatMuls are no longer read
     toposort(g)
-    return m, {"quantized_matmuls": len(matmuls), "fp32_matmuls": len(weight_matmuls(model)) - len(matmuls),
+    return m, {"quantized_matmuls": len(matmuls), "fp32_matmuls": len(linear) - len(matmuls),
                "activation_qdq": len(done), "opset": OPSET}
