@@ -337,7 +337,7 @@ class TorchEngine:
         return min(one, split, key=lambda x: x[0])
 
     def _run_by_length(self, feed: dict, outputs, one) -> dict:
-        """Sentence embeddings only (trailing padding changes nothing in them): one engine call per length bucket."""
+        """Sentence embeddings only (trailing padding changes nothing in them): the engine calls length_groups plans."""
         groups = self.length_groups(feed["attention_mask"])
         if len(groups) == 1 and groups[0][1] == feed["attention_mask"].shape[1]:
             return one(feed, outputs)
