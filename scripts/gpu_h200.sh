@@ -3,12 +3,14 @@
 # back to back on one warm machine. Staging of the wheels first: scripts/README.md.
 #   source scripts/gpu_env.sh && bash scripts/gpu_h200.sh smoke   # optional, first: the 8-bit GEMM benchmark and
 #                                           # scripts/gpu_smoke.py (the engine's GPU serving path on a tiny model)
-#   bash scripts/gpu_h200.sh build          # both models built in parallel; then, with TUNE=1, the serving-config search
-#                                           # (tune) on DistilBERT-base shapes
+#   bash scripts/gpu_h200.sh build          # both models built in parallel (DistilBERT-base then runs scripts/fusion_ab.py);
+#                                           # then, with TUNE=1, the serving-config search (tune) on DistilBERT-base shapes
 #   bash scripts/gpu_h200.sh serve          # perf sweeps (sentences, 16 per request, passages, raw models) of ensembles
 #                                           # and fused models, the serving peer on the same load
 #   bash scripts/gpu_h200.sh bench          # all-MiniLM-L6-v2's quality through Triton, the 8-bit GEMM benchmark, the
 #                                           # engine benchmark beside its peers, the report, the real model's engines timed
+#                                           # (SKIP_GEMM=1, SKIP_MINILM_BENCH=1: without the two published benchmarks)
+# The serve phase's peer loads: PEER_PER_REQUEST (default 1,16), PEER_CONCURRENCY (default 16,64,128).
 #   FUSED_N=2 bash scripts/gpu_h200.sh fusedn   # fused_torch_fp16 at another instance count, for comparison
 # Cores: the server gets 0-11 and perf_analyzer 12-15 (a separate client machine, approximated).
 set -uo pipefail
@@ -49,6 +51,8 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
     step $T $PY torch2onnx.py --model random:distilbert-base-uncased --artifacts "$A" --logs "$L" --max-batch 256
     step $T $PY -m enc2triton.optimize --artifacts "$A"
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all
+    # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines)
+    step $T timeout ${FUSION_S:-150} $PY scripts/fusion_ab.py --out "$L/fusion_ab.json"
 }
 
 tune() {
@@ -75,19 +79,19 @@ serve-run() {
     step ./serve.sh stop --logs "$L"
     # the serving peer on the same GPU, the same checkpoint (torch2onnx cached the random weights there), texts and client
     source scripts/gpu_peer.sh install
-    step $PY -m enc2triton.serving_peers --logs "$L" --model .cache/random/distilbert-base-uncased --device gpu --per-request 1,16 \
-        --concurrency 16,64,128 --batch-size 256 --client-cpus $CLIENT_CPUS
+    step $PY -m enc2triton.serving_peers --logs "$L" --model .cache/random/distilbert-base-uncased --device gpu \
+        --per-request ${PEER_PER_REQUEST:-1,16} --concurrency ${PEER_CONCURRENCY:-16,64,128} --batch-size 256 --client-cpus $CLIENT_CPUS
 }
 
 bench-run() {
     local A=$W/distil/artifacts L=$W/distil/logs; CMDS=$L/commands.txt
     # 8-bit GEMMs at DistilBERT-base's shapes: FP16, FP8 and INT8 through cuBLASLt, inductor's INT8 templates, our kernel
-    step timeout 240 $PY scripts/gemm_bench.py --out "$L/gemm" --autotune-gemms ffn1
+    [ -n "${SKIP_GEMM:-}" ] || step timeout 240 $PY scripts/gemm_bench.py --out "$L/gemm" --autotune-gemms ffn1
     step $PY -m enc2triton.bench --artifacts "$A" --logs "$L" --device gpu --cuda-graph --peers --profile --batches 1,8,64,256 \
         --variants onnx_fp16,torch_fp16,torch_fp8,torch_int8 --budget 1.0
     step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
     # the engines that meet the floors on the real model (torch_fp8, torch_int8 keep layers in 16 bits there): their speed
-    step $PY -m enc2triton.bench --artifacts $W/minilm/artifacts --logs $W/minilm/logs --device gpu --cuda-graph --batches 1,64 \
+    [ -n "${SKIP_MINILM_BENCH:-}" ] || step $PY -m enc2triton.bench --artifacts $W/minilm/artifacts --logs $W/minilm/logs --device gpu --cuda-graph --batches 1,64 \
         --variants torch_fp16,torch_fp8,torch_int8 --budget 1.0
 }
 

@@ -43,6 +43,9 @@ CALL_TOKENS = {"cuda": 1024, "cpu": 32}
 # The largest shape (batch x sequence tokens) a PyTorch engine captures at load (larger ones on first use): the served
 # loads measured (16 texts of a few dozen tokens per request, 64 passages of 128) stay below it.
 WARM_TOKENS = 32768
+# Where a PyTorch engine's 16-bit FFN1 runs its GELU (torch_model.GELU_MODES): "epilogue", in cuBLASLt's GEMM epilogue
+# (scripts/fusion_ab.py measures it against "separate", inductor's own GELU pass).
+TORCH_GELU = "epilogue"
 
 
 def batch_buckets(max_batch: int) -> tuple[int, ...]:

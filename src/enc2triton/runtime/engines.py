@@ -179,7 +179,8 @@ class TorchEngine:
             raise EngineError(f"{path} is a package of format {self.meta.get('format', 1)}, this code reads format "
                               f"{torch_model.PACKAGE_FORMAT}: rebuild it (python -m enc2triton.torch_build --force)")
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]  # restore() builds on the CPU: one copy to the device
-        module = torch_model.restore(self.meta["config"], self.meta["dtype"], self.meta["layout"], state).to(self.device)
+        module = torch_model.restore(self.meta["config"], self.meta["dtype"], self.meta["layout"], state,
+                                     self.meta.get("gelu", "separate")).to(self.device)
         self.model, compiled = module, False
         cache = path.with_suffix(".cache")
         if self.meta.get("compile"):

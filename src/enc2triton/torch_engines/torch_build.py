@@ -274,7 +274,7 @@ def sidecar(precision: str, manifest: dict, names: list[str], device: str, modul
     gemms = qgemm.name() if device == "cuda" and precision in ("fp8", "int8") else None
     return {"precision": precision, "format": torch_model.PACKAGE_FORMAT, "gemm_kernel": gemms, "inputs": names, "outputs": list(spec.OUTPUTS), "device": device,
             "config": module.cfg.as_dict(), "dtype": str(next(module.norm.parameters()).dtype).removeprefix("torch."),
-            "layout": torch_model.layout(module),
+            "layout": torch_model.layout(module), "gelu": module.layers[0].gelu,
             "hidden_size": manifest["model"]["hidden_size"], "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
             "batch_buckets": list(spec.batch_buckets(shapes["max_batch"])),
@@ -286,10 +286,12 @@ def sidecar(precision: str, manifest: dict, names: list[str], device: str, modul
 
 def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
     """Build, measure, compile and check one precision; the manifest entry."""
+    from enc2triton.runtime import torch_model
+
     art, device = ctx["artifacts"], ctx["device"]
     t0 = time.perf_counter()
     module, info = BUILDERS[p](copy.deepcopy(enc32), ctx)
-    module.eval()
+    torch_model.set_gelu(module.eval(), ctx["gelu"])
     eager = embed(module, ctx["eval_feeds"], ctx["eval_order"], device)
     out = io.ensure_writable_dir(art / PACKAGES) / f"model_{p}.pt"
     compiled = save_package(module, ctx["names"], out, device, ctx["compile"], warm_shapes(ctx["manifest"]))
@@ -300,7 +302,7 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
     if compiled["compile"]:
         extras[spec.TORCH.extras[1]] = io.artifact_entry(out.with_suffix(".cache"), art)
     floor, q = spec.FLOORS[p], metrics.compare(ref, served)
-    return {"package": io.artifact_entry(out, art), "extras": extras, "format": meta["format"],
+    return {"package": io.artifact_entry(out, art), "extras": extras, "format": meta["format"], "gelu": meta["gelu"],
             "device": device, "torch": meta["torch"], "gpu": meta["gpu"], **info,
             "quality": {**q, **ctx["evaluation"], "reference": "our FP32 encoder (= Hugging Face FP32)", "runtime": check["engine"],
                         "floor": floor, "pass": metrics.passes(q, floor)},
@@ -311,7 +313,7 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
 
 def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRECISIONS, device: str = "cuda",
         calibration: Path = spec.CALIBRATION_TEXTS, evaluation: Path = spec.EVALUATION_TEXTS, force: bool = False,
-        int8_ranges: str = "search", compile_cache: bool = True, fp8_layers: str = "search") -> dict:
+        int8_ranges: str = "search", compile_cache: bool = True, fp8_layers: str = "search", gelu: str = spec.TORCH_GELU) -> dict:
     import torch
 
     artifacts, logs = Path(artifacts), Path(logs)
@@ -325,7 +327,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
         print(f"torch_*: not built: {GPU_ONLY}")
         return {"built": {}, "skipped": {p: GPU_ONLY for p in precisions}}
     ctx = _context(manifest, artifacts, device, calibration, evaluation)
-    ctx["int8_ranges"], ctx["compile"], ctx["fp8_layers"] = int8_ranges, compile_cache, fp8_layers
+    ctx["int8_ranges"], ctx["compile"], ctx["fp8_layers"], ctx["gelu"] = int8_ranges, compile_cache, fp8_layers, gelu
     hf, enc32 = load_reference(manifest, device)
     result = {"model": manifest["model"], "device": device, "host": host.describe(), "torch": torch.__version__,
               "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
@@ -336,7 +338,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
     ref = embed(enc32, ctx["eval_feeds"], ctx["eval_order"], device)
     for p in precisions:
         entry = (manifest.get("torch") or {}).get(p) or {}
-        if not force and _up_to_date(entry, artifacts, device, manifest) and (
+        if not force and _up_to_date(entry, artifacts, device, manifest) and entry.get("gelu", "separate") == gelu and (
                 p != "fp8" or (entry.get("method") == FP8_METHOD and entry.get("layers_chosen") == fp8_layers)):
             print(f"torch_{p}: up to date")
             result["built"][p] = entry
@@ -424,10 +426,13 @@ def main(argv=None) -> int:
                     "static scales and the layers its sensitivity search on the calibration texts keeps BF16 until the floor "
                     "(plus a margin) is met there; all: every linear layer FP8 with GPTQ codes computed here, no search "
                     "(speed runs on random weights, whose embeddings have no neighbours worth keeping)")
+    ap.add_argument("--gelu", choices=("epilogue", "separate"), default=spec.TORCH_GELU,
+                    help="where a 16-bit FFN1 runs its GELU: epilogue (default %(default)s): in cuBLASLt's GEMM epilogue "
+                    "(the tanh formula) on a GPU; separate: torch.compile's own exact-GELU pass")
 
     def body(a) -> None:
         run(a.artifacts, a.logs, tuple(p.strip() for p in a.precisions.split(",") if p.strip()), a.device,
-            a.calibration, a.evaluation, a.force, a.int8_ranges, not a.no_compile_cache, a.fp8_layers)
+            a.calibration, a.evaluation, a.force, a.int8_ranges, not a.no_compile_cache, a.fp8_layers, a.gelu)
     return cli.run(ap, body, argv)
 
 

@@ -1,0 +1,157 @@
+"""A/B of engine fusions on DistilBERT-base shapes (random weights), each variant compiled and replayed as a CUDA graph
+the way runtime/engines.py serves it: which change makes torch_fp16 / torch_fp8 faster at batch 256 x 128 tokens.
+
+    python scripts/fusion_ab.py --out logs/fusion_ab.json [--batch 256 --seq 128]
+
+Variants (FP16 unless named):
+  dynamic        torch.compile(dynamic=True): what the engines run today
+  static         torch.compile(dynamic=False): the same graph specialised to this one shape
+  gelu_epilogue  FFN1's bias and GELU in cuBLASLt's GEMM epilogue (torch_model.set_gelu(enc, "epilogue"): the
+                 custom op enc2triton::linear_gelu over torch._addmm_activation, the tanh GELU), dynamic=True
+  gelu_epilogue_static
+  gelu_tanh      inductor's GELU pass with the tanh formula (is erf the pointwise kernel's cost?), dynamic=True
+  autotune_static  torch.compile(mode="max-autotune-no-cudagraphs"): inductor's Triton GEMM templates with the
+                 pointwise epilogues fused, one shape
+  peer_static    the engine benchmark's best FP16 peer: Hugging Face DistilBertModel, torch.compile, CUDA graph
+  fp8_dynamic / fp8_static   every linear layer E4M3 (static activation scales), as torch_fp8 with --fp8-layers all
+Each: time per batch (CUDA events over replays), sequences/s, and the max |difference| of the sentence embedding
+from `dynamic` (FP16) or `fp8_dynamic`. GPU only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from enc2triton.runtime import torch_model as tm
+
+DISTIL = tm.EncoderConfig("distilbert", 768, 6, 12, 3072, 30522, 512, 0, 1e-12)
+
+
+def forward_gelu_tanh(self, x, mask_bias):
+    b, s, h = x.shape
+    qkv = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+    ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask_bias)
+    x = self.norm1(x + self.o(ctx.transpose(1, 2).reshape(b, s, h)).to(x.dtype))
+    return self.norm2(x + self.ffn2(F.gelu(self.ffn1(x), approximate="tanh")).to(x.dtype))
+
+
+class HFPeer(torch.nn.Module):
+    """The FP16 peer of the engine benchmark: Hugging Face's DistilBertModel (SDPA attention), mean pooled."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers import DistilBertConfig, DistilBertModel
+        cfg = DistilBertConfig(attn_implementation="sdpa")
+        self.hf = DistilBertModel(cfg).eval()
+
+    def forward(self, ids, mask):
+        h = self.hf(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        m = mask[..., None].float()
+        return h, (h * m).sum(1) / m.sum(1)
+
+
+def model(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if kind.startswith("peer"):
+        return HFPeer().half().cuda()
+    enc = tm.Encoder(DISTIL).eval()
+    for p in enc.parameters():  # BERT-like magnitudes: N(0, 0.02) weights
+        p.data.normal_(0, 0.02) if p.dim() > 1 else None
+    if kind.startswith("fp8"):
+        enc = tm.to_fp8(enc, amax={(i, n): 8.0 for i, n, _ in tm.linears(enc)})
+    else:
+        enc = enc.half()
+    enc = enc.cuda()
+    if "gelu_epilogue" in kind:
+        tm.set_gelu(enc, "epilogue")
+    if kind == "gelu_tanh":
+        for layer in enc.layers:
+            layer.forward = forward_gelu_tanh.__get__(layer)
+    return enc
+
+
+def measure(kind: str, batch: int, seq: int, iters: int) -> dict:
+    enc = model(kind)
+    if kind == "autotune_static":
+        fn = torch.compile(enc, dynamic=False, mode="max-autotune-no-cudagraphs")
+    else:
+        fn = torch.compile(enc, dynamic="static" not in kind)
+    ids = torch.randint(1000, 30000, (batch, seq), device="cuda")
+    mask = torch.ones_like(ids)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                fn(ids, mask)
+        torch.cuda.current_stream().wait_stream(stream)
+        compile_s = time.perf_counter() - t0
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn(ids, mask)
+        for _ in range(20):
+            graph.replay()
+        times = []
+        for _ in range(5):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(iters):
+                graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / iters)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                graph.replay()
+            torch.cuda.synchronize()
+    kernels = {}
+    for ev in prof.key_averages():
+        t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if t:
+            kernels[ev.key[:90]] = round(t / 5 / 1e3, 4)  # ms per batch
+    top = dict(sorted(kernels.items(), key=lambda kv: -kv[1])[:8])
+    ms = sorted(times)[len(times) // 2]
+    emb = out[1].float().clone()
+    del graph, fn, enc
+    torch.cuda.empty_cache()
+    return {"ms": round(ms, 4), "seq_per_s": round(batch / ms * 1e3), "ms_runs": [round(t, 4) for t in times],
+            "compile_s": round(compile_s, 1), "top_kernels_ms": top, "emb": emb}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--variants", default="dynamic,gelu_epilogue,peer_static,static,fp8_dynamic,fp8_static,gelu_epilogue_static,gelu_tanh,autotune_static")
+    a = ap.parse_args()
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": a.batch, "seq": a.seq, "variants": {}}
+    ref = {}
+    for kind in a.variants.split(","):
+        try:
+            r = measure(kind, a.batch, a.seq, a.iters)
+        except Exception as e:  # one variant failing must not hide the others' numbers
+            res["variants"][kind] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            print(kind, "FAILED", res["variants"][kind]["error"], flush=True)
+            a.out.write_text(json.dumps(res, indent=1))
+            continue
+        base = "fp8_dynamic" if kind.startswith("fp8") else "peer_static" if kind.startswith("peer") else "dynamic"
+        emb = r.pop("emb")
+        ref.setdefault(base, emb)
+        r["max_abs_diff_vs_" + base] = float((emb - ref[base]).abs().max())
+        r["cos_min_vs_" + base] = float(F.cosine_similarity(emb, ref[base]).min())
+        res["variants"][kind] = r
+        print(kind, json.dumps(r), flush=True)
+        a.out.write_text(json.dumps(res, indent=1))  # after each variant: a timeout keeps what was measured
+
+
+if __name__ == "__main__":
+    main()
