@@ -3,6 +3,7 @@ plan taken from the ONNX search, the saved packages (CPU builds of the same code
 through the real Triton server. The GPU-only parts (CUDA graphs, FP8 tensor cores) run on the GPU machine."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -218,11 +219,28 @@ def test_int8_plan_follows_the_onnx_search(torch_art, tmp_path):
     assert plan[(1, "qkv")] is None and plan[(1, "o")] is not None and info["kept_fp16"] == ["layers.1.qkv"]
 
 
+def test_gelu_epilogue_is_a_recorded_choice_exact_off_the_gpu(tiny_distilbert):
+    """FFN1's GELU in the GEMM epilogue is a custom op that torch.compile keeps whole; off a GPU (and in FP32) it is the
+    exact GELU, so the CPU's numbers do not move; a package records the choice and restore() rebuilds it."""
+    enc = torch_model.from_hf(_hf(tiny_distilbert)[0])
+    feed = {"input_ids": torch.randint(5, 90, (3, 12)), "attention_mask": torch.ones(3, 12, dtype=torch.int64)}
+    with torch.inference_mode():
+        separate = enc(**feed)[1]
+        fused = torch_model.set_gelu(enc, "epilogue")(**feed)[1]
+        compiled = torch.compile(enc, dynamic=True)(**feed)[1]
+    assert torch.equal(separate, fused) and torch.allclose(compiled, separate, atol=1e-5)
+    back = torch_model.restore(enc.cfg.as_dict(), "float32", torch_model.layout(enc), enc.state_dict(), "epilogue")
+    assert {layer.gelu for layer in back.layers} == {"epilogue"}
+    with pytest.raises(ValueError, match="gelu 'fused'"):
+        torch_model.set_gelu(enc, "fused")
+
+
 def test_cpu_packages_built_checked_and_recorded(torch_art):
     art, logs, res = torch_art
     m = io.load_manifest(art)
     for p in torch_build.PRECISIONS:
         e = m["torch"][p]
+        assert e["gelu"] == spec.TORCH_GELU == json.loads(io.resolve(e["extras"]["model.json"]["path"], art).read_text())["gelu"]
         assert io.is_valid(e["package"], art) and e["device"] == "cpu"
         assert set(e["extras"]) == {"model.json"} and io.is_valid(e["extras"]["model.json"], art)  # no compile cache asked
         assert e["quality"]["pass"], (p, e["quality"])  # tiny random weights: near-exact, but the floor is checked
