@@ -18,6 +18,8 @@ phase=${1:?smoke, build or serve}
 OUT=${OUT:-/tmp/out}
 W=/tmp/h200
 SERVER_CPUS=0-11 CLIENT_CPUS=12-15
+# without onnxruntime-gpu staged (5 of the 9 staging calls): GPU_VARIANTS=torch_fp16,torch_fp8,torch_int8
+GPU_VARIANTS=${GPU_VARIANTS:-onnx_fp16,torch_fp16,torch_fp8,torch_int8}
 PERF="--window-ms 1500 --max-trials 6 --client-cpus $CLIENT_CPUS"
 step() { echo "=== $*" | tee -a "$CMDS"; local t0=$(date +%s); "$@"; local rc=$?; echo "    -> exit $rc ($(( $(date +%s) - t0 )) s)" | tee -a "$CMDS"; return $rc; }
 
@@ -40,8 +42,8 @@ minilm() {  # the bundled real model (distilbert-base-uncased falls back to it o
 
 minilm-quality() {
     local A=$W/minilm/artifacts L=$W/minilm/logs R=$W/minilm/model_repository; CMDS=$L/commands.txt
-    # onnx_fp16 needs onnxruntime-gpu staged (--system-wheel, scripts/README.md): the four GPU variants
-    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants onnx_fp16,torch_fp16,torch_fp8,torch_int8
+    # onnx_fp16 needs onnxruntime-gpu staged (--system-wheel, scripts/README.md): the four GPU variants (GPU_VARIANTS)
+    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants $GPU_VARIANTS
     step $PY client.py --artifacts "$A" --repository "$R" --logs "$L"  # ensembles, and fused models against them
 }
 
@@ -88,7 +90,7 @@ bench-run() {
     # 8-bit GEMMs at DistilBERT-base's shapes: FP16, FP8 and INT8 through cuBLASLt, inductor's INT8 templates, our kernel
     [ -n "${SKIP_GEMM:-}" ] || step timeout 240 $PY scripts/gemm_bench.py --out "$L/gemm" --autotune-gemms ffn1
     step $PY -m enc2triton.bench --artifacts "$A" --logs "$L" --device gpu --cuda-graph --peers --profile --batches 1,8,64,256 \
-        --variants onnx_fp16,torch_fp16,torch_fp8,torch_int8 --budget 1.0
+        --variants $GPU_VARIANTS --budget 1.0
     step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
     # the engines that meet the floors on the real model (torch_fp8, torch_int8 keep layers in 16 bits there): their speed
     [ -n "${SKIP_MINILM_BENCH:-}" ] || step $PY -m enc2triton.bench --artifacts $W/minilm/artifacts --logs $W/minilm/logs --device gpu --cuda-graph --batches 1,64 \
