@@ -10,7 +10,9 @@
 #   bash scripts/gpu_h200.sh bench          # all-MiniLM-L6-v2's quality through Triton, the 8-bit GEMM benchmark, the
 #                                           # engine benchmark beside its peers, the report, the real model's engines timed
 #                                           # (SKIP_GEMM=1, SKIP_MINILM_BENCH=1: without the two published benchmarks)
-# The serve phase's peer loads: PEER_PER_REQUEST (default 1,16), PEER_CONCURRENCY (default 16,64,128).
+# The serve phase's peer loads: PEER_PER_REQUEST (default 1,16), PEER_CONCURRENCY (default 16,64,128); SKIP_PEER=1,
+# SKIP_PASSAGES=1 leave the peer or the passage sweep out; WITH_QUALITY=1 moves the real model's quality through Triton
+# from the bench call to the end of the serve call (set it for both calls; QUALITY_DEADLINE bounds the serve call).
 #   FUSED_N=2 bash scripts/gpu_h200.sh fusedn   # fused_torch_fp16 at another instance count, for comparison
 # Cores: the server gets 0-11 and perf_analyzer 12-15 (a separate client machine, approximated).
 set -uo pipefail
@@ -75,10 +77,11 @@ serve-run() {
     step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,fused_torch_fp16,fused_torch_fp8,fused_torch_int8 \
         --concurrency 64,128,256 $PERF
     sweep batch16 --models ensemble_torch_fp16,fused_torch_fp16,fused_torch_fp8,fused_torch_int8 --concurrency 16,32,64,128 --batch-size 16
-    sweep passages --models fused_torch_fp16,fused_torch_fp8,fused_torch_int8 --concurrency 8,16,32 --batch-size 16 --passage-tokens 128
+    [ -n "${SKIP_PASSAGES:-}" ] || sweep passages --models fused_torch_fp16,fused_torch_fp8,fused_torch_int8 --concurrency 8,16,32 --batch-size 16 --passage-tokens 128
     # like for like with the engine's 128 tokens: passages of real text fill the rows (no padding for the runner to trim)
     sweep raw64 --models torch_fp16,torch_fp8,torch_int8 --concurrency 2,4,8 --batch-size 64 --seq-len 128 --passage-tokens 128
     step ./serve.sh stop --logs "$L"
+    [ -n "${SKIP_PEER:-}" ] && return 0
     # the serving peer on the same GPU, the same checkpoint (torch2onnx cached the random weights there), texts and client
     source scripts/gpu_peer.sh install
     step $PY -m enc2triton.serving_peers --logs "$L" --model .cache/random/distilbert-base-uncased --device gpu \
@@ -130,14 +133,20 @@ case $phase in
     serve)
         timeout ${DEADLINE:-560} bash "$0" serve-run > $W/serve.out 2>&1
         tail -n 40 $W/serve.out
-        pack serve distil/logs serve.out
+        if [ -n "${WITH_QUALITY:-}" ]; then  # the real model's quality through Triton here, not in the bench call
+            timeout $(( ${QUALITY_DEADLINE:-${DEADLINE:-560}} - SECONDS )) bash "$0" minilm-quality > $W/minilm-quality.out 2>&1
+            tail -n 14 $W/minilm-quality.out
+        fi
+        pack serve distil/logs serve.out $( [ -n "${WITH_QUALITY:-}" ] && echo minilm/logs minilm-quality.out )
         ls -la "$OUT" ;;
     bench)
-        timeout 170 bash "$0" minilm-quality > $W/minilm-quality.out 2>&1
-        tail -n 14 $W/minilm-quality.out
+        if [ -z "${WITH_QUALITY:-}" ]; then
+            timeout 170 bash "$0" minilm-quality > $W/minilm-quality.out 2>&1
+            tail -n 14 $W/minilm-quality.out
+        fi
         timeout $(( ${DEADLINE:-560} - SECONDS )) bash "$0" bench-run > $W/bench.out 2>&1
         tail -n 30 $W/bench.out
-        pack bench distil/logs minilm/logs minilm-quality.out bench.out
+        pack bench distil/logs minilm/logs $( [ -z "${WITH_QUALITY:-}" ] && echo minilm-quality.out ) bench.out
         ls -la "$OUT" ;;
     fusedn)
         timeout ${DEADLINE:-560} bash "$0" fusedn-run > $W/fusedn.out 2>&1
