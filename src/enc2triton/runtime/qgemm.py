@@ -57,11 +57,19 @@ def reference(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch
     return (acc.float() * scale.float() + bias.float()).to(OUT_DTYPES[out])
 
 
+def reference_gelu_fp8(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                       qmult: torch.Tensor) -> torch.Tensor:
+    """What qmm_gelu_fp8 computes, in torch ops: tanh GELU of the dequantized product, then E4M3 codes at qmult."""
+    acc = a.double() @ b.double().t() if a.dtype == torch.int8 else a.float() @ b.float().t()
+    y = torch.nn.functional.gelu(acc.float() * scale.float() + bias.float(), approximate="tanh")
+    return (y * qmult.float()).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+
+
 if _TRITON:
     @triton.jit
-    def _qmm_kernel(a_ptr, b_ptr, c_ptr, scale_ptr, bias_ptr, M, N, K, stride_am, stride_bn, stride_cm,
-                    INT8: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    GROUP_M: tl.constexpr):
+    def _qmm_kernel(a_ptr, b_ptr, c_ptr, scale_ptr, bias_ptr, qmult_ptr, M, N, K, stride_am, stride_bn, stride_cm,
+                    INT8: tl.constexpr, GELU: tl.constexpr, QOUT: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
         # grouped tile order: GROUP_M row tiles share their column tiles of B while they are in L2
         pid = tl.program_id(0)
         n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
@@ -94,6 +102,11 @@ if _TRITON:
         in_n = offs_n < N
         y = acc.to(tl.float32) * tl.load(scale_ptr + offs_n, mask=in_n, other=0.0)[None, :] \
             + tl.load(bias_ptr + offs_n, mask=in_n, other=0.0)[None, :]
+        if GELU:  # tanh GELU as x * sigmoid(2u): one exp2 a value (erf here cost the tile its registers)
+            u = 1.5957691216057308 * (y + 0.044715 * y * y * y)
+            y = y / (1.0 + tl.exp2(-1.4426950408889634 * u))
+        if QOUT:  # the next GEMM's E4M3 codes: its static scale, clamped to E4M3's range
+            y = tl.minimum(tl.maximum(y * tl.load(qmult_ptr), -448.0), 448.0)
         c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :]
         tl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & in_n[None, :])
 
@@ -107,11 +120,30 @@ if _TRITON:
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
-        wrap_triton(_qmm_kernel)[grid](a, b, c, scale, bias, m, n, k, a.stride(0), b.stride(0), c.stride(0),
-                                       INT8=a.dtype == torch.int8, num_warps=CONFIG["num_warps"],
+        wrap_triton(_qmm_kernel)[grid](a, b, c, scale, bias, scale, m, n, k, a.stride(0), b.stride(0), c.stride(0),
+                                       INT8=a.dtype == torch.int8, GELU=False, QOUT=False, num_warps=CONFIG["num_warps"],
+                                       num_stages=CONFIG["num_stages"], **tiles)
+        return c
+
+    def _qmm_gelu_fp8(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                      qmult: torch.Tensor) -> torch.Tensor:
+        """`reference_gelu_fp8`'s computation in one kernel: the FFN1 GEMM with bias, tanh GELU and the FFN2 input's
+        E4M3 quantization (x * qmult, clamped) in its epilogue; E4M3 codes [M, N] out."""
+        m, k = a.shape
+        n = b.shape[0]
+        c = torch.empty((m, n), device=a.device, dtype=torch.float8_e4m3fn)
+        tiles = {key: v for key, v in CONFIG.items() if key not in ("num_warps", "num_stages")}
+
+        def grid(meta):
+            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+
+        wrap_triton(_qmm_kernel)[grid](a, b, c, scale, bias, qmult, m, n, k, a.stride(0), b.stride(0), c.stride(0),
+                                       INT8=a.dtype == torch.int8, GELU=True, QOUT=True, num_warps=CONFIG["num_warps"],
                                        num_stages=CONFIG["num_stages"], **tiles)
         return c
 
     # one registration per process: this file is imported as enc2triton.runtime.qgemm and, in a Triton model folder,
     # as enc2triton_qgemm
     qmm = torch.ops.enc2triton.qmm if hasattr(torch.ops.enc2triton, "qmm") else triton_op("enc2triton::qmm", mutates_args={})(_qmm)
+    qmm_gelu_fp8 = (torch.ops.enc2triton.qmm_gelu_fp8 if hasattr(torch.ops.enc2triton, "qmm_gelu_fp8")
+                    else triton_op("enc2triton::qmm_gelu_fp8", mutates_args={})(_qmm_gelu_fp8))
