@@ -56,7 +56,7 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
     step $T $PY -m enc2triton.optimize --artifacts "$A"
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all
     # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines)
-    step $T timeout ${FUSION_S:-150} $PY scripts/fusion_ab.py --out "$L/fusion_ab.json"
+    step $T timeout ${FUSION_S:-200} $PY scripts/fusion_ab.py --out "$L/fusion_ab.json"
 }
 
 tune() {
