@@ -120,7 +120,10 @@ class Fp8Linear(nn.Module):
             x2 = x2.float()
             scale_a = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
             q = (x2 / scale_a).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-        y = torch._scaled_mm(q, self.weight.t(), scale_a=scale_a, scale_b=self.w_scale, bias=self.bias, out_dtype=torch.bfloat16)
+        if x2.is_cuda:
+            y = torch._scaled_mm(q, self.weight.t(), scale_a=scale_a, scale_b=self.w_scale, bias=self.bias, out_dtype=torch.bfloat16)
+        else:  # the same product in FP32 (E4M3 products are exact there): torch 2.11's CPU _scaled_mm is per-tensor only
+            y = (F.linear(q.float(), self.weight.float()) * scale_a * self.w_scale + self.bias.float()).to(torch.bfloat16)
         return y.reshape(*x.shape[:-1], -1)
 
 
