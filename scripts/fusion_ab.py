@@ -1,10 +1,11 @@
 """A/B of engine fusions on DistilBERT-base shapes (random weights), each variant compiled and replayed as a CUDA graph
-the way runtime/engines.py serves it: which change makes torch_fp16 / torch_fp8 faster at batch 256 x 128 tokens.
+the way runtime/engines.py serves it: which change makes torch_fp16 / torch_fp8 / torch_int8 faster at batch 256 x 128
+tokens. Results: results/h100/2026-12-07b/ (the GELU epilogues became the engines' default, spec.TORCH_GELU).
 
     python scripts/fusion_ab.py --out logs/fusion_ab.json [--batch 256 --seq 128]
 
 Variants (FP16 unless named):
-  dynamic        torch.compile(dynamic=True): what the engines run today
+  dynamic        torch.compile(dynamic=True), FFN1's GELU a separate pass (torch_build --gelu separate)
   static         torch.compile(dynamic=False): the same graph specialised to this one shape
   gelu_epilogue  FFN1's bias and GELU in cuBLASLt's GEMM epilogue (torch_model.set_gelu(enc, "epilogue"): the
                  custom op enc2triton::linear_gelu over torch._addmm_activation, the tanh GELU), dynamic=True
@@ -14,9 +15,11 @@ Variants (FP16 unless named):
                  pointwise epilogues fused, one shape
   peer_static    the engine benchmark's best FP16 peer: Hugging Face DistilBertModel, torch.compile, CUDA graph
   fp8_ffn_fused  fp8_dynamic with FFN1 in our Triton kernel, bias + tanh GELU + FFN2's E4M3 quantization in its epilogue
+                 (torch_model.set_gelu(enc, "epilogue") on an 8-bit model: qgemm.qmm_gelu_q)
+  int8_dynamic / int8_ffn_fused   the same two for every linear layer INT8 (clip 8)
   fp8_dynamic / fp8_static   every linear layer E4M3 (static activation scales), as torch_fp8 with --fp8-layers all
 Each: time per batch (CUDA events over replays), sequences/s, and the max |difference| of the sentence embedding
-from `dynamic` (FP16) or `fp8_dynamic`. GPU only.
+from `dynamic` (FP16), `fp8_dynamic` or `int8_dynamic`. GPU only.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from enc2triton.runtime import qgemm, torch_model as tm
+from enc2triton.runtime import torch_model as tm
 
 DISTIL = tm.EncoderConfig("distilbert", 768, 6, 12, 3072, 30522, 512, 0, 1e-12)
 
@@ -39,22 +42,6 @@ def forward_gelu_tanh(self, x, mask_bias):
     ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask_bias)
     x = self.norm1(x + self.o(ctx.transpose(1, 2).reshape(b, s, h)).to(x.dtype))
     return self.norm2(x + self.ffn2(F.gelu(self.ffn1(x), approximate="tanh")).to(x.dtype))
-
-
-def forward_fp8_ffn_fused(self, x, mask_bias):
-    """FFN1 (E4M3) in our Triton kernel with bias, tanh GELU and FFN2's E4M3 quantization in its epilogue
-    (qgemm.qmm_gelu_fp8): FFN2 reads the codes, no BF16 [tokens, ffn] tensor is written or read back."""
-    b, s, h = x.shape
-    qkv = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-    ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask_bias)
-    x = self.norm1(x + self.o(ctx.transpose(1, 2).reshape(b, s, h)).to(x.dtype))
-    f1, f2 = self.ffn1, self.ffn2
-    q1 = (x.reshape(b * s, h).float() / f1.x_scale).clamp(-tm.FP8_MAX, tm.FP8_MAX).to(torch.float8_e4m3fn)
-    codes = qgemm.qmm_gelu_fp8(q1, f1.weight, (f1.x_scale * f1.w_scale[0]).float(), f1.bias.float(),
-                               (1.0 / f2.x_scale).reshape(1).float())
-    scale_a = f2.x_scale.expand(b * s, 1).clone(memory_format=torch.contiguous_format)
-    y = torch._scaled_mm(codes, f2.weight.t(), scale_a=scale_a, scale_b=f2.w_scale, bias=f2.bias, out_dtype=torch.bfloat16)
-    return self.norm2(x + y.view(b, s, h).to(x.dtype))
 
 
 class HFPeer(torch.nn.Module):
@@ -81,14 +68,16 @@ def model(kind: str) -> torch.nn.Module:
         p.data.normal_(0, 0.02) if p.dim() > 1 else None
     if kind.startswith("fp8"):
         enc = tm.to_fp8(enc, amax={(i, n): 8.0 for i, n, _ in tm.linears(enc)})
+    elif kind.startswith("int8"):
+        enc = tm.to_int8(enc, {(i, n): {"clip": 8.0} for i, n, _ in tm.linears(enc)})
     else:
         enc = enc.half()
     enc = enc.cuda()
     if "gelu_epilogue" in kind:
         tm.set_gelu(enc, "epilogue")
-    if kind.startswith("fp8_ffn_fused"):
-        for layer in enc.layers:
-            layer.forward = forward_fp8_ffn_fused.__get__(layer)
+    if kind.endswith("ffn_fused"):  # the engines' default: FFN1's GELU in its GEMM's epilogue
+        tm.set_gelu(enc, "epilogue")
+        tm.INT8_FUSED_FFN = True  # not yet the engines' default for INT8: this A/B decides
     if kind == "gelu_tanh":
         for layer in enc.layers:
             layer.forward = forward_gelu_tanh.__get__(layer)
@@ -96,6 +85,8 @@ def model(kind: str) -> torch.nn.Module:
 
 
 def measure(kind: str, batch: int, seq: int, iters: int) -> dict:
+    tm.INT8_FUSED_FFN = False
+    torch._dynamo.reset()  # each variant compiles afresh (one Encoder class: its recompile limit would drop to eager)
     enc = model(kind)
     if kind == "autotune_static":
         fn = torch.compile(enc, dynamic=False, mode="max-autotune-no-cudagraphs")
@@ -150,7 +141,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--variants", default="dynamic,gelu_epilogue,peer_static,fp8_dynamic,fp8_ffn_fused,static,fp8_static,gelu_epilogue_static,gelu_tanh,autotune_static")
+    ap.add_argument("--variants", default="dynamic,gelu_epilogue,peer_static,fp8_dynamic,fp8_ffn_fused,int8_dynamic,int8_ffn_fused,static,gelu_tanh,autotune_static")
     a = ap.parse_args()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": a.batch, "seq": a.seq, "variants": {}}
@@ -163,7 +154,7 @@ def main() -> None:
             print(kind, "FAILED", res["variants"][kind]["error"], flush=True)
             a.out.write_text(json.dumps(res, indent=1))
             continue
-        base = "fp8_dynamic" if kind.startswith("fp8") else "peer_static" if kind.startswith("peer") else "dynamic"
+        base = "fp8_dynamic" if kind.startswith("fp8") else "int8_dynamic" if kind.startswith("int8") else "peer_static" if kind.startswith("peer") else "dynamic"
         emb = r.pop("emb")
         ref.setdefault(base, emb)
         r["max_abs_diff_vs_" + base] = float((emb - ref[base]).abs().max())

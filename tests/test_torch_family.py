@@ -3,6 +3,7 @@ plan taken from the ONNX search, the saved packages (CPU builds of the same code
 through the real Triton server. The GPU-only parts (CUDA graphs, FP8 tensor cores) run on the GPU machine."""
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from enc2triton.core import io, spec
 from enc2triton.runtime import engines, torch_model
@@ -484,3 +486,59 @@ def test_every_gpu_engine_family_gets_one_instance_group_per_gpu(torch_art):
         gpu = repository.mc.ModelInstanceGroup.KIND_GPU
         assert [(g.kind, list(g.gpus), g.count) for g in cfg.instance_group] == [(gpu, [0], spec.Serving.gpu_model_instances), (gpu, [1], spec.Serving.gpu_model_instances)], name
     assert serving.tokenizer_instances == 24
+
+
+def test_fused_ffn_of_8bit_layers_is_the_separate_layers_with_a_tanh_gelu(tiny_distilbert, monkeypatch):
+    """FFN1 -> GELU -> FFN2 of two 8-bit layers as one epilogue-fused GEMM writing FFN2's codes (the kernel's computation
+    as qgemm.reference_gelu_q: on the GPU it is our Triton kernel) matches the layers run one by one."""
+    from enc2triton.runtime import qgemm
+
+    monkeypatch.setattr(qgemm, "qmm_gelu_q", qgemm.reference_gelu_q, raising=False)
+    monkeypatch.setattr(torch_model, "INT8_FUSED_FFN", True)
+    enc = torch_model.from_hf(_hf(tiny_distilbert)[0])
+    amax = {(i, n): 4.0 for i, n, _ in torch_model.linears(enc)}
+    for model in (torch_model.to_fp8(copy.deepcopy(enc), amax=amax),
+                  torch_model.to_int8(copy.deepcopy(enc), {k: {"clip": 4.0} for k in amax})):
+        layer = model.layers[0]
+        assert torch_model._ffn_fusable(layer.ffn1, layer.ffn2)
+        x = torch.randn(40, enc.cfg.hidden, dtype=next(layer.norm1.parameters()).dtype)
+        with torch.inference_mode():
+            fused = torch_model._ffn_fused(layer.ffn1, layer.ffn2, x).float()
+            separate = layer.ffn2(F.gelu(layer.ffn1(x))).float()
+        assert F.cosine_similarity(fused, separate).min() > 0.99, type(layer.ffn1).__name__
+    dynamic = torch_model.to_fp8(copy.deepcopy(enc))  # per-token scales: FFN2's scale is not a constant, no fusion
+    assert not torch_model._ffn_fusable(dynamic.layers[0].ffn1, dynamic.layers[0].ffn2)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("triton") is None, reason="Triton is not installed (GPU image)")
+def test_qgemm_gelu_epilogue_in_tritons_interpreter():
+    """The kernel's GELU + quantization epilogue, run by Triton's CPU interpreter, gives the reference's codes."""
+    import subprocess
+    import sys
+
+    code = '''
+import torch, triton
+from enc2triton.runtime import qgemm
+torch.manual_seed(0)
+m, k, n = 64, 96, 160
+for dt in ("int8", "fp8"):
+    if dt == "int8":
+        a = torch.randint(-127, 128, (m, k), dtype=torch.int8); b = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    else:
+        a = (torch.randn(m, k) * 50).to(torch.float8_e4m3fn); b = (torch.randn(n, k) * 50).to(torch.float8_e4m3fn)
+    scale, bias, qmult = torch.rand(n) * 1e-4, torch.randn(n) * 0.1, torch.rand(n) * 40 + 5
+    for out in ("fp8", "int8"):
+        c = torch.empty((m, n), dtype=torch.float32)  # the values before the cast: the interpreter's E4M3 cast truncates
+        qgemm._qmm_kernel[(triton.cdiv(m, 32) * triton.cdiv(n, 32),)](
+            a, b, c, scale, bias, qmult, m, n, k, a.stride(0), b.stride(0), c.stride(0), INT8=dt == "int8", GELU=True,
+            QOUT=qgemm.QOUT_KINDS[out], BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=2)
+        ref = qgemm.reference_gelu_q(a, b, scale, bias, qmult, out)
+        assert torch.equal(c.to(qgemm.CODE_DTYPES[out]).float(), ref.float()), (dt, out)
+print("ok")
+'''
+    import os
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]

@@ -43,8 +43,9 @@ CALL_TOKENS = {"cuda": 1024, "cpu": 32}
 # The largest shape (batch x sequence tokens) a PyTorch engine captures at load (larger ones on first use): the served
 # loads measured (16 texts of a few dozen tokens per request, 64 passages of 128) stay below it.
 WARM_TOKENS = 32768
-# Where a PyTorch engine's 16-bit FFN1 runs its GELU (torch_model.GELU_MODES): "epilogue", in cuBLASLt's GEMM epilogue
-# (scripts/fusion_ab.py measures it against "separate", inductor's own GELU pass).
+# Where a PyTorch engine's FFN1 runs its GELU (torch_model.GELU_MODES): "epilogue", in its GEMM's epilogue (cuBLASLt's
+# for a 16-bit FFN1, our Triton kernel writing FFN2's codes for an 8-bit pair). scripts/fusion_ab.py against "separate"
+# (inductor's own GELU pass), DistilBERT-base at 256 x 128 on an H100: FP16 37,212 -> 40,998 seq/s, FP8 43,200 -> 48,911.
 TORCH_GELU = "epilogue"
 
 

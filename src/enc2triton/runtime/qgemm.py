@@ -8,12 +8,17 @@ H100): cuBLASLt's int8 GEMM (torch._int_mm) runs 513-690 TOPS with B column-majo
 with the dequantization done on the accumulator. Below a few thousand rows its 128-row tiles leave SMs idle and the two
 are within 5% (M = 2,048), so Int8Linear takes it only from MIN_ROWS rows. For E4M3 cuBLASLt (torch._scaled_mm, 844-1,099
 TFLOP/s) is faster than this kernel at every shape measured (633-980), so Fp8Linear keeps it; the kernel takes E4M3 too,
-for that comparison. inductor's max-autotune int_mm templates: 247 TOPS on FFN1. Measured and dropped (an earlier
-session, H200): GELU and the next GEMM's quantization in this epilogue (FFN1 at 340 TOPS instead of 574 with the same
-tiles: slower than the separate pointwise pass inductor fuses with the quantization).
+for that comparison. inductor's max-autotune int_mm templates: 247 TOPS on FFN1.
 
-`qmm` is a torch custom op (torch.library.triton_op), so torch.compile keeps the kernel in its graph, its compile
-cache and the CUDA graphs; `reference` is its computation in torch ops. Operands: `a` [M, K] row-major codes, `b`
+`qmm_gelu_q` is the same kernel with FFN1's tanh GELU and FFN2's input quantization in the epilogue (E4M3 or INT8 codes
+out), for torch_model's fused FFN: the [tokens, 3072] activation is written once, in 8 bits, and never read back in 16.
+The GELU is x * sigmoid(2u) with one exp2 (an erf GELU here, an earlier session on an H200, dropped FFN1 from 574 to 340
+TOPS). scripts/fusion_ab.py, DistilBERT-base at 256 x 128 on an H100 (results/h100/2026-12-07b/): every layer FP8,
+43,200 seq/s with cuBLASLt's FFN1 and a separate GELU + quantize pass, 48,911 with this (1.13x), although this kernel's
+FFN1 alone is slower than cuBLASLt's.
+
+`qmm` and `qmm_gelu_q` are torch custom ops (torch.library.triton_op), so torch.compile keeps the kernel in its graph, its compile
+cache and the CUDA graphs; `reference` and `reference_gelu_q` are their computations in torch ops. Operands: `a` [M, K] row-major codes, `b`
 [N, K] row-major codes (the nn.Linear layout: K-major tiles, what Hopper's 8-bit tensor-core instructions read). No
 Triton (a CPU machine): `ENABLED` is False and the layers use torch's GEMMs.
 """
@@ -30,6 +35,8 @@ CONFIG = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warp
 # at 2,048 the two are within 5%.
 MIN_ROWS = 8192
 OUT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CODE_DTYPES = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}  # qmm_gelu_q's outputs: the next GEMM's input codes
+QOUT_KINDS = {"fp8": 1, "int8": 2}
 
 try:  # the GPU image's torch brings Triton; a CPU machine has none
     import triton
@@ -57,12 +64,14 @@ def reference(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch
     return (acc.float() * scale.float() + bias.float()).to(OUT_DTYPES[out])
 
 
-def reference_gelu_fp8(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
-                       qmult: torch.Tensor) -> torch.Tensor:
-    """What qmm_gelu_fp8 computes, in torch ops: tanh GELU of the dequantized product, then E4M3 codes at qmult."""
+def reference_gelu_q(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, qmult: torch.Tensor,
+                     out: str) -> torch.Tensor:
+    """What qmm_gelu_q computes, in torch ops: tanh GELU of the dequantized product, then the next GEMM's codes."""
     acc = a.double() @ b.double().t() if a.dtype == torch.int8 else a.float() @ b.float().t()
-    y = torch.nn.functional.gelu(acc.float() * scale.float() + bias.float(), approximate="tanh")
-    return (y * qmult.float()).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    y = torch.nn.functional.gelu(acc.float() * scale.float() + bias.float(), approximate="tanh") * qmult.float()
+    if out == "int8":
+        return torch.round(y).clamp(-127, 127).to(torch.int8)
+    return y.clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
 
 
 if _TRITON:
@@ -105,45 +114,43 @@ if _TRITON:
         if GELU:  # tanh GELU as x * sigmoid(2u): one exp2 a value (erf here cost the tile its registers)
             u = 1.5957691216057308 * (y + 0.044715 * y * y * y)
             y = y / (1.0 + tl.exp2(-1.4426950408889634 * u))
-        if QOUT:  # the next GEMM's E4M3 codes: its static scale, clamped to E4M3's range
-            y = tl.minimum(tl.maximum(y * tl.load(qmult_ptr), -448.0), 448.0)
+        if QOUT == 1:  # the next GEMM's E4M3 codes: y times its input multiplier (1 / static scale), clamped
+            y = tl.minimum(tl.maximum(y * tl.load(qmult_ptr + offs_n, mask=in_n, other=0.0)[None, :], -448.0), 448.0)
+        if QOUT == 2:  # the next GEMM's INT8 codes: its multiplier (1 / (smoothing x scale)), rounded half to even
+            y = y * tl.load(qmult_ptr + offs_n, mask=in_n, other=0.0)[None, :]
+            r = tl.floor(y + 0.5)  # nearest; a tie (r - y = 0.5) that landed on an odd number goes down, as torch.round
+            r = tl.where((r - y == 0.5) & (r - 2.0 * tl.floor(r * 0.5) != 0.0), r - 1.0, r)
+            y = tl.minimum(tl.maximum(r, -127.0), 127.0)
         c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :]
         tl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & in_n[None, :])
 
-    def _qmm(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, out: str) -> torch.Tensor:
-        """`reference`'s computation in one kernel. a [M, K], b [N, K] codes (int8 or E4M3); scale, bias [N] FP32."""
+    def _launch(a, b, c, scale, bias, qmult, gelu: bool, qout: int) -> torch.Tensor:
         m, k = a.shape
         n = b.shape[0]
-        c = torch.empty((m, n), device=a.device, dtype=OUT_DTYPES[out])
-        tiles = {key: v for key, v in CONFIG.items() if key not in ("num_warps", "num_stages")}
-
-        def grid(meta):
-            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
-
-        wrap_triton(_qmm_kernel)[grid](a, b, c, scale, bias, scale, m, n, k, a.stride(0), b.stride(0), c.stride(0),
-                                       INT8=a.dtype == torch.int8, GELU=False, QOUT=False, num_warps=CONFIG["num_warps"],
-                                       num_stages=CONFIG["num_stages"], **tiles)
-        return c
-
-    def _qmm_gelu_fp8(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
-                      qmult: torch.Tensor) -> torch.Tensor:
-        """`reference_gelu_fp8`'s computation in one kernel: the FFN1 GEMM with bias, tanh GELU and the FFN2 input's
-        E4M3 quantization (x * qmult, clamped) in its epilogue; E4M3 codes [M, N] out."""
-        m, k = a.shape
-        n = b.shape[0]
-        c = torch.empty((m, n), device=a.device, dtype=torch.float8_e4m3fn)
         tiles = {key: v for key, v in CONFIG.items() if key not in ("num_warps", "num_stages")}
 
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
         wrap_triton(_qmm_kernel)[grid](a, b, c, scale, bias, qmult, m, n, k, a.stride(0), b.stride(0), c.stride(0),
-                                       INT8=a.dtype == torch.int8, GELU=True, QOUT=True, num_warps=CONFIG["num_warps"],
+                                       INT8=a.dtype == torch.int8, GELU=gelu, QOUT=qout, num_warps=CONFIG["num_warps"],
                                        num_stages=CONFIG["num_stages"], **tiles)
         return c
+
+    def _qmm(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, out: str) -> torch.Tensor:
+        """`reference`'s computation in one kernel. a [M, K], b [N, K] codes (int8 or E4M3); scale, bias [N] FP32."""
+        c = torch.empty((a.shape[0], b.shape[0]), device=a.device, dtype=OUT_DTYPES[out])
+        return _launch(a, b, c, scale, bias, scale, False, 0)
+
+    def _qmm_gelu_q(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, qmult: torch.Tensor,
+                    out: str) -> torch.Tensor:
+        """`reference_gelu_q`'s computation in one kernel: the GEMM, bias, tanh GELU and the next GEMM's input
+        quantization (qmult [N]) in its epilogue; that GEMM's codes [M, N] out ("fp8": E4M3, "int8")."""
+        c = torch.empty((a.shape[0], b.shape[0]), device=a.device, dtype=CODE_DTYPES[out])
+        return _launch(a, b, c, scale, bias, qmult, True, QOUT_KINDS[out])
 
     # one registration per process: this file is imported as enc2triton.runtime.qgemm and, in a Triton model folder,
     # as enc2triton_qgemm
     qmm = torch.ops.enc2triton.qmm if hasattr(torch.ops.enc2triton, "qmm") else triton_op("enc2triton::qmm", mutates_args={})(_qmm)
-    qmm_gelu_fp8 = (torch.ops.enc2triton.qmm_gelu_fp8 if hasattr(torch.ops.enc2triton, "qmm_gelu_fp8")
-                    else triton_op("enc2triton::qmm_gelu_fp8", mutates_args={})(_qmm_gelu_fp8))
+    qmm_gelu_q = (torch.ops.enc2triton.qmm_gelu_q if hasattr(torch.ops.enc2triton, "qmm_gelu_q")
+                  else triton_op("enc2triton::qmm_gelu_q", mutates_args={})(_qmm_gelu_q))

@@ -25,7 +25,10 @@ FFN1's GELU (`gelu="epilogue"`, the default the build records in the package): a
 bias and GELU in cuBLASLt's GEMM epilogue (torch._addmm_activation; cuBLASLt's GELU is the tanh formula, within FP16's
 rounding of the exact one) instead of writing the [tokens, ffn] product and reading it back in a GELU pass: that pass
 was 19% of torch_fp16's kernel time at batch 256 on an H100. It is a custom op, so torch.compile keeps it whole.
-Quantized FFN1 layers (FP8, INT8) and FP32 or CPU runs keep the exact GELU as a separate op.
+An 8-bit FFN pair (FP8 with static scales; INT8 once INT8_FUSED_FFN is on) on a GPU from qgemm.MIN_ROWS tokens runs FFN1 in our Triton kernel
+with bias, tanh GELU and FFN2's input quantization in its epilogue (qgemm.qmm_gelu_q): FFN2 reads the 8-bit codes and no
+16-bit [tokens, ffn] tensor is written (FP8 at batch 256: 1.13x the engine, H100). FP32 and CPU runs, and FFN1 layers
+kept in 16 bits beside an 8-bit FFN2, keep the exact GELU as a separate op.
 """
 from __future__ import annotations
 
@@ -111,20 +114,33 @@ class Fp8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
-        if self.x_scale is not None:  # static: pointwise (fused into the producer kernel); scale_a a constant [M, 1]
+        if self.x_scale is not None:  # static: pointwise (fused into the producer kernel)
             q = (x2.float() / self.x_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-            # row-wise scaling wants both scales as vectors: [M, 1] materialized (for M = 1, expand().contiguous() would
-            # keep the zero strides, which _scaled_mm refuses)
-            scale_a = self.x_scale.expand(x2.shape[0], 1).clone(memory_format=torch.contiguous_format)
-        else:  # per-token scale [M, 1] (float32, contiguous: what row-wise _scaled_mm wants): a row reduction per call
-            x2 = x2.float()
-            scale_a = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
-            q = (x2 / scale_a).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-        if x2.is_cuda:
-            y = torch._scaled_mm(q, self.weight.t(), scale_a=scale_a, scale_b=self.w_scale, bias=self.bias, out_dtype=torch.bfloat16)
-        else:  # the same product in FP32 (E4M3 products are exact there): torch 2.11's CPU _scaled_mm is per-tensor only
-            y = (F.linear(q.float(), self.weight.float()) * scale_a * self.w_scale + self.bias.float()).to(torch.bfloat16)
-        return y.reshape(*x.shape[:-1], -1)
+            return self.from_codes(q).reshape(*x.shape[:-1], -1)
+        # per-token scale [M, 1] (float32, contiguous: what row-wise _scaled_mm wants): a row reduction per call
+        x2 = x2.float()
+        scale_a = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
+        q = (x2 / scale_a).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        return self.from_codes(q, scale_a).reshape(*x.shape[:-1], -1)
+
+    def from_codes(self, q: torch.Tensor, scale_a: torch.Tensor | None = None) -> torch.Tensor:
+        """The GEMM on input codes [M, in] (E4M3 at the static scale, or at the per-row `scale_a`): BF16 [M, out]."""
+        if scale_a is None:  # row-wise scaling wants both scales as vectors: [M, 1] materialized (for M = 1,
+            # expand().contiguous() would keep the zero strides, which _scaled_mm refuses)
+            scale_a = self.x_scale.expand(q.shape[0], 1).clone(memory_format=torch.contiguous_format)
+        if q.is_cuda:
+            return torch._scaled_mm(q, self.weight.t(), scale_a=scale_a, scale_b=self.w_scale, bias=self.bias,
+                                    out_dtype=torch.bfloat16)
+        # the same product in FP32 (E4M3 products are exact there): torch 2.11's CPU _scaled_mm is per-tensor only
+        return (F.linear(q.float(), self.weight.float()) * scale_a * self.w_scale + self.bias.float()).to(torch.bfloat16)
+
+    def epilogue(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale [out], bias [out]) FP32 that turn this GEMM's accumulator into its output (qgemm's epilogue)."""
+        return (self.x_scale * self.w_scale[0]).float(), self.bias.float()
+
+    def input_mult(self, n: int) -> torch.Tensor:
+        """[n] FP32: what multiplies this layer's input before the E4M3 cast (1 / the static scale)."""
+        return (1.0 / self.x_scale).float().expand(n).contiguous()
 
 
 def fp8_weight_scale(w: torch.Tensor) -> torch.Tensor:
@@ -180,14 +196,49 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
-        m = x2.shape[0]
         q = torch.round(x2.float() * self.x_mult).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
-        if qgemm.ENABLED and x.is_cuda and m >= qgemm.MIN_ROWS:  # our kernel: int8 tensor cores, dequantized in its epilogue
-            y = qgemm.qmm(q, self.weight, self.out_scale, self.bias, "fp16" if x.dtype == torch.float16 else "bf16")
-            return y.reshape(*x.shape[:-1], -1)
+        return self.from_codes(q, x.dtype).reshape(*x.shape[:-1], -1)
+
+    def from_codes(self, q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The GEMM on input codes [M, in], dequantized: [M, out] in `dtype`."""
+        m = q.shape[0]
+        if qgemm.ENABLED and q.is_cuda and m >= qgemm.MIN_ROWS:  # our kernel: int8 tensor cores, dequantized in its epilogue
+            return qgemm.qmm(q, self.weight, self.out_scale, self.bias, "fp16" if dtype == torch.float16 else "bf16")
         q = F.pad(q, (0, 0, 0, (-m) % 32))  # cuBLASLt's int8 GEMM wants more than 16 rows: round up to 32s
-        y = (torch._int_mm(q, self.weight.t())[:m].float() * self.out_scale + self.bias).to(x.dtype)
-        return y.reshape(*x.shape[:-1], -1)
+        return (torch._int_mm(q, self.weight.t())[:m].float() * self.out_scale + self.bias).to(dtype)
+
+    def epilogue(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale [out], bias [out]) FP32 that turn this GEMM's accumulator into its output (qgemm's epilogue)."""
+        return self.out_scale, self.bias
+
+    def input_mult(self, n: int) -> torch.Tensor:
+        """[n] FP32: what multiplies this layer's input before rounding (1 / (smoothing x scale))."""
+        return self.x_mult
+
+
+def _ffn_fused(ffn1, ffn2, x2: torch.Tensor) -> torch.Tensor:
+    """FFN2(GELU(FFN1(x2))) for a pair of 8-bit layers, FFN1 in our kernel with bias, tanh GELU and FFN2's input
+    quantization in its epilogue: FFN2 reads the codes, the [tokens, ffn] activation is written once, in 8 bits."""
+    fp8 = isinstance(ffn1, Fp8Linear)
+    if fp8:
+        q = (x2.float() / ffn1.x_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    else:
+        q = torch.round(x2.float() * ffn1.x_mult).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+    scale, bias = ffn1.epilogue()
+    codes = qgemm.qmm_gelu_q(q, ffn1.weight, scale, bias, ffn2.input_mult(ffn1.weight.shape[0]), "fp8" if fp8 else "int8")
+    return ffn2.from_codes(codes) if fp8 else ffn2.from_codes(codes, x2.dtype)
+
+
+# INT8 pairs take the fused FFN only once it has run on a GPU (its epilogue is checked in Triton's CPU interpreter; FP8's
+# was measured): scripts/fusion_ab.py's int8_ffn_fused switches it on for its A/B.
+INT8_FUSED_FFN = False
+
+
+def _ffn_fusable(ffn1, ffn2) -> bool:
+    """Both FFN layers 8-bit of one kind (FP8 with static scales: the epilogue quantizes at FFN2's constant scale)."""
+    if isinstance(ffn1, Fp8Linear) and isinstance(ffn2, Fp8Linear):
+        return ffn1.x_scale is not None and ffn2.x_scale is not None
+    return INT8_FUSED_FFN and isinstance(ffn1, Int8Linear) and isinstance(ffn2, Int8Linear)
 
 
 def _linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -227,6 +278,9 @@ class Layer(nn.Module):
         x = self.norm1(x + self.o(ctx.transpose(1, 2).reshape(b, s, h)).to(x.dtype))
         if self.gelu == "epilogue" and type(self.ffn1) is nn.Linear:
             a = linear_gelu(x.reshape(b * s, h), self.ffn1.weight, self.ffn1.bias).view(b, s, -1)
+        elif (self.gelu == "epilogue" and qgemm.ENABLED and x.is_cuda and b * s >= qgemm.MIN_ROWS
+              and _ffn_fusable(self.ffn1, self.ffn2)):
+            return self.norm2(x + _ffn_fused(self.ffn1, self.ffn2, x.reshape(b * s, h)).view(b, s, h).to(x.dtype))
         else:
             a = F.gelu(self.ffn1(x))
         return self.norm2(x + self.ffn2(a).to(x.dtype))

@@ -427,8 +427,9 @@ def main(argv=None) -> int:
                     "(plus a margin) is met there; all: every linear layer FP8 with GPTQ codes computed here, no search "
                     "(speed runs on random weights, whose embeddings have no neighbours worth keeping)")
     ap.add_argument("--gelu", choices=("epilogue", "separate"), default=spec.TORCH_GELU,
-                    help="where a 16-bit FFN1 runs its GELU: epilogue (default %(default)s): in cuBLASLt's GEMM epilogue "
-                    "(the tanh formula) on a GPU; separate: torch.compile's own exact-GELU pass")
+                    help="where FFN1 runs its GELU on a GPU: epilogue (default %(default)s): in its GEMM's epilogue, the "
+                    "tanh formula (cuBLASLt's for 16-bit layers; for an 8-bit FFN pair our Triton kernel, which also writes "
+                    "FFN2's 8-bit input); separate: torch.compile's own exact-GELU pass")
 
     def body(a) -> None:
         run(a.artifacts, a.logs, tuple(p.strip() for p in a.precisions.split(",") if p.strip()), a.device,
