@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from enc2triton.core import host
 from enc2triton.runtime import torch_model as tm
 
 DISTIL = tm.EncoderConfig("distilbert", 768, 6, 12, 3072, 30522, 512, 0, 1e-12)
@@ -144,7 +145,8 @@ def main() -> None:
     ap.add_argument("--variants", default="dynamic,gelu_epilogue,peer_static,fp8_dynamic,fp8_ffn_fused,int8_dynamic,int8_ffn_fused,static,gelu_tanh,autotune_static")
     a = ap.parse_args()
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": a.batch, "seq": a.seq, "variants": {}}
+    res = {"device": torch.cuda.get_device_name(), "hardware": host.describe(), "torch": torch.__version__, "batch": a.batch,
+           "seq": a.seq, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "variants": {}}
     ref = {}
     for kind in a.variants.split(","):
         try:
@@ -162,6 +164,8 @@ def main() -> None:
         res["variants"][kind] = r
         print(kind, json.dumps(r), flush=True)
         a.out.write_text(json.dumps(res, indent=1))  # after each variant: a timeout keeps what was measured
+    res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    a.out.write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ failed their check)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
@@ -470,3 +471,23 @@ def test_peer_section_says_a_model_that_never_loaded_was_not_measured(tmp_path):
     assert "| fused_torch_fp8 | 1 text per request | not measured (failed: not ready on the server) | - |" in body
     assert "| fused_torch_fp16 | 16 texts per request | 43,105 (c=64, p99 39.7 ms) | - |" in body
     assert "| infinity 0.0.78 | 16 texts per request | none within p99 50 ms | - |" in body
+
+
+def test_fusion_ab_section_from_a_published_gpu_run(tmp_path):
+    """results/h100/2026-12-07b ran scripts/fusion_ab.py: its variants, each against the same precision without the
+    change and against the FP16 peer; a variant that failed says so; an interrupted run is marked."""
+    logs = tmp_path / "logs"
+    shutil.copytree(spec.ROOT / "results" / "h100" / "2026-12-07b" / "distil" / "logs", logs)
+    f = json.loads((logs / "fusion_ab.json").read_text())
+    f["variants"]["int8_ffn_fused"] = {"error": "CompilationError: boom"}
+    f["finished"] = "2026-12-07 13:09:00"  # the published file predates the field
+    (logs / "fusion_ab.json").write_text(json.dumps(f))
+    text = report.render(logs, tmp_path / "REPORT.md", published=None)
+    sec = text.split(f"## {report.S_FUSION}")[1].split("\n## ")[0]
+    assert "| gelu_epilogue | 6.24 | 40,998 | 1.10x | 1.17x | 1.000000 vs dynamic |" in sec
+    assert "| fp8_ffn_fused | 5.23 | 48,911 | 1.13x | 1.39x | 0.999923 vs fp8_dynamic |" in sec
+    assert "| peer_static | 7.28 | 35,174 |  | 1.00x |" in sec and "failed: CompilationError: boom" in sec
+    assert "INCOMPLETE" not in sec and "NVIDIA H100" in sec
+    del f["finished"]
+    (logs / "fusion_ab.json").write_text(json.dumps(f))
+    assert "INCOMPLETE" in report.render(logs, tmp_path / "REPORT.md", published=None).split(f"## {report.S_FUSION}")[1].split("\n## ")[0]

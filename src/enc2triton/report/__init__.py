@@ -16,8 +16,8 @@ A missing log gives a section that says which make target produces it.
 
 Layout: common.py (titles, formats, the logs context), plots.py, then one module per group of sections in the report's
 order (summary.py: summary, model, environment, FLOPs; variants.py: quality, ONNX variants, PyTorch engines;
-serving.py: serving performance, where the time goes, precisions, peers, tune; bench.py: engine and published
-benchmarks, served vs engine; reliability.py: load and overload), and report.py: render() and main(). A new section:
+serving.py: serving performance, where the time goes, precisions, peers, tune; bench.py: engine benchmark, fusion
+A/B, published benchmark, served vs engine; reliability.py: load and overload), and report.py: render() and main(). A new section:
 a function `xxx_section(ctx) -> list[str]` in the module of its neighbours, listed in report.render().
 This package re-exports what callers use (render, main, the section titles, fmt, ...).
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from enc2triton.report.common import (  # noqa: F401
     Ctx, FP8_METHOD, LOG_FILES, NO_FINISH, P99_BUDGET_MS, PLOTS, PUBLISHED, RAW_TARGET, SERVED_FP8_TARGET, S_BENCH,
-    S_ENV, S_FLOPS, S_FP8, S_INT8, S_LOAD, S_MODEL, S_PEER, S_PERF, S_PRECISION, S_PUBLISHED, S_QPEER, S_QUALITY,
+    S_ENV, S_FLOPS, S_FP8, S_FUSION, S_INT8, S_LOAD, S_MODEL, S_PEER, S_PERF, S_PRECISION, S_PUBLISHED, S_QPEER, S_QUALITY,
     S_SUMMARY, S_TARGET, S_TORCH, S_TUNE, S_VARIANTS, S_WHERE, TARGET, _slug, fmt, missing, provenance, table,
 )
 from enc2triton.report.plots import _thousands, plot_bench, plot_perf  # noqa: F401

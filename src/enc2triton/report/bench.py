@@ -1,10 +1,10 @@
-"""The engine benchmark (peers, MFU, where the GPU time goes), the published GPU benchmark and served vs engine
-throughput."""
+"""The engine benchmark (peers, MFU, where the GPU time goes), the engine fusions A/B (scripts/fusion_ab.py), the
+published GPU benchmark and served vs engine throughput."""
 from __future__ import annotations
 
 from enc2triton.core import spec
 from enc2triton.report.common import (
-    Ctx, RAW_TARGET, S_BENCH, S_PUBLISHED, S_TARGET, TARGET, _absent, _incomplete, _machine, _minute, _num, _ok,
+    Ctx, RAW_TARGET, S_BENCH, S_FUSION, S_PUBLISHED, S_TARGET, TARGET, _absent, _incomplete, _machine, _minute, _num, _ok,
     _path, _pct, _span, _v, fmt, provenance, table,
 )
 from enc2triton.report.plots import plot_bench
@@ -128,6 +128,35 @@ def bench_section(ctx: Ctx) -> list[str]:
     out += [f"- {s}" for s in b.get("skipped", [])] + ([""] if b.get("skipped") else [])
     plots = plot_bench(b, ctx.dir)
     return out + [f"![{x}]({ctx.rel}/{x})" for x in plots] + ([""] if plots else [])
+
+
+def fusion_section(ctx: Ctx) -> list[str]:
+    """scripts/fusion_ab.py's variants (GPU runs that ran it): each against the same precision without the change and
+    against the FP16 peer, all in one process."""
+    f = ctx.get("fusion")
+    if not f or not f.get("variants"):
+        return []
+    v = f["variants"]
+    peer = (v.get("peer_static") or {}).get("seq_per_s")
+    rows = []
+    for name, r in v.items():
+        base = {"fp8": "fp8_dynamic", "int8": "int8_dynamic", "peer": name}.get(name.split("_")[0], "dynamic")
+        if "error" in r:
+            rows.append([name, "-", "-", "-", "-", "failed: " + r["error"][:160]])
+            continue
+        b = (v.get(base) or {}).get("seq_per_s")
+        vs = f"{r['seq_per_s'] / b:.2f}x" if b and base != name else ""
+        cos = next((f"{x:.6f} vs {k.removeprefix('cos_min_vs_')}" for k, x in r.items() if k.startswith("cos_min_vs_")), "")
+        rows.append([name, r["ms"], r["seq_per_s"], vs, f"{r['seq_per_s'] / peer:.2f}x" if peer else "-", cos])
+    out = ["## " + S_FUSION, ""]
+    out += provenance(ctx, "logs/fusion_ab.json (scripts/fusion_ab.py)", _span(f.get("started"), f.get("finished")),
+                      _machine(f.get("hardware")) or f.get("device"), f.get("started"))
+    out += _incomplete(f)
+    out += [f"DistilBERT-base shapes, batch {f.get('batch')} x {f.get('seq')} tokens, each variant compiled and replayed as "
+            "a CUDA graph (median of 5 timings); the variants are named in the script's help. An 8-bit variant is compared "
+            "with the same precision's dynamic graph, an FP16 one with `dynamic` (FFN1's GELU a separate pass).", ""]
+    return out + table(["variant", "ms per batch", "seq/s", "vs the same precision without", "vs the FP16 peer",
+                        "min cosine of the embeddings"], rows) + [""]
 
 
 def published_section(ctx: Ctx) -> list[str]:

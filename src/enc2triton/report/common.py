@@ -16,7 +16,7 @@ PLOTS = {"throughput": "perf_throughput.png", "latency": "perf_latency.png", "be
 PUBLISHED = spec.ROOT / "results" / "h100" / "2026-12-07b" / "distil" / "logs" / "bench_engine.json"
 LOG_FILES = {"model": "model.json", "flops": "flops.json", "quality": "quality.json", "quantize": "quantize.json",
              "torch": "torch_build.json", "perf": "perf_summary.json", "bench": "bench_engine.json",
-             "soak": "soak.json", "overload": "overload.json"}
+             "soak": "soak.json", "overload": "overload.json", "fusion": "fusion_ab.json"}
 STAMPED = ("quality", "torch", "perf", "bench", "soak", "overload")  # logs with a `started` time
 NO_FINISH = "no finish time recorded: interrupted or still running"
 # How quantize.build_fp8 built it before it recorded its method (quantize.json files of then; since, each says its own)
@@ -29,6 +29,7 @@ S_QUALITY, S_VARIANTS, S_INT8, S_FP8 = "Quality vs the FP32 reference", "ONNX pr
 S_TORCH, S_PERF, S_BENCH = "PyTorch engines", "Serving performance", "Engine benchmark"
 S_PUBLISHED, S_TARGET, S_LOAD = "Published GPU benchmark", "Served vs engine throughput", "Load and overload"
 S_WHERE = "Where a request's time goes"
+S_FUSION = "Engine fusions (A/B)"
 S_PEER, S_TUNE = "Serving peer", "Serving-config search"
 S_PRECISION = "What each precision buys through the server"
 SERVED_FP8_TARGET = 1.15  # the FP8 text endpoint / the FP16 one at the same load (issue 18)
