@@ -27,7 +27,9 @@ rounding of the exact one) instead of writing the [tokens, ffn] product and read
 was 19% of torch_fp16's kernel time at batch 256 on an H100. It is a custom op, so torch.compile keeps it whole.
 An 8-bit FFN pair (FP8 with static scales; INT8 once INT8_FUSED_FFN is on) on a GPU from qgemm.MIN_ROWS tokens runs FFN1 in our Triton kernel
 with bias, tanh GELU and FFN2's input quantization in its epilogue (qgemm.qmm_gelu_q): FFN2 reads the 8-bit codes and no
-16-bit [tokens, ffn] tensor is written (FP8 at batch 256: 1.13x the engine, H100). FP32 and CPU runs, and FFN1 layers
+16-bit [tokens, ffn] tensor is written (FP8 at batch 256: 1.13x the engine, H100). Below MIN_ROWS such a pair runs the
+same tanh GELU as a separate pass, so a text's embedding barely depends on the batch it came in (by the rounding of
+FFN1's BF16 output, which the fused kernel skips). FP32 and CPU runs, and FFN1 layers
 kept in 16 bits beside an 8-bit FFN2, keep the exact GELU as a separate op.
 """
 from __future__ import annotations
@@ -276,13 +278,13 @@ class Layer(nn.Module):
         qkv = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
         ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask_bias)
         x = self.norm1(x + self.o(ctx.transpose(1, 2).reshape(b, s, h)).to(x.dtype))
+        fusable = self.gelu == "epilogue" and qgemm.ENABLED and x.is_cuda and _ffn_fusable(self.ffn1, self.ffn2)
         if self.gelu == "epilogue" and type(self.ffn1) is nn.Linear:
             a = linear_gelu(x.reshape(b * s, h), self.ffn1.weight, self.ffn1.bias).view(b, s, -1)
-        elif (self.gelu == "epilogue" and qgemm.ENABLED and x.is_cuda and b * s >= qgemm.MIN_ROWS
-              and _ffn_fusable(self.ffn1, self.ffn2)):
+        elif fusable and b * s >= qgemm.MIN_ROWS:
             return self.norm2(x + _ffn_fused(self.ffn1, self.ffn2, x.reshape(b * s, h)).view(b, s, h).to(x.dtype))
-        else:
-            a = F.gelu(self.ffn1(x))
+        else:  # below MIN_ROWS a fusable pair takes the fused kernel's tanh GELU too: one formula at every batch size
+            a = F.gelu(self.ffn1(x), approximate="tanh" if fusable else "none")
         return self.norm2(x + self.ffn2(a).to(x.dtype))
 
 
