@@ -142,11 +142,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--fused-min-rows", type=int, default=None,
+                    help="tokens from which the 8-bit FFN pairs take the fused FFN (default: torch_model's, "
+                    "FUSED_FFN_MIN_ROWS): lower it to measure the fused FFN at short texts' batch sizes")
     ap.add_argument("--variants", default="dynamic,gelu_epilogue,peer_static,fp8_dynamic,fp8_ffn_fused,int8_dynamic,int8_ffn_fused,static,gelu_tanh,autotune_static")
     a = ap.parse_args()
     a.out.parent.mkdir(parents=True, exist_ok=True)
+    if a.fused_min_rows is not None:
+        tm.FUSED_FFN_MIN_ROWS = a.fused_min_rows
     res = {"device": torch.cuda.get_device_name(), "hardware": host.describe(), "torch": torch.__version__, "batch": a.batch,
-           "seq": a.seq, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "variants": {}}
+           "seq": a.seq, "fused_ffn_min_rows": tm.FUSED_FFN_MIN_ROWS, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "variants": {}}
     ref = {}
     for kind in a.variants.split(","):
         try:

@@ -57,6 +57,9 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all
     # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines)
     step $T timeout ${FUSION_S:-200} $PY scripts/fusion_ab.py --out "$L/fusion_ab.json"
+    # the fused 8-bit FFN at short texts' sizes (64 x 32 tokens), taken from 1,024 rows: where does it stop paying?
+    step $T timeout ${FUSION_SHORT_S:-80} $PY scripts/fusion_ab.py --out "$L/fusion_ab_short.json" --batch 64 --seq 32 \
+        --fused-min-rows 1024 --variants fp8_dynamic,fp8_ffn_fused,int8_dynamic,int8_ffn_fused
 }
 
 tune() {

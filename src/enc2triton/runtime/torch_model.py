@@ -25,12 +25,12 @@ FFN1's GELU (`gelu="epilogue"`, the default the build records in the package): a
 bias and GELU in cuBLASLt's GEMM epilogue (torch._addmm_activation; cuBLASLt's GELU is the tanh formula, within FP16's
 rounding of the exact one) instead of writing the [tokens, ffn] product and reading it back in a GELU pass: that pass
 was 19% of torch_fp16's kernel time at batch 256 on an H100. It is a custom op, so torch.compile keeps it whole.
-An 8-bit FFN pair (FP8 with static scales; INT8 once INT8_FUSED_FFN is on) on a GPU from qgemm.MIN_ROWS tokens runs FFN1 in our Triton kernel
-with bias, tanh GELU and FFN2's input quantization in its epilogue (qgemm.qmm_gelu_q): FFN2 reads the 8-bit codes and no
-16-bit [tokens, ffn] tensor is written (FP8 at batch 256: 1.13x the engine, H100). Below MIN_ROWS such a pair runs the
-same tanh GELU as a separate pass, so a text's embedding barely depends on the batch it came in (by the rounding of
-FFN1's BF16 output, which the fused kernel skips). FP32 and CPU runs, and FFN1 layers
-kept in 16 bits beside an 8-bit FFN2, keep the exact GELU as a separate op.
+An 8-bit FFN pair (FP8 with static scales; INT8 once INT8_FUSED_FFN is on) on a GPU from FUSED_FFN_MIN_ROWS tokens runs
+FFN1 in our Triton kernel with bias, tanh GELU and FFN2's input quantization in its epilogue (qgemm.qmm_gelu_q): FFN2
+reads the 8-bit codes and no 16-bit [tokens, ffn] tensor is written (FP8 at batch 256: 1.13x the engine, H100). Below
+that such a pair runs the same tanh GELU as a separate pass, so a text's embedding barely depends on the batch it came
+in (by the rounding of FFN1's BF16 output, which the fused kernel skips). FP32 and CPU runs, and FFN1 layers kept in 16
+bits beside an 8-bit FFN2, keep the exact GELU as a separate op.
 """
 from __future__ import annotations
 
@@ -234,6 +234,10 @@ def _ffn_fused(ffn1, ffn2, x2: torch.Tensor) -> torch.Tensor:
 # INT8 pairs take the fused FFN only once it has run on a GPU (its epilogue is checked in Triton's CPU interpreter; FP8's
 # was measured): scripts/fusion_ab.py's int8_ffn_fused switches it on for its A/B.
 INT8_FUSED_FFN = False
+# Tokens from which a fusable pair takes the fused FFN: qgemm's (its 128-row tiles fill the GPU there; measured for the
+# INT8 GEMM alone). The fused kernel also saves a pass over the activation, so its own crossover may lie lower:
+# scripts/fusion_ab.py --fused-min-rows measures it.
+FUSED_FFN_MIN_ROWS = qgemm.MIN_ROWS
 
 
 def _ffn_fusable(ffn1, ffn2) -> bool:
@@ -281,9 +285,9 @@ class Layer(nn.Module):
         fusable = self.gelu == "epilogue" and qgemm.ENABLED and x.is_cuda and _ffn_fusable(self.ffn1, self.ffn2)
         if self.gelu == "epilogue" and type(self.ffn1) is nn.Linear:
             a = linear_gelu(x.reshape(b * s, h), self.ffn1.weight, self.ffn1.bias).view(b, s, -1)
-        elif fusable and b * s >= qgemm.MIN_ROWS:
+        elif fusable and b * s >= FUSED_FFN_MIN_ROWS:
             return self.norm2(x + _ffn_fused(self.ffn1, self.ffn2, x.reshape(b * s, h)).view(b, s, h).to(x.dtype))
-        else:  # below MIN_ROWS a fusable pair takes the fused kernel's tanh GELU too: one formula at every batch size
+        else:  # below FUSED_FFN_MIN_ROWS a fusable pair takes the fused kernel's tanh GELU too: one formula at every size
             a = F.gelu(self.ffn1(x), approximate="tanh" if fusable else "none")
         return self.norm2(x + self.ffn2(a).to(x.dtype))
 
