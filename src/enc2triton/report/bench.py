@@ -140,14 +140,16 @@ def fusion_section(ctx: Ctx) -> list[str]:
     peer = (v.get("peer_static") or {}).get("seq_per_s")
     rows = []
     for name, r in v.items():
-        base = {"fp8": "fp8_dynamic", "int8": "int8_dynamic", "peer": name}.get(name.split("_")[0], "dynamic")
         if "error" in r:
             rows.append([name, "-", "-", "-", "-", "failed: " + r["error"][:160]])
             continue
+        # the variant it was compared with, as fusion_ab.py recorded it: cos_min_vs_<base>
+        base, cos = next(((k.removeprefix("cos_min_vs_"), x) for k, x in r.items() if k.startswith("cos_min_vs_")),
+                         (name, None))
         b = (v.get(base) or {}).get("seq_per_s")
         vs = f"{r['seq_per_s'] / b:.2f}x" if b and base != name else ""
-        cos = next((f"{x:.6f} vs {k.removeprefix('cos_min_vs_')}" for k, x in r.items() if k.startswith("cos_min_vs_")), "")
-        rows.append([name, r["ms"], r["seq_per_s"], vs, f"{r['seq_per_s'] / peer:.2f}x" if peer else "-", cos])
+        rows.append([name, r["ms"], r["seq_per_s"], vs, f"{r['seq_per_s'] / peer:.2f}x" if peer else "-",
+                     "" if cos is None else f"{cos:.6f} vs {base}"])
     out = ["## " + S_FUSION, ""]
     out += provenance(ctx, "logs/fusion_ab.json (scripts/fusion_ab.py)", _span(f.get("started"), f.get("finished")),
                       _machine(f.get("hardware")) or f.get("device"), f.get("started"))

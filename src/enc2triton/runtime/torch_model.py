@@ -117,13 +117,16 @@ class Fp8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
         if self.x_scale is not None:  # static: pointwise (fused into the producer kernel)
-            q = (x2.float() / self.x_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-            return self.from_codes(q).reshape(*x.shape[:-1], -1)
+            return self.from_codes(self.codes(x2)).reshape(*x.shape[:-1], -1)
         # per-token scale [M, 1] (float32, contiguous: what row-wise _scaled_mm wants): a row reduction per call
         x2 = x2.float()
         scale_a = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
         q = (x2 / scale_a).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
         return self.from_codes(q, scale_a).reshape(*x.shape[:-1], -1)
+
+    def codes(self, x2: torch.Tensor) -> torch.Tensor:
+        """The input [M, in] as E4M3 codes at the static scale."""
+        return (x2.float() / self.x_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
 
     def from_codes(self, q: torch.Tensor, scale_a: torch.Tensor | None = None) -> torch.Tensor:
         """The GEMM on input codes [M, in] (E4M3 at the static scale, or at the per-row `scale_a`): BF16 [M, out]."""
@@ -197,9 +200,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias.detach().float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, x.shape[-1])
-        q = torch.round(x2.float() * self.x_mult).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
-        return self.from_codes(q, x.dtype).reshape(*x.shape[:-1], -1)
+        return self.from_codes(self.codes(x.reshape(-1, x.shape[-1])), x.dtype).reshape(*x.shape[:-1], -1)
+
+    def codes(self, x2: torch.Tensor) -> torch.Tensor:
+        """The input [M, in] as INT8 codes (smoothed, at the static scale)."""
+        return torch.round(x2.float() * self.x_mult).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
 
     def from_codes(self, q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """The GEMM on input codes [M, in], dequantized: [M, out] in `dtype`."""
@@ -222,12 +227,9 @@ def _ffn_fused(ffn1, ffn2, x2: torch.Tensor) -> torch.Tensor:
     """FFN2(GELU(FFN1(x2))) for a pair of 8-bit layers, FFN1 in our kernel with bias, tanh GELU and FFN2's input
     quantization in its epilogue: FFN2 reads the codes, the [tokens, ffn] activation is written once, in 8 bits."""
     fp8 = isinstance(ffn1, Fp8Linear)
-    if fp8:
-        q = (x2.float() / ffn1.x_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-    else:
-        q = torch.round(x2.float() * ffn1.x_mult).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
     scale, bias = ffn1.epilogue()
-    codes = qgemm.qmm_gelu_q(q, ffn1.weight, scale, bias, ffn2.input_mult(ffn1.weight.shape[0]), "fp8" if fp8 else "int8")
+    codes = qgemm.qmm_gelu_q(ffn1.codes(x2), ffn1.weight, scale, bias, ffn2.input_mult(ffn1.weight.shape[0]),
+                             "fp8" if fp8 else "int8")
     return ffn2.from_codes(codes) if fp8 else ffn2.from_codes(codes, x2.dtype)
 
 
