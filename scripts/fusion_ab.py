@@ -18,6 +18,8 @@ Variants (FP16 unless named):
                  (torch_model.set_gelu(enc, "epilogue") on an 8-bit model: qgemm.qmm_gelu_q)
   int8_dynamic / int8_ffn_fused   the same two for every linear layer INT8 (clip 8)
   fp8_dynamic / fp8_static   every linear layer E4M3 (static activation scales), as torch_fp8 with --fp8-layers all
+  <variant>@128x256x64w8s3   the variant with our kernel's tiles (qgemm.CONFIG: BLOCK_M x BLOCK_N x BLOCK_K, warps,
+                 stages) set to these: is the fused FFN's epilogue better served by another tile shape?
 Each: time per batch (CUDA events over replays), sequences/s, and the max |difference| of the sentence embedding
 from `dynamic` (FP16), `fp8_dynamic` or `int8_dynamic`. GPU only.
 """
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from enc2triton.core import host
+from enc2triton.runtime import qgemm
 from enc2triton.runtime import torch_model as tm
 
 DISTIL = tm.EncoderConfig("distilbert", 768, 6, 12, 3072, 30522, 512, 0, 1e-12)
@@ -78,15 +81,30 @@ def model(kind: str) -> torch.nn.Module:
         tm.set_gelu(enc, "epilogue")
     if kind.endswith("ffn_fused"):  # the engines' default: FFN1's GELU in its GEMM's epilogue
         tm.set_gelu(enc, "epilogue")
-        tm.INT8_FUSED_FFN = True  # not yet the engines' default for INT8: this A/B decides
+        tm.INT8_FUSED_FFN = True  # (the engines' default; set here so the A/B holds if that default changes)
     if kind == "gelu_tanh":
         for layer in enc.layers:
             layer.forward = forward_gelu_tanh.__get__(layer)
     return enc
 
 
-def measure(kind: str, batch: int, seq: int, iters: int) -> dict:
-    tm.INT8_FUSED_FFN = False
+INT8_FUSED_DEFAULT = tm.INT8_FUSED_FFN
+QGEMM_DEFAULT = dict(qgemm.CONFIG)
+
+
+def tiles(text: str) -> dict:
+    """'128x256x64w8s3' -> qgemm.CONFIG's keys."""
+    dims, rest = text.split("w")
+    bm, bn, bk = (int(v) for v in dims.split("x"))
+    warps, stages = (int(v) for v in rest.split("s"))
+    return dict(QGEMM_DEFAULT, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+
+
+def measure(variant: str, batch: int, seq: int, iters: int) -> dict:
+    kind, _, config = variant.partition("@")
+    tm.INT8_FUSED_FFN = INT8_FUSED_DEFAULT
+    qgemm.CONFIG.clear()
+    qgemm.CONFIG.update(tiles(config) if config else QGEMM_DEFAULT)
     torch._dynamo.reset()  # each variant compiles afresh (one Encoder class: its recompile limit would drop to eager)
     enc = model(kind)
     if kind == "autotune_static":
@@ -164,6 +182,7 @@ def main() -> None:
             continue
         base = "fp8_dynamic" if kind.startswith("fp8") else "int8_dynamic" if kind.startswith("int8") else "peer_static" if kind.startswith("peer") else "dynamic"
         emb = r.pop("emb")
+        r["qgemm_config"] = dict(qgemm.CONFIG)
         ref.setdefault(base, emb)
         r["max_abs_diff_vs_" + base] = float((emb - ref[base]).abs().max())
         r["cos_min_vs_" + base] = float(F.cosine_similarity(emb, ref[base]).min())

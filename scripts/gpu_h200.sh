@@ -11,7 +11,7 @@
 #                                           # engine benchmark beside its peers, the report, the real model's engines timed
 #                                           # (SKIP_GEMM=1, SKIP_MINILM_BENCH=1: without the two published benchmarks)
 # The serve phase's peer loads: PEER_PER_REQUEST (default 1,16), PEER_CONCURRENCY (default 16,64,128); SKIP_PEER=1,
-# SKIP_PASSAGES=1 leave the peer or the passage sweep out; WITH_QUALITY=1 moves the real model's quality through Triton
+# SKIP_PASSAGES=1 leave the peer or the passage sweep out; SENTENCE_CONCURRENCY, BATCH16_CONCURRENCY the sweeps' levels; WITH_QUALITY=1 moves the real model's quality through Triton
 # from the bench call to the end of the serve call (set it for both calls; QUALITY_DEADLINE bounds the serve call).
 #   FUSED_N=2 bash scripts/gpu_h200.sh fusedn   # fused_torch_fp16 at another instance count, for comparison
 # Cores: the server gets 0-11 and perf_analyzer 12-15 (a separate client machine, approximated).
@@ -56,7 +56,9 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
     step $T $PY -m enc2triton.optimize --artifacts "$A"
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all
     # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines)
-    step $T timeout ${FUSION_S:-200} $PY scripts/fusion_ab.py --out "$L/fusion_ab.json"
+    # (the fused FFN at three other tile shapes of our kernel; max-autotune last, the longest to compile)
+    step $T timeout ${FUSION_S:-220} $PY scripts/fusion_ab.py --out "$L/fusion_ab.json" --variants \
+        peer_static,dynamic,gelu_epilogue,fp8_dynamic,fp8_ffn_fused,int8_dynamic,int8_ffn_fused,fp8_ffn_fused@128x128x128w4s4,fp8_ffn_fused@128x128x128w8s3,fp8_ffn_fused@128x256x64w8s3,autotune_static
     # the fused 8-bit FFN at short texts' sizes (64 x 32 tokens), taken from 1,024 rows: where does it stop paying?
     step $T timeout ${FUSION_SHORT_S:-80} $PY scripts/fusion_ab.py --out "$L/fusion_ab_short.json" --batch 64 --seq 32 \
         --fused-min-rows 1024 --variants fp8_dynamic,fp8_ffn_fused,int8_dynamic,int8_ffn_fused
@@ -77,12 +79,15 @@ serve-run() {
         local sub=$1; shift; mkdir -p "$L/$sub"; cp "$L/server.json" "$L/$sub/"
         step ./run_tests.sh --repository "$R" --logs "$L/$sub" --artifacts "$A" $PERF "$@"
     }
-    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,fused_torch_fp16,fused_torch_fp8,fused_torch_int8 \
-        --concurrency 64,128,256 $PERF
-    sweep batch16 --models ensemble_torch_fp16,fused_torch_fp16,fused_torch_fp8,fused_torch_int8 --concurrency 16,32,64,128 --batch-size 16
-    [ -n "${SKIP_PASSAGES:-}" ] || sweep passages --models fused_torch_fp16,fused_torch_fp8,fused_torch_int8 --concurrency 8,16,32 --batch-size 16 --passage-tokens 128
+    # the FP8 and FP16 ensembles at every load: what the precisions buy through the server, like for like
+    local ALL=ensemble_torch_fp16,ensemble_torch_fp8,fused_torch_fp16,fused_torch_fp8,fused_torch_int8
+    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,ensemble_torch_fp8,fused_torch_fp16,fused_torch_fp8 \
+        --concurrency ${SENTENCE_CONCURRENCY:-128,256} $PERF
+    sweep batch16 --models $ALL --concurrency ${BATCH16_CONCURRENCY:-32,64,128} --batch-size 16
+    # passages of 128 tokens: where the engine, not the tokenizer and the request path, sets the pace
+    [ -n "${SKIP_PASSAGES:-}" ] || sweep passages --models $ALL --concurrency 8,16,32 --batch-size 16 --passage-tokens 128
     # like for like with the engine's 128 tokens: passages of real text fill the rows (no padding for the runner to trim)
-    sweep raw64 --models torch_fp16,torch_fp8,torch_int8 --concurrency 2,4,8 --batch-size 64 --seq-len 128 --passage-tokens 128
+    sweep raw64 --models torch_fp16,torch_fp8,torch_int8 --concurrency 2,4 --batch-size 64 --seq-len 128 --passage-tokens 128
     step ./serve.sh stop --logs "$L"
     [ -n "${SKIP_PEER:-}" ] && return 0
     # the serving peer on the same GPU, the same checkpoint (torch2onnx cached the random weights there), texts and client

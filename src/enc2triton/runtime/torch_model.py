@@ -25,7 +25,7 @@ FFN1's GELU (`gelu="epilogue"`, the default the build records in the package): a
 bias and GELU in cuBLASLt's GEMM epilogue (torch._addmm_activation; cuBLASLt's GELU is the tanh formula, within FP16's
 rounding of the exact one) instead of writing the [tokens, ffn] product and reading it back in a GELU pass: that pass
 was 19% of torch_fp16's kernel time at batch 256 on an H100. It is a custom op, so torch.compile keeps it whole.
-An 8-bit FFN pair (FP8 with static scales; INT8 once INT8_FUSED_FFN is on) on a GPU from FUSED_FFN_MIN_ROWS tokens runs
+An 8-bit FFN pair (FP8 with static scales, INT8; INT8_FUSED_FFN switches INT8's off) on a GPU from FUSED_FFN_MIN_ROWS tokens runs
 FFN1 in our Triton kernel with bias, tanh GELU and FFN2's input quantization in its epilogue (qgemm.qmm_gelu_q): FFN2
 reads the 8-bit codes and no 16-bit [tokens, ffn] tensor is written (FP8 at batch 256: 1.13x the engine, H100). Below
 that such a pair runs the same tanh GELU as a separate pass, so a text's embedding barely depends on the batch it came
@@ -233,9 +233,9 @@ def _ffn_fused(ffn1, ffn2, x2: torch.Tensor) -> torch.Tensor:
     return ffn2.from_codes(codes) if fp8 else ffn2.from_codes(codes, x2.dtype)
 
 
-# INT8 pairs take the fused FFN only once it has run on a GPU (its epilogue is checked in Triton's CPU interpreter; FP8's
-# was measured): scripts/fusion_ab.py's int8_ffn_fused switches it on for its A/B.
-INT8_FUSED_FFN = False
+# INT8 pairs take the fused FFN too (the same kernel with an int32 accumulator and INT8 codes out, rounded half to even as
+# torch.round; checked in Triton's CPU interpreter): scripts/fusion_ab.py's int8_dynamic / int8_ffn_fused are its A/B.
+INT8_FUSED_FFN = True
 # Tokens from which a fusable pair takes the fused FFN: qgemm's (its 128-row tiles fill the GPU there; measured for the
 # INT8 GEMM alone). The fused kernel also saves a pass over the activation, so its own crossover may lie lower:
 # scripts/fusion_ab.py --fused-min-rows measures it.
