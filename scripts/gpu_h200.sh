@@ -5,6 +5,8 @@
 #                                           # scripts/gpu_smoke.py (the engine's GPU serving path on a tiny model)
 #   bash scripts/gpu_h200.sh build          # both models built in parallel (DistilBERT-base then runs scripts/fusion_ab.py);
 #                                           # then, with TUNE=1, the serving-config search (tune) on DistilBERT-base shapes
+#   bash scripts/gpu_h200.sh rebuild        # (a fresh machine after one was taken back) DistilBERT-base's engines without
+#                                           # the fusion A/B, and the real model's torch_fp8 with its quality through Triton
 #   bash scripts/gpu_h200.sh serve          # perf sweeps (sentences, 16 per request, passages, raw models) of ensembles
 #                                           # and fused models, the serving peer on the same load
 #   bash scripts/gpu_h200.sh bench          # all-MiniLM-L6-v2's quality through Triton, the 8-bit GEMM benchmark, the
@@ -49,12 +51,22 @@ minilm-quality() {
     step $PY client.py --artifacts "$A" --repository "$R" --logs "$L"  # ensembles, and fused models against them
 }
 
+minilm-fp8() {  # torch_fp8 of the real model alone, built and its quality through Triton (a second machine's short call)
+    local A=$W/minilm/artifacts L=$W/minilm/logs R=$W/minilm/model_repository_fp8; CMDS=$L/commands.txt; mkdir -p "$L"
+    step $PY torch2onnx.py --model distilbert-base-uncased --artifacts "$A" --logs "$L"
+    step $PY -m enc2triton.quantize --artifacts "$A" --logs "$L" --no-latency --precisions fp8
+    step $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --precisions fp8
+    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp8
+    step $PY client.py --artifacts "$A" --repository "$R" --logs "$L"
+}
+
 distil() {  # DistilBERT-base architecture, random weights: the speed targets; served batches up to 256 texts
     local A=$W/distil/artifacts L=$W/distil/logs; CMDS=$L/commands.txt; mkdir -p "$L"
     local T="taskset -c 0-3"
     step $T $PY torch2onnx.py --model random:distilbert-base-uncased --artifacts "$A" --logs "$L" --max-batch 256
     step $T $PY -m enc2triton.optimize --artifacts "$A"
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all
+    [ -n "${SKIP_FUSION:-}" ] && return 0
     # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines)
     # (the fused FFN at three other tile shapes of our kernel; max-autotune last, the longest to compile)
     step $T timeout ${FUSION_S:-220} $PY scripts/fusion_ab.py --out "$L/fusion_ab.json" --variants \
@@ -126,7 +138,14 @@ pack() {  # what comes back: logs under 3 MB each (perf_analyzer's raw inputs an
 # each phase under a deadline, so what was measured is packed and returned within the device call's 10 minutes
 mkdir -p "$OUT" "$W"
 case $phase in
-    smoke|minilm|minilm-quality|distil|tune|serve-run|bench-run|fusedn-run) $phase ;;
+    smoke|minilm|minilm-quality|minilm-fp8|distil|tune|serve-run|bench-run|fusedn-run) $phase ;;
+    rebuild)  # a fresh machine: DistilBERT-base's engines for the serve call (no fusion A/B) beside the real model's torch_fp8
+        timeout ${DEADLINE:-560} bash "$0" minilm-fp8 > $W/minilm-fp8.out 2>&1 &
+        SKIP_FUSION=1 timeout ${DEADLINE:-560} bash "$0" distil > $W/distil.out 2>&1
+        wait
+        tail -n 12 $W/minilm-fp8.out; tail -n 8 $W/distil.out
+        pack rebuild minilm/logs distil/logs minilm-fp8.out distil.out
+        ls -la "$OUT" ;;
     build)
         nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
         # the real model's quality through Triton comes first in the bench call (the INT8 search leaves no room for it here)

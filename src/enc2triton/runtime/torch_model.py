@@ -149,8 +149,10 @@ class Fp8Linear(nn.Module):
 
 
 def fp8_weight_scale(w: torch.Tensor) -> torch.Tensor:
-    """Per output channel: |max| / 448 (FP32)."""
-    return w.detach().float().abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX
+    """Per output channel: |max| / 448 (FP32), computed on the CPU wherever `w` lives: CUDA divides by a scalar as a
+    multiply by its reciprocal, one ulp off the CPU's quotient, and the FP8 graph's codes (made on the CPU) are on this
+    grid exactly (fp8_plan.from_onnx checks it bit for bit)."""
+    return (w.detach().float().cpu().abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX).to(w.device)
 
 
 @torch.no_grad()
@@ -236,10 +238,10 @@ def _ffn_fused(ffn1, ffn2, x2: torch.Tensor) -> torch.Tensor:
 # INT8 pairs take the fused FFN too (the same kernel with an int32 accumulator and INT8 codes out, rounded half to even as
 # torch.round; checked in Triton's CPU interpreter): scripts/fusion_ab.py's int8_dynamic / int8_ffn_fused are its A/B.
 INT8_FUSED_FFN = True
-# Tokens from which a fusable pair takes the fused FFN: qgemm's (its 128-row tiles fill the GPU there; measured for the
-# INT8 GEMM alone). The fused kernel also saves a pass over the activation, so its own crossover may lie lower:
-# scripts/fusion_ab.py --fused-min-rows measures it.
-FUSED_FFN_MIN_ROWS = qgemm.MIN_ROWS
+# Tokens from which a fusable pair takes the fused FFN, per kind. FP8: 2,048 (64 texts x 32 tokens, the fused FFN 1.05x
+# the unfused engine on an H100, scripts/fusion_ab.py --fused-min-rows, results/h100/2026-12-07c/). INT8: qgemm's, where
+# its other GEMMs leave cuBLASLt for our kernel too (not yet measured lower).
+FUSED_FFN_MIN_ROWS = {"fp8": 2048, "int8": qgemm.MIN_ROWS}
 
 
 def _ffn_fusable(ffn1, ffn2) -> bool:
@@ -287,7 +289,7 @@ class Layer(nn.Module):
         fusable = self.gelu == "epilogue" and qgemm.ENABLED and x.is_cuda and _ffn_fusable(self.ffn1, self.ffn2)
         if self.gelu == "epilogue" and type(self.ffn1) is nn.Linear:
             a = linear_gelu(x.reshape(b * s, h), self.ffn1.weight, self.ffn1.bias).view(b, s, -1)
-        elif fusable and b * s >= FUSED_FFN_MIN_ROWS:
+        elif fusable and b * s >= FUSED_FFN_MIN_ROWS["fp8" if isinstance(self.ffn1, Fp8Linear) else "int8"]:
             return self.norm2(x + _ffn_fused(self.ffn1, self.ffn2, x.reshape(b * s, h)).view(b, s, h).to(x.dtype))
         else:  # below FUSED_FFN_MIN_ROWS a fusable pair takes the fused kernel's tanh GELU too: one formula at every size
             a = F.gelu(self.ffn1(x), approximate="tanh" if fusable else "none")
