@@ -168,7 +168,7 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     if a.fused_min_rows is not None:
         tm.FUSED_FFN_MIN_ROWS = dict.fromkeys(tm.FUSED_FFN_MIN_ROWS, a.fused_min_rows)
-    res = {"device": torch.cuda.get_device_name(), "hardware": host.describe(), "torch": torch.__version__, "batch": a.batch,
+    res = {"device": torch.cuda.get_device_name(), "hardware": host.hardware(), "torch": torch.__version__, "batch": a.batch,
            "seq": a.seq, "fused_ffn_min_rows": tm.FUSED_FFN_MIN_ROWS, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
            "variants": {}}
     ref = {}

@@ -488,6 +488,10 @@ def test_fusion_ab_section_from_a_published_gpu_run(tmp_path):
     assert "| fp8_ffn_fused | 5.23 | 48,911 | 1.13x | 1.39x | 0.999923 vs fp8_dynamic |" in sec
     assert "| peer_static | 7.28 | 35,174 |  | 1.00x |" in sec and "failed: CompilationError: boom" in sec
     assert "INCOMPLETE" not in sec and "NVIDIA H100" in sec
+    f["hardware"] = "Intel Xeon, 16 cores, NVIDIA H100 80GB HBM3"  # 2026-12-07c's fusion_ab.py wrote host.describe()'s line
+    (logs / "fusion_ab.json").write_text(json.dumps(f))
+    sec = report.render(logs, tmp_path / "REPORT.md", published=None).split(f"## {report.S_FUSION}")[1].split("\n## ")[0]
+    assert "on Intel Xeon, 16 cores, NVIDIA H100 80GB HBM3" in sec
     del f["finished"]
     (logs / "fusion_ab.json").write_text(json.dumps(f))
     assert "INCOMPLETE" in report.render(logs, tmp_path / "REPORT.md", published=None).split(f"## {report.S_FUSION}")[1].split("\n## ")[0]

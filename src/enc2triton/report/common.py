@@ -141,9 +141,12 @@ def _counted(names: list[str]) -> str:
     return ", ".join(f"{c} x {n}" if c > 1 else n for n, c in out.items())
 
 
-def _machine(hw: dict | None) -> str | None:
+def _machine(hw: dict | str | None) -> str | None:
+    """host.hardware()'s dict in a line; a log that recorded host.describe()'s line instead keeps it."""
     if not hw:
         return None
+    if isinstance(hw, str):
+        return _host(hw)
     gpus = [str(g.get("name")) for g in hw.get("gpus") or []]
     return f"{_v(hw.get('cpu'))}, {_v(hw.get('cores'))} cores, " + (_counted(gpus) if gpus else "no GPU")
 

@@ -5,8 +5,9 @@
 Why our own kernel (scripts/gemm_bench.py, DistilBERT-base's GEMMs at 256 x 128 tokens; results/h100/2026-12-07/, an
 H100): cuBLASLt's int8 GEMM (torch._int_mm) runs 513-690 TOPS with B column-major (~120 with B row-major), about FP16's
 622-665 TFLOP/s, and returns int32 products that a second pass dequantizes; this kernel runs 627-949 TOPS (1.1-1.4x)
-with the dequantization done on the accumulator. Below a few thousand rows its 128-row tiles leave SMs idle and the two
-are within 5% (M = 2,048), so Int8Linear takes it only from MIN_ROWS rows. For E4M3 cuBLASLt (torch._scaled_mm, 844-1,099
+with the dequantization done on the accumulator. At M = 2,048 it still matches or leads cuBLASLt on three of the four
+GEMMs (qkv 379 vs 369 TOPS, o 216 vs 209, ffn1 476 vs 410; ffn2 394 vs 415), whose figures leave out the int32 pass that
+dequantizes them, so Int8Linear takes it from MIN_ROWS = 2,048 rows; below, its 128-row tiles leave SMs idle. For E4M3 cuBLASLt (torch._scaled_mm, 844-1,099
 TFLOP/s) is faster than this kernel at every shape measured (633-980), so Fp8Linear keeps it; the kernel takes E4M3 too,
 for that comparison. inductor's max-autotune int_mm templates: 247 TOPS on FFN1.
 
@@ -31,9 +32,10 @@ import torch
 # One tile shape (a choice per M would put more guards on the dynamic batch in the compiled graph): the fastest of
 # gemm_bench.py's candidates at M = 32,768 on three of DistilBERT's four GEMMs (H100; FFN2 6% faster at 128x256x128).
 CONFIG = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4}
-# Rows (tokens) from which Int8Linear runs this kernel instead of cuBLASLt's: at 8,192 it leads on every GEMM (H100),
-# at 2,048 the two are within 5%.
-MIN_ROWS = 8192
+# Rows (tokens) from which Int8Linear runs this kernel instead of cuBLASLt's (H100, gemm_bench.py): at 8,192 it leads on
+# every GEMM, at 2,048 on three of four before cuBLASLt's separate dequantization pass. It was 8,192 until served INT8
+# (results/h100/2026-12-07c/: 16 short texts per request, ~7,500 tokens a batch) spent 2.5x FP16's GPU time per batch.
+MIN_ROWS = 2048
 OUT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CODE_DTYPES = {"fp8": torch.float8_e4m3fn, "int8": torch.int8}  # qmm_gelu_q's outputs: the next GEMM's input codes
 QOUT_KINDS = {"fp8": 1, "int8": 2}

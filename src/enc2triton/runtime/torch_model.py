@@ -240,7 +240,7 @@ def _ffn_fused(ffn1, ffn2, x2: torch.Tensor) -> torch.Tensor:
 INT8_FUSED_FFN = True
 # Tokens from which a fusable pair takes the fused FFN, per kind. FP8: 2,048 (64 texts x 32 tokens, the fused FFN 1.05x
 # the unfused engine on an H100, scripts/fusion_ab.py --fused-min-rows, results/h100/2026-12-07c/). INT8: qgemm's, where
-# its other GEMMs leave cuBLASLt for our kernel too (not yet measured lower).
+# its other GEMMs leave cuBLASLt for our kernel too.
 FUSED_FFN_MIN_ROWS = {"fp8": 2048, "int8": qgemm.MIN_ROWS}
 
 
