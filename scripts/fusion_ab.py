@@ -105,6 +105,9 @@ def measure(variant: str, batch: int, seq: int, iters: int) -> dict:
     tm.INT8_FUSED_FFN = INT8_FUSED_DEFAULT
     qgemm.CONFIG.clear()
     qgemm.CONFIG.update(tiles(config) if config else QGEMM_DEFAULT)
+    # the tiles are constants of the kernel call, which inductor's FX graph cache did not tell apart: 2026-12-07c's three
+    # tile shapes timed within 0.4% of the default's, a reused compile by the look of it; compile these afresh
+    torch._inductor.config.force_disable_caches = bool(config)
     torch._dynamo.reset()  # each variant compiles afresh (one Encoder class: its recompile limit would drop to eager)
     enc = model(kind)
     if kind == "autotune_static":

@@ -92,3 +92,15 @@ def test_machine_line_names_family_and_instruction_sets():
     hw = {"cpu": "AMD EPYC", "cpu_family": "family 23 model 1", "cpu_isa": ["avx2", "fma"], "cores": 2, "gpus": []}
     assert host.describe(hw) == "AMD EPYC (family 23 model 1; avx2 fma), 2 cores"
     assert host.describe({"cpu": "Xeon", "cores": 4, "gpus": [{"name": "H200"}]}) == "Xeon, 4 cores, H200"  # older logs
+
+
+def test_gpu_kernels_are_grouped_by_what_they_do():
+    """Kernel names of the H100 profiles (results/h100/2026-12-07c/): cuBLASLt's, our 8-bit GEMM (the fused FFN's too),
+    inductor's and cuDNN's."""
+    from enc2triton.measure import profiling
+
+    assert profiling.group_of("nvjet_sm90_qqtst_128x128_128x6_1x1_h_bz_coopA_algo2_ovscale_bias_TNT") == "GEMM"
+    assert profiling.group_of("_qmm_kernel") == "GEMM"
+    assert profiling.group_of("triton_per_fused__to_copy_add_clamp_native_layer_norm_4").startswith("LayerNorm")
+    assert profiling.group_of("triton_poi_fused__scaled_mm__to_copy_clamp_gelu_5").startswith("fused pointwise")
+    assert profiling.group_of("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16") == "attention"

@@ -12,7 +12,8 @@ GROUPS = (
     ("LayerNorm / reductions (compiled)", re.compile(r"^triton_(per|red)_", re.I)),
     ("fused pointwise (compiled: GELU, residual, quantize, casts)", re.compile(r"^triton_poi_", re.I)),
     ("attention", re.compile(r"fmha|flash|attention|efficient|sdpa|softmax", re.I)),
-    ("GEMM", re.compile(r"nvjet|gemm|cutlass|xmma|cublas|scaled_mm|matmul|wgmma|igemm|f8f8|s8s8|int_mm|_mm_", re.I)),
+    # _qmm_kernel: our 8-bit GEMM (runtime/qgemm.py), the fused FFN1's too
+    ("GEMM", re.compile(r"nvjet|gemm|cutlass|xmma|cublas|scaled_mm|matmul|wgmma|igemm|f8f8|s8s8|int_mm|_mm_|^_qmm", re.I)),
     ("LayerNorm / reductions", re.compile(r"layer_?norm|layernorm|reduce", re.I)),
     ("pointwise (GELU, residual, casts, gather)", re.compile(r"gelu|elementwise|vectorized|unrolled|gather|index|add|cast|mul", re.I)),
     ("copies / memset", re.compile(r"memcpy|memset|copy", re.I)),
