@@ -13,7 +13,7 @@ TARGET = 0.70  # served ensemble throughput / raw engine throughput at the same 
 RAW_TARGET = 0.80  # a raw model through Triton / the same engine alone, same batch and tokens (issue 18)
 PLOTS = {"throughput": "perf_throughput.png", "latency": "perf_latency.png", "bench": "bench_throughput.png"}
 # The published GPU benchmark the summary quotes: the latest with every engine (ours and the peers, DistilBERT-base shapes)
-PUBLISHED = spec.ROOT / "results" / "h100" / "2026-12-07b" / "distil" / "logs" / "bench_engine.json"
+PUBLISHED = spec.ROOT / "results" / "h100" / "2026-12-07c" / "engines" / "distil" / "logs" / "bench_engine.json"
 LOG_FILES = {"model": "model.json", "flops": "flops.json", "quality": "quality.json", "quantize": "quantize.json",
              "torch": "torch_build.json", "perf": "perf_summary.json", "bench": "bench_engine.json",
              "soak": "soak.json", "overload": "overload.json", "fusion": "fusion_ab.json"}
