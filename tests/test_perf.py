@@ -326,3 +326,30 @@ def test_text_windows_are_whole_passes_over_the_texts():
 def test_cli_help():
     out = subprocess.run([str(ROOT / "run_tests.sh"), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--concurrency" in out.stdout and "--protocol" in out.stdout
+
+
+def test_a_hung_fixed_count_run_is_bounded_and_tried_once_more(tmp_path, monkeypatch, capsys):
+    """perf_analyzer 2.60 once sat idle in the --request-count run of an unstable level for 15 minutes while the server
+    answered (CI, 2026-12-07). That hang cannot be produced on demand, so a stand-in plays the level: unstable twice,
+    then a fixed-count run that hangs, then one that answers. The hung run is cut after its bound (3x the retry's time,
+    at least FIXED_MIN_TIMEOUT) and run once more; the level comes back measured and marked unstable."""
+    from enc2triton.core import tools
+    from enc2triton.measure import perf_analyzer
+
+    calls = tmp_path / "calls"
+    stand_in = tmp_path / "pa.sh"
+    csv = (FIX / "perf_analyzer_ensemble.csv").read_text().splitlines()
+    stand_in.write_text(f"""#!/usr/bin/env bash
+echo x >> {calls}; n=$(wc -l < {calls})
+if [ "$n" -le 2 ]; then echo "Pass [1] throughput: 10.0 infer/sec"; echo "{perf_analyzer.UNSTABLE}"; exit 99; fi
+if [ "$n" -eq 3 ]; then exec sleep 600; fi
+printf '%s\\n' '{csv[0]}' '{csv[1]}' > "$1"
+""")
+    stand_in.chmod(0o755)
+    monkeypatch.setattr(perf_analyzer, "FIXED_MIN_TIMEOUT", 2.0)
+    commands, log = [], []
+    row, _ = perf_analyzer.run_level(tools.Tool(stand_in), lambda s, p: [str(stand_in), str(p)] + (
+        ["--request-count", str(s.request_count)] if s.request_count else []), perf_analyzer.Settings(), log, commands)
+    assert len(calls.read_text().splitlines()) == 4 and all("--request-count" in c for c in commands[2:])
+    assert row["unstable"]["measured_over_requests"] > 0 and row["throughput"] > 0
+    assert "gave no result in 2s; once more" in capsys.readouterr().out

@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,6 +41,7 @@ STABILITY = (
     "(--request-count, as many as the 3 windows perf_analyzer would merge) and recorded with unstable: its spread "
     "between windows, marked in the summary and the report, never a clean number and never a failure of the run.")
 UNSTABLE = "Failed to obtain stable measurement"
+FIXED_MIN_TIMEOUT = 60.0  # seconds: the least a fixed-count run (an unstable level's last try) is given
 WINDOW_PER_CONCURRENCY = 10  # count windows hold at least 10 x concurrency requests
 MAX_CYCLE = 1024  # text inputs up to this many entries: windows are whole passes over them
 ENSEMBLE_NOTE = ("ensembles: perf_analyzer's CSV counts the composing models' queue time in 'Network+Server Send/Recv' "
@@ -202,41 +204,61 @@ class LevelError(RuntimeError):
     pass
 
 
+def _run_once(tool: tools.Tool, cmd_for, s: Settings, attempt: int, log: list[str], commands: list[str],
+              cpus: list[int] | None) -> tuple[int, str, str | None, float]:
+    """One perf_analyzer run: (exit code, its output, the CSV's text if it wrote one, seconds it took)."""
+    with tempfile.TemporaryDirectory(prefix="pa-") as tmp:
+        csv_path = Path(tmp) / "level.csv"
+        cmd = cmd_for(s, csv_path) + (["-v"] if attempt == 1 else [])  # the retry prints every window's numbers
+        commands.append(shlex.join(cmd))
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, env=tool.environ(), timeout=s.timeout,
+                               preexec_fn=host.pinned(cpus))
+        except subprocess.TimeoutExpired as e:
+            out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+            log.append(out)
+            raise
+        out = p.stdout + p.stderr
+        log.append(f"$ {shlex.join(cmd)}\n{out}")
+        return p.returncode, out, csv_path.read_text() if csv_path.exists() else None, time.monotonic() - t0
+
+
 def run_level(tool: tools.Tool, cmd_for, settings: Settings, log: list[str], commands: list[str],
               cpus: list[int] | None = None, parse=None, concurrency: int = 1, cycle: int | None = None) -> tuple[dict, str]:
     """One concurrency level; an unstable level is retried once with twice as many windows twice as long, then
     measured once over a fixed number of requests and returned with row["unstable"] (the windows' spread).
     parse: the CSV's reader (default parse_csv; serving_peers.parse_csv for perf_analyzer's openai CSV)."""
-    windows = []
+    windows, took = [], None
     for attempt, s in enumerate((settings, settings.doubled(), settings.doubled().fixed(concurrency, cycle))):
-        with tempfile.TemporaryDirectory(prefix="pa-") as tmp:
-            csv_path = Path(tmp) / "level.csv"
-            cmd = cmd_for(s, csv_path) + (["-v"] if attempt == 1 else [])  # the retry prints every window's numbers
-            commands.append(shlex.join(cmd))
+        tries = 1
+        if s.request_count and took is not None:
+            # fewer requests than the retry just sent, so 3x its time is ample. perf_analyzer 2.60 once sat idle for
+            # 15 minutes in a --request-count run while the server answered (CI, 2026-12-07): bound it, try it twice
+            s, tries = replace(s, timeout=min(s.timeout, max(FIXED_MIN_TIMEOUT, 3 * took))), 2
+        for t in range(tries):
             try:
-                p = subprocess.run(cmd, capture_output=True, text=True, env=tool.environ(), timeout=s.timeout,
-                                   preexec_fn=host.pinned(cpus))
-            except subprocess.TimeoutExpired as e:
-                out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-                log.append(out)
-                raise LevelError(f"perf_analyzer timed out after {s.timeout:.0f}s") from None
-            out = p.stdout + p.stderr
-            log.append(f"$ {shlex.join(cmd)}\n{out}")
-            if p.returncode == 0 and csv_path.exists():
-                row = (parse or parse_csv)(csv_path.read_text())[0]
-                if s.request_count:
-                    row["unstable"] = unstable_note(windows, s.request_count)
-                return row, csv_path.read_text()
-            if p.returncode < 0:
-                raise LevelError(f"perf_analyzer killed by signal {-p.returncode}")
-            if UNSTABLE in out and not s.request_count:
-                windows += window_throughputs(out)
-                print("      unstable; " + ("retrying with twice as many windows twice as long" if attempt == 0 else
-                                           "measuring once over a fixed number of requests (recorded as unstable)"),
-                      flush=True)
-                continue
-            tail = [ln for ln in out.strip().splitlines() if ln.strip()][-3:]
-            raise LevelError(f"perf_analyzer exit {p.returncode}: " + " | ".join(tail))
+                code, out, csv_text, took = _run_once(tool, cmd_for, s, attempt, log, commands, cpus)
+                break
+            except subprocess.TimeoutExpired:
+                if t + 1 == tries:
+                    raise LevelError(f"perf_analyzer timed out after {s.timeout:.0f}s") from None
+                print(f"      perf_analyzer gave no result in {s.timeout:.0f}s; once more", flush=True)
+        if code == 0 and csv_text is not None:
+            row = (parse or parse_csv)(csv_text)[0]
+            if s.request_count:
+                row["unstable"] = unstable_note(windows, s.request_count)
+            return row, csv_text
+        if code < 0:
+            raise LevelError(f"perf_analyzer killed by signal {-code}")
+        if UNSTABLE in out and not s.request_count:
+            windows += window_throughputs(out)
+            print("      unstable; " + ("retrying with twice as many windows twice as long" if attempt == 0 else
+                                       "measuring once over a fixed number of requests (recorded as unstable)"),
+                  flush=True)
+            continue
+        tail = [ln for ln in out.strip().splitlines() if ln.strip()][-3:]
+        raise LevelError(f"perf_analyzer exit {code}: " + " | ".join(tail))
     raise AssertionError("unreachable")
 
 
