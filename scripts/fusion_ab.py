@@ -20,8 +20,9 @@ Variants (FP16 unless named):
   fp8_dynamic / fp8_static   every linear layer E4M3 (static activation scales), as torch_fp8 with --fp8-layers all
   <variant>@128x256x64w8s3   the variant with our kernel's tiles (qgemm.CONFIG: BLOCK_M x BLOCK_N x BLOCK_K, warps,
                  stages) set to these: is the fused FFN's epilogue better served by another tile shape?
-Each: time per batch (CUDA events over replays), sequences/s, and the max |difference| of the sentence embedding
-from `dynamic` (FP16), `fp8_dynamic` or `int8_dynamic`. GPU only.
+Each: time per batch (CUDA events over replays), sequences/s, its GPU kernels (profiling.kernel_breakdown, grouped as
+the engine benchmark groups them), and the max |difference| of the sentence embedding from `dynamic` (FP16),
+`fp8_dynamic` or `int8_dynamic`. GPU only.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from enc2triton.core import host
+from enc2triton.measure import profiling
 from enc2triton.runtime import qgemm
 from enc2triton.runtime import torch_model as tm
 
@@ -139,22 +141,13 @@ def measure(variant: str, batch: int, seq: int, iters: int) -> dict:
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end) / iters)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                graph.replay()
-            torch.cuda.synchronize()
-    kernels = {}
-    for ev in prof.key_averages():
-        t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
-        if t:
-            kernels[ev.key[:90]] = round(t / 5 / 1e3, 4)  # ms per batch
-    top = dict(sorted(kernels.items(), key=lambda kv: -kv[1])[:8])
+        kernels = profiling.kernel_breakdown(graph.replay, runs=5, top=8)  # the engine benchmark's grouping
     ms = sorted(times)[len(times) // 2]
     emb = out[1].float().clone()
     del graph, fn, enc
     torch.cuda.empty_cache()
     return {"ms": round(ms, 4), "seq_per_s": round(batch / ms * 1e3), "ms_runs": [round(t, 4) for t in times],
-            "compile_s": round(compile_s, 1), "top_kernels_ms": top, "emb": emb}
+            "compile_s": round(compile_s, 1), "kernels": kernels, "emb": emb}
 
 
 def main() -> None:

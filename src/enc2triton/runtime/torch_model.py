@@ -101,6 +101,8 @@ class Fp8Linear(nn.Module):
     (amax / 448, the buffer x_scale); None: a dynamic scale per token at run time (row |max| / 448; no x_scale).
     `codes`: the weight's E4M3 values on that per-channel grid, already rounded (fp8_gptq); None rounds to nearest."""
 
+    kind = "fp8"  # layout()'s name for it, the key of FUSED_FFN_MIN_ROWS and qgemm's code kinds
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, codes: torch.Tensor | None = None,
                  amax: float | None = None):
         super().__init__()
@@ -188,6 +190,8 @@ def fp8_gptq(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01, bl
 
 
 class Int8Linear(nn.Module):
+    kind = "int8"
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, clip: float, smooth: torch.Tensor | None = None):
         super().__init__()
         w = weight.detach().float()
@@ -228,11 +232,9 @@ class Int8Linear(nn.Module):
 def _ffn_fused(ffn1, ffn2, x2: torch.Tensor) -> torch.Tensor:
     """FFN2(GELU(FFN1(x2))) for a pair of 8-bit layers, FFN1 in our kernel with bias, tanh GELU and FFN2's input
     quantization in its epilogue: FFN2 reads the codes, the [tokens, ffn] activation is written once, in 8 bits."""
-    fp8 = isinstance(ffn1, Fp8Linear)
     scale, bias = ffn1.epilogue()
-    codes = qgemm.qmm_gelu_q(ffn1.codes(x2), ffn1.weight, scale, bias, ffn2.input_mult(ffn1.weight.shape[0]),
-                             "fp8" if fp8 else "int8")
-    return ffn2.from_codes(codes) if fp8 else ffn2.from_codes(codes, x2.dtype)
+    codes = qgemm.qmm_gelu_q(ffn1.codes(x2), ffn1.weight, scale, bias, ffn2.input_mult(ffn1.weight.shape[0]), ffn1.kind)
+    return ffn2.from_codes(codes, x2.dtype) if ffn2.kind == "int8" else ffn2.from_codes(codes)
 
 
 # INT8 pairs take the fused FFN too (the same kernel with an int32 accumulator and INT8 codes out, rounded half to even as
@@ -289,7 +291,7 @@ class Layer(nn.Module):
         fusable = self.gelu == "epilogue" and qgemm.ENABLED and x.is_cuda and _ffn_fusable(self.ffn1, self.ffn2)
         if self.gelu == "epilogue" and type(self.ffn1) is nn.Linear:
             a = linear_gelu(x.reshape(b * s, h), self.ffn1.weight, self.ffn1.bias).view(b, s, -1)
-        elif fusable and b * s >= FUSED_FFN_MIN_ROWS["fp8" if isinstance(self.ffn1, Fp8Linear) else "int8"]:
+        elif fusable and b * s >= FUSED_FFN_MIN_ROWS[self.ffn1.kind]:
             return self.norm2(x + _ffn_fused(self.ffn1, self.ffn2, x.reshape(b * s, h)).view(b, s, h).to(x.dtype))
         else:  # below FUSED_FFN_MIN_ROWS a fusable pair takes the fused kernel's tanh GELU too: one formula at every size
             a = F.gelu(self.ffn1(x), approximate="tanh" if fusable else "none")
@@ -409,8 +411,7 @@ def input_hessians(enc: Encoder, feeds, device: str = "cpu") -> dict[tuple[int, 
 
 def layout(enc: Encoder) -> dict[str, str]:
     """Which linear layers are quantized, and how: {"layers.0.qkv": "fp8" | "int8" | "dense"} (saved beside the weights)."""
-    kinds = {Fp8Linear: "fp8", Int8Linear: "int8"}
-    return {f"layers.{i}.{n}": kinds.get(type(m), "dense") for i, n, m in linears(enc)}
+    return {f"layers.{i}.{n}": getattr(m, "kind", "dense") for i, n, m in linears(enc)}
 
 
 def set_gelu(enc: Encoder, mode: str) -> Encoder:
