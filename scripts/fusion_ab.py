@@ -18,8 +18,9 @@ Variants (FP16 unless named):
                  (torch_model.set_gelu(enc, "epilogue") on an 8-bit model: qgemm.qmm_gelu_q)
   int8_dynamic / int8_ffn_fused   the same two for every linear layer INT8 (clip 8)
   fp8_dynamic / fp8_static   every linear layer E4M3 (static activation scales), as torch_fp8 with --fp8-layers all
-  <variant>@128x256x64w8s3   the variant with our kernel's tiles (qgemm.CONFIG: BLOCK_M x BLOCK_N x BLOCK_K, warps,
-                 stages) set to these: is the fused FFN's epilogue better served by another tile shape?
+  <variant>@128x256x64w8s3   the variant with the fused FFN1's settings (qgemm.TILES["qmm_gelu_q..."]: BLOCK_M x
+                 BLOCK_N x BLOCK_K, warps, stages; a trailing "f": the fast GELU) set to these, the others as the process
+                 has them (ENC2TRITON_QGEMM_TILES): another tile shape or GELU form, at the engine's level
 Each: time per batch (CUDA events over replays), sequences/s, its GPU kernels (profiling.kernel_breakdown, grouped as
 the engine benchmark groups them), and the max |difference| of the sentence embedding from `dynamic` (FP16),
 `fp8_dynamic` or `int8_dynamic`. GPU only.
@@ -91,22 +92,25 @@ def model(kind: str) -> torch.nn.Module:
 
 
 INT8_FUSED_DEFAULT = tm.INT8_FUSED_FFN
-QGEMM_DEFAULT = dict(qgemm.CONFIG)
+QGEMM_DEFAULT = {k: dict(v) for k, v in qgemm.TILES.items()}
 
 
 def tiles(text: str) -> dict:
-    """'128x256x64w8s3' -> qgemm.CONFIG's keys."""
-    dims, rest = text.split("w")
+    """'128x256x64w8s3f' -> qgemm.TILES' entries for the fused FFN1 (both kinds); "f": the fast GELU."""
+    fast = text.endswith("f")
+    dims, rest = text.removesuffix("f").split("w")
     bm, bn, bk = (int(v) for v in dims.split("x"))
     warps, stages = (int(v) for v in rest.split("s"))
-    return dict(QGEMM_DEFAULT, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+    cfg = dict(qgemm.CONFIG, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages, FAST_GELU=fast)
+    return {key: dict(cfg) for key in ("qmm_gelu_q", "qmm_gelu_q.fp8", "qmm_gelu_q.int8")}
 
 
 def measure(variant: str, batch: int, seq: int, iters: int) -> dict:
     kind, _, config = variant.partition("@")
     tm.INT8_FUSED_FFN = INT8_FUSED_DEFAULT
-    qgemm.CONFIG.clear()
-    qgemm.CONFIG.update(tiles(config) if config else QGEMM_DEFAULT)
+    qgemm.TILES.clear()
+    qgemm.TILES.update({k: dict(v) for k, v in QGEMM_DEFAULT.items()})
+    qgemm.TILES.update(tiles(config) if config else {})
     # the tiles are constants of the kernel call, which inductor's FX graph cache did not tell apart: 2026-12-07c's three
     # tile shapes timed within 0.4% of the default's, a reused compile by the look of it; compile these afresh
     torch._inductor.config.force_disable_caches = bool(config)
@@ -178,7 +182,7 @@ def main() -> None:
             continue
         base = "fp8_dynamic" if kind.startswith("fp8") else "int8_dynamic" if kind.startswith("int8") else "peer_static" if kind.startswith("peer") else "dynamic"
         emb = r.pop("emb")
-        r["qgemm_config"] = dict(qgemm.CONFIG)
+        r["qgemm_tiles"] = {k: qgemm.tiles_label(v) for k, v in qgemm.TILES.items()}
         ref.setdefault(base, emb)
         r["max_abs_diff_vs_" + base] = float((emb - ref[base]).abs().max())
         r["cos_min_vs_" + base] = float(F.cosine_similarity(emb, ref[base]).min())

@@ -4,10 +4,18 @@ Per GEMM of DistilBERT-base at M tokens (default 256 x 128): FP16 (cuBLAS), FP8 
 row-wise scales), INT8 through cuBLASLt (torch._int_mm, B row-major as the old layers had it, and column-major),
 INT8 through inductor's Triton templates (torch.compile max-autotune, optional), and our Triton kernel
 (enc2triton.runtime.qgemm: dequantization and bias in the epilogue) on int8 and E4M3 at a few tile shapes, checked
-against its reference. Then the compile check: a small INT8 encoder through torch.compile(dynamic=True) with the kernel
-in the graph (above qgemm.MIN_ROWS rows), against eager, and the compile cache saved.
+against its reference; FFN1 also as the fused FFN runs it (qmm_gelu_q: bias, tanh GELU and FFN2's input codes in the
+epilogue), with the exact and the fast GELU. Then the compile check: a small INT8 encoder through
+torch.compile(dynamic=True) with the kernel in the graph (above qgemm.MIN_ROWS rows), against eager, and the compile
+cache saved.
+
+--write-tiles F: the settings that were fastest over the --tokens sizes (geometric mean of each one's time over the
+best's at every size) for each use the engines make of the kernel (qgemm.TILES' keys: INT8 GEMMs per shape and
+overall, the fused FFN1 per kind), as a file for ENC2TRITON_QGEMM_TILES. The fast GELU is a candidate only where its
+codes differ from the reference's in at most MAX_CODE_MISMATCH of places, by one step.
 
     python3 scripts/gemm_bench.py --out DIR [--tokens 32768,8192,2048] [--autotune-gemms ffn1] [--configs all|default]
+        [--write-tiles F] [--no-compile-check]
 """
 from __future__ import annotations
 
@@ -24,6 +32,35 @@ SHAPES = {"qkv": (768, 2304), "o": (768, 768), "ffn1": (768, 3072), "ffn2": (307
 CONFIGS = [dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=w, num_stages=st)
            for bm, bn, bk, (w, st) in itertools.product((128,), (128, 256), (64, 128), ((4, 4), (8, 3), (8, 4)))
            if not (bn == 256 and bk == 128 and st == 4)]  # over the shared memory
+MAX_CODE_MISMATCH = 0.05
+
+
+def code_check(qgemm, torch, a, b, scale, bias, qmult, kind) -> dict:
+    """The fused FFN1's codes against reference_gelu_q's: how many differ, and by how many steps at most."""
+    got = qgemm.qmm_gelu_q(a, b, scale, bias, qmult, kind).float()
+    ref = qgemm.reference_gelu_q(a, b, scale, bias, qmult, kind).float()
+    diff = (got - ref).abs()
+    # one step: 1 for INT8 codes; for E4M3, 2^-3 of the value (its 3 mantissa bits), 2^-9 at the subnormal bottom
+    step = torch.ones_like(ref) if kind == "int8" else torch.maximum(ref.abs() * 0.125, torch.full_like(ref, 2.0 ** -9))
+    return {"mismatch_fraction": float((diff > 0).float().mean()), "max_steps": float((diff / step).max())}
+
+
+def choose(times: dict, keys_of: dict) -> dict:
+    """{TILES key: (settings, score)}: per key, the candidate with the lowest geometric mean of its time over the best
+    time at each size it was timed at (candidates that failed anywhere are out)."""
+    import math
+    out = {}
+    for key, per_size in keys_of.items():
+        best = {size: min(t for t, _ in times[(key, size)].values()) for size in per_size}
+        labels = set.intersection(*(set(times[(key, size)]) for size in per_size))
+        scored = []
+        for label in labels:
+            ratios = [times[(key, size)][label][0] / best[size] for size in per_size]
+            scored.append((math.exp(sum(math.log(r) for r in ratios) / len(ratios)), label))
+        if scored:
+            score, label = min(scored)
+            out[key] = (times[(key, per_size[0])][label][1], round(score, 4))
+    return out
 
 
 def compile_check(torch, qgemm, torch_model) -> dict:
@@ -65,6 +102,8 @@ def main() -> int:
     ap.add_argument("--tokens", default="32768,8192,2048", help="M values: batch x sequence (256 x 128, 64 x 128, 64 x 32)")
     ap.add_argument("--autotune-gemms", default="", help="GEMMs that also get inductor's max-autotune INT8 kernel (slow), e.g. ffn1")
     ap.add_argument("--configs", choices=("all", "default"), default="all", help="tile shapes of our kernel to time")
+    ap.add_argument("--write-tiles", type=Path, help="write the fastest settings per use here (for ENC2TRITON_QGEMM_TILES)")
+    ap.add_argument("--no-compile-check", action="store_true", help="leave out the compiled small encoders' check")
     a = ap.parse_args()
     import torch
     from triton.testing import do_bench
@@ -77,13 +116,35 @@ def main() -> int:
     int_mm_tuned = None
     if a.autotune_gemms:
         int_mm_tuned = torch.compile(lambda x, w: torch._int_mm(x, w), mode="max-autotune-no-cudagraphs", dynamic=False)
+    default = {k: dict(v) for k, v in qgemm.TILES.items()}
     configs = CONFIGS if a.configs == "all" else [dict(qgemm.CONFIG)]
-    default = dict(qgemm.CONFIG)
+    sizes = [int(t) for t in a.tokens.split(",")]
+    times: dict = {}  # (TILES key, M) -> {label: (ms, settings)}
+    fast_ok = {}
 
-    for m in [int(t) for t in a.tokens.split(",")]:
+    def restore():
+        qgemm.TILES.clear()
+        qgemm.TILES.update({k: dict(v) for k, v in default.items()})
+
+    def sweep(key: str, m: int, candidates, call) -> tuple:
+        """Time `call` under each candidate setting for `key`: ((label, (ms, settings)) of the fastest, the default's ms)."""
+        got = times.setdefault((key, m), {})
+        for cfg in candidates:
+            qgemm.TILES[key] = cfg
+            try:
+                got[qgemm.tiles_label(cfg)] = (do_bench(call, return_mode="median"), cfg)
+            except Exception as e:  # a tile shape this GPU cannot hold (shared memory), a GELU it cannot compile
+                print(f"  {key} M={m} {qgemm.tiles_label(cfg)}: {type(e).__name__}: {str(e)[:160]}", flush=True)
+        restore()
+        op, kind = key.split(".")[:2]
+        base = qgemm.tiles_label(dict(default.get(key) or default.get(f"{op}.{kind}") or default[op], FAST_GELU=False))
+        best = min(got.items(), key=lambda kv: kv[1][0]) if got else None
+        return best, got.get(base, (None,))[0]
+
+    for m in sizes:
         for name, (k, n) in SHAPES.items():
             def rate(ms):
-                return round(2 * m * k * n / ms / 1e9, 1)  # TFLOP/s (TOPS for int8)
+                return round(2 * m * k * n / ms / 1e9, 1) if ms else None  # TFLOP/s (TOPS for int8)
 
             x16 = torch.randn(m, k, device=dev, dtype=torch.float16)
             w16 = torch.randn(n, k, device=dev, dtype=torch.float16)
@@ -101,46 +162,83 @@ def main() -> int:
                                                return_mode="median"))
             r["int8_int_mm_b_rowmajor"] = rate(do_bench(lambda: torch._int_mm(xi, wi_kn), return_mode="median"))
             r["int8_int_mm_b_colmajor"] = rate(do_bench(lambda: torch._int_mm(xi, wi.t()), return_mode="median"))
-            if int_mm_tuned is not None and name in a.autotune_gemms.split(",") and m == int(a.tokens.split(",")[0]):
+            if int_mm_tuned is not None and name in a.autotune_gemms.split(",") and m == sizes[0]:
                 t0 = time.time()
                 got = int_mm_tuned(xi, wi_kn)
                 r["int8_inductor_autotune_compile_s"] = round(time.time() - t0, 1)
                 r["int8_inductor_autotune_exact"] = bool(torch.equal(torch._int_mm(xi, wi_kn), got))
                 r["int8_inductor_autotune"] = rate(do_bench(lambda: int_mm_tuned(xi, wi_kn), return_mode="median"))
             for kind, xa, wb in (("int8", xi, wi), ("fp8", x8, w8)):
-                best = None
-                for cfg in configs:
-                    qgemm.CONFIG.clear()
-                    qgemm.CONFIG.update(cfg)
-                    try:
-                        ms = do_bench(lambda: qgemm.qmm(xa, wb, scale, bias, "bf16"), return_mode="median")
-                    except Exception as e:  # a tile shape this GPU cannot hold (shared memory)
-                        print(f"  {kind} {name} M={m} {cfg}: {type(e).__name__}: {str(e)[:120]}", flush=True)
-                        continue
-                    if best is None or ms < best[0]:
-                        best = (ms, cfg)
-                    if cfg == default:
-                        r[f"{kind}_ours_default"] = rate(ms)
-                qgemm.CONFIG.clear()
-                qgemm.CONFIG.update(default)
+                best, base = sweep(f"qmm.{kind}.{k}x{n}", m, configs, lambda: qgemm.qmm(xa, wb, scale, bias, "bf16"))
+                r[f"{kind}_ours_default"] = rate(base)
                 if best:
-                    r[f"{kind}_ours_best"] = rate(best[0])
-                    r[f"{kind}_ours_best_config"] = "{BLOCK_M}x{BLOCK_N}x{BLOCK_K} w{num_warps} s{num_stages}".format(**best[1])
+                    r[f"{kind}_ours_best"], r[f"{kind}_ours_best_config"] = rate(best[1][0]), best[0]
                 for out in ("bf16", "fp16"):  # against the reference, both output types
                     got = qgemm.qmm(xa, wb, scale, bias, out).float()
                     ref = qgemm.reference(xa, wb, scale, bias, out).float()
                     diff = (got - ref).abs()
                     checks.append({"kind": kind, "gemm": name, "M": m, "out": out, "max_abs_diff": float(diff.max()),
                                    "mismatch_fraction": float((diff > 0).float().mean()), "ref_abs_max": float(ref.abs().max())})
+                if name != "ffn1":
+                    continue
+                # FFN1 as the fused FFN runs it: GELU and the next GEMM's codes in the epilogue; exact and fast GELU
+                # a GELU input of std ~2 and codes that mostly stay inside the 8-bit range, as calibration sets them
+                acc_std = float((xa[:256].float() @ wb.float().t()).std())
+                gscale = torch.full((n,), 2.0 / acc_std, device=dev)
+                qmult = torch.rand(n, device=dev) * (10 if kind == "int8" else 40) + (15 if kind == "int8" else 30)
+                key = f"qmm_gelu_q.{kind}"
+                for fast in (False, True):
+                    qgemm.TILES[key] = dict(default["qmm_gelu_q"], FAST_GELU=fast)
+                    try:
+                        c = code_check(qgemm, torch, xa, wb, gscale, bias, qmult, kind)
+                    except Exception as e:
+                        c = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+                    restore()
+                    checks.append({"kind": kind, "gemm": "ffn1_gelu_q", "M": m, "fast_gelu": fast, **c})
+                    if fast:
+                        fast_ok[kind] = fast_ok.get(kind, True) and c.get("mismatch_fraction", 1.0) <= MAX_CODE_MISMATCH \
+                            and c.get("max_steps", 9.0) <= 1.0
+                candidates = [dict(cfg, FAST_GELU=f) for cfg in configs for f in ((False, True) if fast_ok[kind] else (False,))]
+                best, base = sweep(key, m, candidates, lambda: qgemm.qmm_gelu_q(xa, wb, gscale, bias, qmult, kind))
+                r[f"{kind}_gelu_q_default"] = rate(base)
+                if best:
+                    r[f"{kind}_gelu_q_best"], r[f"{kind}_gelu_q_best_config"] = rate(best[1][0]), best[0]
             rows.append(r)
             print(json.dumps(r), flush=True)
     for c in checks:
         print("check", json.dumps(c))
-    compiled = compile_check(torch, qgemm, torch_model)
+    # what the engines use: INT8 GEMMs per shape and over all shapes, the fused FFN1 per kind
+    keys_of = {f"qmm.int8.{k}x{n}": sizes for k, n in SHAPES.values()}
+    keys_of.update({f"qmm_gelu_q.{kind}": sizes for kind in ("int8", "fp8")})
+    chosen = choose(times, keys_of)
+    overall = {}  # qmm.int8: the setting with the best geometric mean over every shape and size
+    for (key, m), got in times.items():
+        if key.startswith("qmm.int8."):
+            overall.setdefault(("qmm.int8", 0), {})
+            for label, (ms, cfg) in got.items():
+                overall[("qmm.int8", 0)].setdefault(label, [cfg, []])[1].append(ms / min(t for t, _ in got.values()))
+    import math
+    if overall:
+        everywhere = max(len(v[1]) for v in overall[("qmm.int8", 0)].values())  # timed at every shape and size
+        label, (cfg, ratios) = min(((lb, v) for lb, v in overall[("qmm.int8", 0)].items() if len(v[1]) == everywhere),
+                                   key=lambda kv: sum(math.log(x) for x in kv[1][1]) / len(kv[1][1]))
+        chosen["qmm.int8"] = (cfg, round(math.exp(sum(math.log(x) for x in ratios) / len(ratios)), 4))
+    tiles = {key: cfg for key, (cfg, _) in chosen.items()}
+    print("chosen", json.dumps({key: [qgemm.tiles_label(cfg), score] for key, (cfg, score) in chosen.items()}), flush=True)
+    compiled = None if a.no_compile_check else compile_check(torch, qgemm, torch_model)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "gemm_bench.json").write_text(json.dumps({
         "device": torch.cuda.get_device_name(), "torch": torch.__version__, "kernel": qgemm.name(), "default_config": default,
-        "rows": rows, "checks": checks, "compile_check": compiled}, indent=1))
+        "rows": rows, "checks": checks, "compile_check": compiled, "fast_gelu_ok": fast_ok,
+        "chosen": {key: {"settings": cfg, "label": qgemm.tiles_label(cfg), "score": score} for key, (cfg, score) in chosen.items()},
+        "timings_ms": {f"{key} M={m}": {label: round(ms, 5) for label, (ms, _) in got.items()} for (key, m), got in times.items()}},
+        indent=1))
+    if a.write_tiles:
+        a.write_tiles.parent.mkdir(parents=True, exist_ok=True)
+        a.write_tiles.write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                             "sizes": sizes, "source": "scripts/gemm_bench.py --write-tiles",
+                                             "tiles": tiles}, indent=1))
+        print(f"tiles -> {a.write_tiles}")
     keys = [k for k in rows[0] if k not in ("gemm", "M", "K", "N")]
     print("| gemm | M | " + " | ".join(keys) + " |")
     for r in rows:

@@ -3,6 +3,8 @@
 # back to back on one warm machine. Staging of the wheels first: scripts/README.md.
 #   source scripts/gpu_env.sh && bash scripts/gpu_h200.sh smoke   # optional, first: the 8-bit GEMM benchmark and
 #                                           # scripts/gpu_smoke.py (the engine's GPU serving path on a tiny model)
+#   bash scripts/gpu_h200.sh tiles          # first: our 8-bit kernel's settings measured at DistilBERT's shapes
+#                                           # (gemm_bench.py --write-tiles); every later phase builds and runs with them
 #   bash scripts/gpu_h200.sh build          # both models built in parallel (DistilBERT-base then runs scripts/fusion_ab.py);
 #                                           # then, with TUNE=1, the serving-config search (tune) on DistilBERT-base shapes
 #   bash scripts/gpu_h200.sh rebuild        # (a fresh machine after one was taken back) DistilBERT-base's engines without
@@ -26,6 +28,8 @@ SERVER_CPUS=0-11 CLIENT_CPUS=12-15
 # without onnxruntime-gpu staged (5 of the 9 staging calls): GPU_VARIANTS=torch_fp16,torch_fp8,torch_int8
 GPU_VARIANTS=${GPU_VARIANTS:-onnx_fp16,torch_fp16,torch_fp8,torch_int8}
 PERF="--window-ms 1500 --max-trials 6 --client-cpus $CLIENT_CPUS"
+# the 8-bit kernel's settings the tiles phase measured on this GPU (qgemm.TILES_ENV; without the file, the defaults)
+export ENC2TRITON_QGEMM_TILES=${ENC2TRITON_QGEMM_TILES:-$W/qgemm_tiles.json}
 step() { echo "=== $*" | tee -a "$CMDS"; local t0=$(date +%s); "$@"; local rc=$?; echo "    -> exit $rc ($(( $(date +%s) - t0 )) s)" | tee -a "$CMDS"; return $rc; }
 
 smoke() {  # 8-bit GEMMs at DistilBERT's shapes (our kernel checked), then a tiny random model: the engine's serving path
@@ -34,6 +38,12 @@ smoke() {  # 8-bit GEMMs at DistilBERT's shapes (our kernel checked), then a tin
     cp -r "$L/gemm" "$OUT/"
     [ -d /tmp/smoke/tiny ] || $PY -c "from pathlib import Path; from enc2triton.export import models; models.make_tiny(Path('/tmp/smoke/tiny'))"
     step timeout 200 $PY scripts/gpu_smoke.py --tiny /tmp/smoke/tiny --work /tmp/smoke
+}
+
+tiles() {  # our kernel's tile shapes and GELU form per use, timed at 256 x 128, 64 x 128 and 64 x 32 tokens' GEMMs
+    local L=$W/distil/logs; CMDS=$L/commands.txt; mkdir -p "$L"
+    step timeout ${TILES_S:-400} $PY scripts/gemm_bench.py --out "$L/gemm" --no-compile-check --write-tiles "$ENC2TRITON_QGEMM_TILES"
+    [ -f "$ENC2TRITON_QGEMM_TILES" ] && cp "$ENC2TRITON_QGEMM_TILES" "$L/gemm/"
 }
 
 minilm() {  # the bundled real model (distilbert-base-uncased falls back to it offline, loudly): quality on the GPU
@@ -68,10 +78,10 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
     step $T $PY -m enc2triton.optimize --artifacts "$A"
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all
     [ -n "${SKIP_FUSION:-}" ] && return 0
-    # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines)
-    # (the fused FFN at three other tile shapes of our kernel; max-autotune last, the longest to compile)
+    # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines); the
+    # fused FFN with the tiles phase's settings and with the old default (128x128x64, 4 warps, 4 stages, exact GELU)
     step $T timeout ${FUSION_S:-220} $PY scripts/fusion_ab.py --out "$L/fusion_ab.json" --variants \
-        peer_static,dynamic,gelu_epilogue,fp8_dynamic,fp8_ffn_fused,int8_dynamic,int8_ffn_fused,fp8_ffn_fused@128x128x128w4s4,fp8_ffn_fused@128x128x128w8s3,fp8_ffn_fused@128x256x64w8s3,autotune_static
+        peer_static,gelu_epilogue,fp8_dynamic,fp8_ffn_fused,fp8_ffn_fused@128x128x64w4s4,int8_dynamic,int8_ffn_fused,int8_ffn_fused@128x128x64w4s4
     # the fused 8-bit FFN at short texts' sizes (64 x 32 tokens), taken from 1,024 rows: where does it stop paying?
     step $T timeout ${FUSION_SHORT_S:-80} $PY scripts/fusion_ab.py --out "$L/fusion_ab_short.json" --batch 64 --seq 32 \
         --fused-min-rows 1024 --variants fp8_dynamic,fp8_ffn_fused,int8_dynamic,int8_ffn_fused
@@ -140,6 +150,12 @@ pack() {  # what comes back: logs under 3 MB each (perf_analyzer's raw inputs an
 mkdir -p "$OUT" "$W"
 case $phase in
     smoke|minilm|minilm-quality|minilm-fp8|distil|tune|serve-run|bench-run|fusedn-run) $phase ;;
+    tiles)
+        nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
+        tiles > $W/tiles.out 2>&1
+        grep -E "^chosen|^tiles|^\||Error" $W/tiles.out | tail -n 40
+        pack tiles distil/logs/gemm tiles.out
+        ls -la "$OUT" ;;
     rebuild)  # a fresh machine: DistilBERT-base's engines for the serve call (no fusion A/B) beside the real model's torch_fp8
         timeout ${DEADLINE:-560} bash "$0" minilm-fp8 > $W/minilm-fp8.out 2>&1 &
         SKIP_FUSION=1 timeout ${DEADLINE:-560} bash "$0" distil > $W/distil.out 2>&1

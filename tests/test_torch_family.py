@@ -86,6 +86,49 @@ def test_qgemm_reference_is_what_the_int8_layer_computes():
     assert ref.dtype == torch.float16 and torch.allclose(ref.float(), q(x), atol=1e-2, rtol=1e-3)
 
 
+def test_qgemm_tiles_per_use_shape_and_file(tmp_path):
+    """The kernel's settings: a shape's entry wins over its kind's and its use's; a bad table is refused before any
+    launch; a measured file (ENC2TRITON_QGEMM_TILES) is what a fresh process runs with."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from enc2triton.runtime import qgemm
+
+    saved = {k: dict(v) for k, v in qgemm.TILES.items()}
+    try:
+        wide = dict(qgemm.CONFIG, BLOCK_N=256, num_warps=8, num_stages=3)
+        qgemm.use_tiles({"qmm.int8.3072x768": wide, "qmm_gelu_q.fp8": dict(qgemm.CONFIG, FAST_GELU=True)})
+        assert qgemm.tiles_for("qmm", "int8", 3072, 768) == wide
+        assert qgemm.tiles_for("qmm", "int8", 768, 2304) == qgemm.CONFIG  # no entry of its own: the use's
+        assert qgemm.tiles_for("qmm_gelu_q", "fp8", 768, 3072)["FAST_GELU"] is True
+        assert qgemm.tiles_for("qmm_gelu_q", "int8", 768, 3072)["FAST_GELU"] is False
+        assert qgemm.tiles_label(wide) == "128x256x64 w8 s3"
+        with pytest.raises(ValueError, match="unknown uses"):
+            qgemm.use_tiles({"matmul.int8": wide})
+        with pytest.raises(ValueError, match="lack some"):
+            qgemm.use_tiles({"qmm.int8": {"BLOCK_M": 64}})
+    finally:
+        qgemm.TILES.clear()
+        qgemm.TILES.update(saved)
+    f = tmp_path / "tiles.json"
+    f.write_text(json.dumps({"tiles": {"qmm.int8": wide}}))
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, qgemm.TILES_ENV: str(f), "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    code = "from enc2triton.runtime import qgemm; print(qgemm.tiles_label(qgemm.tiles_for('qmm', 'int8', 1, 1)))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.stdout.strip() == "128x256x64 w8 s3", r.stderr[-2000:]
+
+
+def test_int8_codes_round_half_to_even_by_the_fp32_magic_number():
+    """The kernel's INT8 epilogue rounds by adding and taking back 1.5 x 2^23 in FP32 (two adds instead of a floor and a
+    tie fix-up): that is torch.round's half-to-even on every value the clamp lets through, ties included."""
+    y = torch.cat([torch.arange(-127.5, 128.0, 0.5), torch.empty(100_000).uniform_(-127, 127),
+                   torch.tensor([0.49999997, -0.49999997, 2.5000002, -126.50001])]).float()
+    assert torch.equal((y + 12582912.0) - 12582912.0, torch.round(y))
+
+
 def _e4m3(x: torch.Tensor, scale) -> torch.Tensor:
     return (x / scale).clamp(-448, 448).to(torch.float8_e4m3fn).float() * scale
 

@@ -178,6 +178,8 @@ class TorchEngine:
         if self.meta.get("format", 1) != torch_model.PACKAGE_FORMAT:
             raise EngineError(f"{path} is a package of format {self.meta.get('format', 1)}, this code reads format "
                               f"{torch_model.PACKAGE_FORMAT}: rebuild it (python -m enc2triton.torch_build --force)")
+        if self.meta.get("qgemm_tiles") and device == "gpu":  # the 8-bit kernel's settings it was built (and cached) with
+            torch_model.qgemm.use_tiles(self.meta["qgemm_tiles"])
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]  # restore() builds on the CPU: one copy to the device
         module = torch_model.restore(self.meta["config"], self.meta["dtype"], self.meta["layout"], state,
                                      self.meta.get("gelu", "separate")).to(self.device)

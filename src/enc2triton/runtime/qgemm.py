@@ -29,9 +29,17 @@ import os
 
 import torch
 
-# One tile shape (a choice per M would put more guards on the dynamic batch in the compiled graph): the fastest of
-# gemm_bench.py's candidates at M = 32,768 on three of DistilBERT's four GEMMs (H100; FFN2 6% faster at 128x256x128).
+# One tile shape per use (a choice per M would put more guards on the dynamic batch in the compiled graph): the fastest
+# of gemm_bench.py's candidates at M = 32,768 on three of DistilBERT's four GEMMs (H100; FFN2 6% faster at 128x256x128).
 CONFIG = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4}
+# The kernel's settings per use: "qmm.int8" (Int8Linear's GEMMs), "qmm_gelu_q.fp8" and "qmm_gelu_q.int8" (the fused
+# FFN1). A key with the GEMM's shape, "qmm.int8.3072x768" (K x N), wins over its use's. FAST_GELU: tanh.approx.f32 (one
+# MUFU op, abs. error ~5e-4 in tanh) for the exact tanh GELU's exp2 and IEEE division, which cost the epilogue more
+# than the E4M3/INT8 rounding after it can see. `gemm_bench.py --write-tiles F` measures them on a GPU;
+# ENC2TRITON_QGEMM_TILES=F makes a process use F's, torch_build records the ones an engine was built with in its
+# model.json, and the engine applies them at load (its compile cache was made with them).
+TILES: dict[str, dict] = {"qmm": dict(CONFIG), "qmm_gelu_q": dict(CONFIG, FAST_GELU=False)}
+TILES_ENV = "ENC2TRITON_QGEMM_TILES"
 # Rows (tokens) from which Int8Linear runs this kernel instead of cuBLASLt's (H100, gemm_bench.py): at 8,192 it leads on
 # every GEMM, at 2,048 on three of four before cuBLASLt's separate dequantization pass. It was 8,192 until served INT8
 # (results/h100/2026-12-07c/: 16 short texts per request, ~7,500 tokens a batch) spent 2.5x FP16's GPU time per batch.
@@ -53,11 +61,39 @@ except ImportError:
 ENABLED = _TRITON and os.environ.get("ENC2TRITON_QGEMM", "triton") != "torch"
 
 
+def use_tiles(tiles: dict) -> None:
+    """Take these settings (a `TILES`-shaped dict: a measured file's, an engine's model.json's) over the defaults."""
+    unknown = [k for k in tiles if k.split(".")[0] not in ("qmm", "qmm_gelu_q")]
+    if unknown:
+        raise ValueError(f"qgemm tiles for unknown uses {unknown}: the keys are qmm[.kind[.KxN]], qmm_gelu_q[.kind[.KxN]]")
+    partial = [k for k, v in tiles.items() if set(CONFIG) - set(v)]
+    if partial:
+        raise ValueError(f"qgemm tiles {partial} lack some of {sorted(CONFIG)}")
+    TILES.update({k: dict(v) for k, v in tiles.items()})
+
+
+def tiles_for(op: str, kind: str, k: int, n: int) -> dict:
+    """The settings one launch takes: its shape's, its kind's, else its use's."""
+    return TILES.get(f"{op}.{kind}.{k}x{n}") or TILES.get(f"{op}.{kind}") or TILES[op]
+
+
+if os.environ.get(TILES_ENV) and os.path.exists(os.environ[TILES_ENV]):
+    import json as _json
+    with open(os.environ[TILES_ENV]) as _f:
+        use_tiles(_json.load(_f)["tiles"])
+
+
 def name() -> str:
     """What the INT8 layers run on a GPU, for logs and sidecars."""
     if not ENABLED:
         return "torch._int_mm (cuBLASLt)"
     return f"our Triton kernel (triton {triton.__version__}, runtime/qgemm.py) from {MIN_ROWS} rows, torch._int_mm below"
+
+
+def tiles_label(cfg: dict) -> str:
+    """'128x128x64 w4 s4' (+ ' fast-gelu'): a setting as logs name it."""
+    return ("{BLOCK_M}x{BLOCK_N}x{BLOCK_K} w{num_warps} s{num_stages}".format(**cfg)
+            + (" fast-gelu" if cfg.get("FAST_GELU") else ""))
 
 
 def reference(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, out: str) -> torch.Tensor:
@@ -80,7 +116,7 @@ if _TRITON:
     @triton.jit
     def _qmm_kernel(a_ptr, b_ptr, c_ptr, scale_ptr, bias_ptr, qmult_ptr, M, N, K, stride_am, stride_bn, stride_cm,
                     INT8: tl.constexpr, GELU: tl.constexpr, QOUT: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, FAST_GELU: tl.constexpr = False):
         # grouped tile order: GROUP_M row tiles share their column tiles of B while they are in L2
         pid = tl.program_id(0)
         n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
@@ -113,30 +149,35 @@ if _TRITON:
         in_n = offs_n < N
         y = acc.to(tl.float32) * tl.load(scale_ptr + offs_n, mask=in_n, other=0.0)[None, :] \
             + tl.load(bias_ptr + offs_n, mask=in_n, other=0.0)[None, :]
-        if GELU:  # tanh GELU as x * sigmoid(2u): one exp2 a value (erf here cost the tile its registers)
+        if GELU and FAST_GELU:  # 0.5 y (1 + tanh u), the tanh one MUFU instruction (sm_75+; not in the interpreter)
+            u = y * (0.7978845608028654 + 0.035677408136300125 * y * y)
+            t = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [u], dtype=tl.float32, is_pure=True, pack=1)
+            h = 0.5 * y
+            y = h + h * t
+        elif GELU:  # tanh GELU as x * sigmoid(2u): one exp2 a value (erf here cost the tile its registers)
             u = 1.5957691216057308 * (y + 0.044715 * y * y * y)
             y = y / (1.0 + tl.exp2(-1.4426950408889634 * u))
         if QOUT == 1:  # the next GEMM's E4M3 codes: y times its input multiplier (1 / static scale), clamped
             y = tl.minimum(tl.maximum(y * tl.load(qmult_ptr + offs_n, mask=in_n, other=0.0)[None, :], -448.0), 448.0)
         if QOUT == 2:  # the next GEMM's INT8 codes: its multiplier (1 / (smoothing x scale)), rounded half to even
-            y = y * tl.load(qmult_ptr + offs_n, mask=in_n, other=0.0)[None, :]
-            r = tl.floor(y + 0.5)  # nearest; a tie (r - y = 0.5) that landed on an odd number goes down, as torch.round
-            r = tl.where((r - y == 0.5) & (r - 2.0 * tl.floor(r * 0.5) != 0.0), r - 1.0, r)
-            y = tl.minimum(tl.maximum(r, -127.0), 127.0)
+            y = tl.minimum(tl.maximum(y * tl.load(qmult_ptr + offs_n, mask=in_n, other=0.0)[None, :], -127.0), 127.0)
+            # adding and taking back 1.5 x 2^23 leaves FP32 no fraction bits: its own round-half-to-even, as torch.round
+            y = (y + 12582912.0) - 12582912.0
         c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :]
         tl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & in_n[None, :])
 
     def _launch(a, b, c, scale, bias, qmult, gelu: bool, qout: int) -> torch.Tensor:
         m, k = a.shape
         n = b.shape[0]
-        tiles = {key: v for key, v in CONFIG.items() if key not in ("num_warps", "num_stages")}
+        cfg = tiles_for("qmm_gelu_q" if gelu else "qmm", "int8" if a.dtype == torch.int8 else "fp8", k, n)
+        tiles = {key: v for key, v in cfg.items() if key not in ("num_warps", "num_stages")}
 
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
         wrap_triton(_qmm_kernel)[grid](a, b, c, scale, bias, qmult, m, n, k, a.stride(0), b.stride(0), c.stride(0),
-                                       INT8=a.dtype == torch.int8, GELU=gelu, QOUT=qout, num_warps=CONFIG["num_warps"],
-                                       num_stages=CONFIG["num_stages"], **tiles)
+                                       INT8=a.dtype == torch.int8, GELU=gelu, QOUT=qout, num_warps=cfg["num_warps"],
+                                       num_stages=cfg["num_stages"], **tiles)
         return c
 
     def _qmm(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, out: str) -> torch.Tensor:

@@ -272,7 +272,8 @@ def sidecar(precision: str, manifest: dict, names: list[str], device: str, modul
 
     shapes = manifest["shapes"]
     gemms = qgemm.name() if device == "cuda" and precision in ("fp8", "int8") else None
-    return {"precision": precision, "format": torch_model.PACKAGE_FORMAT, "gemm_kernel": gemms, "inputs": names, "outputs": list(spec.OUTPUTS), "device": device,
+    tiles = {k: dict(v) for k, v in qgemm.TILES.items()} if gemms else None  # what the compile cache was made with
+    return {"precision": precision, "format": torch_model.PACKAGE_FORMAT, "gemm_kernel": gemms, "qgemm_tiles": tiles, "inputs": names, "outputs": list(spec.OUTPUTS), "device": device,
             "config": module.cfg.as_dict(), "dtype": str(next(module.norm.parameters()).dtype).removeprefix("torch."),
             "layout": torch_model.layout(module), "gelu": module.layers[0].gelu,
             "hidden_size": manifest["model"]["hidden_size"], "torch": torch.__version__,
