@@ -12,7 +12,8 @@ cache saved.
 --write-tiles F: the settings that were fastest over the --tokens sizes (geometric mean of each one's time over the
 best's at every size) for each use the engines make of the kernel (qgemm.TILES' keys: INT8 GEMMs per shape and
 overall, the fused FFN1 per kind), as a file for ENC2TRITON_QGEMM_TILES. The fast GELU is a candidate only where its
-codes differ from the reference's in at most MAX_CODE_MISMATCH of places, by one step.
+codes differ from the reference's in at most MAX_EXTRA_MISMATCH more places than the exact GELU's, by no more steps.
+Every time is a CUDA graph's replay (the engines' way), so the host's launch path is not in it.
 
     python3 scripts/gemm_bench.py --out DIR [--tokens 32768,8192,2048] [--autotune-gemms ffn1] [--configs all|default]
         [--write-tiles F] [--no-compile-check]
@@ -32,7 +33,7 @@ SHAPES = {"qkv": (768, 2304), "o": (768, 768), "ffn1": (768, 3072), "ffn2": (307
 CONFIGS = [dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=w, num_stages=st)
            for bm, bn, bk, (w, st) in itertools.product((128,), (128, 256), (64, 128), ((4, 4), (8, 3), (8, 4)))
            if not (bn == 256 and bk == 128 and st == 4)]  # over the shared memory
-MAX_CODE_MISMATCH = 0.05
+MAX_EXTRA_MISMATCH = 0.005
 
 
 def code_check(qgemm, torch, a, b, scale, bias, qmult, kind) -> dict:
@@ -106,7 +107,12 @@ def main() -> int:
     ap.add_argument("--no-compile-check", action="store_true", help="leave out the compiled small encoders' check")
     a = ap.parse_args()
     import torch
-    from triton.testing import do_bench
+    from triton.testing import do_bench_cudagraph
+
+    def do_bench(fn, return_mode="median"):
+        """ms per call, replayed as a CUDA graph as the engines run: eager timing of a 10-60 us kernel measured this
+        host's launch path instead (2026-12-07d, an H100: 13-73 us for one GEMM under ten tile shapes)."""
+        return do_bench_cudagraph(fn, rep=50, return_mode=return_mode)
 
     from enc2triton.runtime import qgemm, torch_model
 
@@ -195,9 +201,12 @@ def main() -> int:
                         c = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
                     restore()
                     checks.append({"kind": kind, "gemm": "ffn1_gelu_q", "M": m, "fast_gelu": fast, **c})
-                    if fast:
-                        fast_ok[kind] = fast_ok.get(kind, True) and c.get("mismatch_fraction", 1.0) <= MAX_CODE_MISMATCH \
-                            and c.get("max_steps", 9.0) <= 1.0
+                    if not fast:
+                        exact = c
+                    else:  # the fast GELU's codes may differ from the reference's little more than the exact one's do
+                        fast_ok[kind] = fast_ok.get(kind, True) and "error" not in c and "error" not in exact \
+                            and c["mismatch_fraction"] <= exact["mismatch_fraction"] + MAX_EXTRA_MISMATCH \
+                            and c["max_steps"] <= max(exact["max_steps"], 1.0)
                 candidates = [dict(cfg, FAST_GELU=f) for cfg in configs for f in ((False, True) if fast_ok[kind] else (False,))]
                 best, base = sweep(key, m, candidates, lambda: qgemm.qmm_gelu_q(xa, wb, gscale, bias, qmult, kind))
                 r[f"{kind}_gelu_q_default"] = rate(base)
