@@ -17,7 +17,8 @@
 # The serve phase's peer loads: PEER_PER_REQUEST (default 1,16), PEER_CONCURRENCY (default 16,64,128); SKIP_PEER=1,
 # SKIP_PASSAGES=1 leave the peer or the passage sweep out; SENTENCE_CONCURRENCY, BATCH16_CONCURRENCY the sweeps' levels.
 # WITH_QUALITY=1 moves the real model's quality through Triton from the bench call to the end of the serve call (set it
-# for both calls; QUALITY_DEADLINE bounds the serve call). SKIP_FUSION=1: distil without scripts/fusion_ab.py.
+# for both calls; QUALITY_DEADLINE bounds the serve call). SKIP_FUSION=1: distil without scripts/fusion_ab.py;
+# FUSION_VARIANTS: its variants (default: the fused FFN with the tiles phase's settings and the old default's, the peer).
 #   FUSED_N=2 bash scripts/gpu_h200.sh fusedn   # fused_torch_fp16 at another instance count, for comparison
 # Cores: the server gets 0-11 and perf_analyzer 12-15 (a separate client machine, approximated).
 set -uo pipefail
@@ -81,7 +82,7 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
     # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines); the
     # fused FFN with the tiles phase's settings and with the old default (128x128x64, 4 warps, 4 stages, exact GELU)
     step $T timeout ${FUSION_S:-220} $PY scripts/fusion_ab.py --out "$L/fusion_ab.json" --variants \
-        peer_static,gelu_epilogue,fp8_dynamic,fp8_ffn_fused,fp8_ffn_fused@128x128x64w4s4,int8_dynamic,int8_ffn_fused,int8_ffn_fused@128x128x64w4s4
+        ${FUSION_VARIANTS:-peer_static,fp8_ffn_fused,fp8_ffn_fused@128x128x64w4s4,int8_ffn_fused,int8_ffn_fused@128x128x64w4s4}
     # the fused 8-bit FFN at short texts' sizes (64 x 32 tokens), taken from 1,024 rows: where does it stop paying?
     step $T timeout ${FUSION_SHORT_S:-80} $PY scripts/fusion_ab.py --out "$L/fusion_ab_short.json" --batch 64 --seq 32 \
         --fused-min-rows 1024 --variants fp8_dynamic,fp8_ffn_fused,int8_dynamic,int8_ffn_fused
