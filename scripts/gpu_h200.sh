@@ -5,6 +5,7 @@
 #                                           # scripts/gpu_smoke.py (the engine's GPU serving path on a tiny model)
 #   bash scripts/gpu_h200.sh tiles          # first: our 8-bit kernel's settings measured at DistilBERT's shapes
 #                                           # (gemm_bench.py --write-tiles); every later phase builds and runs with them
+#                                           # (or WITH_TILES=1 on the build phase: the same, inside it)
 #   bash scripts/gpu_h200.sh build          # both models built in parallel (DistilBERT-base then runs scripts/fusion_ab.py);
 #                                           # then, with TUNE=1, the serving-config search (tune) on DistilBERT-base shapes
 #   bash scripts/gpu_h200.sh rebuild        # (a fresh machine after one was taken back) DistilBERT-base's engines without
@@ -43,8 +44,14 @@ smoke() {  # 8-bit GEMMs at DistilBERT's shapes (our kernel checked), then a tin
 
 tiles() {  # our kernel's tile shapes and GELU form per use, timed at 256 x 128, 64 x 128 and 64 x 32 tokens' GEMMs
     local L=$W/distil/logs; CMDS=$L/commands.txt; mkdir -p "$L"
+    touch $W/tiles.running
     step timeout ${TILES_S:-400} $PY scripts/gemm_bench.py --out "$L/gemm" --no-compile-check --write-tiles "$ENC2TRITON_QGEMM_TILES"
     [ -f "$ENC2TRITON_QGEMM_TILES" ] && cp "$ENC2TRITON_QGEMM_TILES" "$L/gemm/"
+    rm -f $W/tiles.running
+}
+
+tiles_wait() {  # an engine build waits for a tiles run in progress (the build phase runs one beside the CPU steps)
+    while [ -f $W/tiles.running ]; do sleep 2; done
 }
 
 minilm() {  # the bundled real model (distilbert-base-uncased falls back to it offline, loudly): quality on the GPU
@@ -53,6 +60,7 @@ minilm() {  # the bundled real model (distilbert-base-uncased falls back to it o
     step $T $PY torch2onnx.py --model distilbert-base-uncased --artifacts "$A" --logs "$L"
     step $T $PY -m enc2triton.quantize --artifacts "$A" --logs "$L" --no-latency
     step $T $PY -m enc2triton.optimize --artifacts "$A"  # onnx_fp16 on a GPU: ONNX Runtime's fused graph (CUDA EP)
+    tiles_wait
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L"
 }
 
@@ -77,6 +85,7 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
     local T="taskset -c 0-3"
     step $T $PY torch2onnx.py --model random:distilbert-base-uncased --artifacts "$A" --logs "$L" --max-batch 256
     step $T $PY -m enc2triton.optimize --artifacts "$A"
+    tiles_wait
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all
     [ -n "${SKIP_FUSION:-}" ] && return 0
     # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines); the
@@ -151,6 +160,7 @@ pack() {  # what comes back: logs under 3 MB each (perf_analyzer's raw inputs an
 mkdir -p "$OUT" "$W"
 case $phase in
     smoke|minilm|minilm-quality|minilm-fp8|distil|tune|serve-run|bench-run|fusedn-run) $phase ;;
+    tiles-run) trap 'rm -f $W/tiles.running' EXIT; tiles ;;
     tiles)
         nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
         tiles > $W/tiles.out 2>&1
@@ -167,13 +177,16 @@ case $phase in
     build)
         nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
         # the real model's quality through Triton comes first in the bench call (the INT8 search leaves no room for it here)
+        # WITH_TILES=1: the tiles phase first on the GPU, beside the CPU steps; the engine builds wait for its settings
+        [ -n "${WITH_TILES:-}" ] && { touch $W/tiles.running; timeout ${DEADLINE:-560} bash "$0" tiles-run > $W/tiles.out 2>&1 & }
         timeout ${DEADLINE:-560} bash "$0" minilm > $W/minilm.out 2>&1 &
         timeout ${DEADLINE:-560} bash "$0" distil > $W/distil.out 2>&1
         wait
         left=$(( ${DEADLINE:-560} - SECONDS - 15 ))
         [ -n "${TUNE:-}" ] && [ $left -gt 60 ] && timeout $left bash "$0" tune >> $W/distil.out 2>&1
+        [ -n "${WITH_TILES:-}" ] && grep -E "^chosen|^tiles|Error" $W/tiles.out | tail -n 10
         tail -n 12 $W/minilm.out; tail -n 30 $W/distil.out
-        pack build minilm/logs distil/logs minilm.out distil.out
+        pack build minilm/logs distil/logs minilm.out distil.out $( [ -n "${WITH_TILES:-}" ] && echo tiles.out )
         ls -la "$OUT" ;;
     serve)
         timeout ${DEADLINE:-560} bash "$0" serve-run > $W/serve.out 2>&1
