@@ -99,11 +99,11 @@ def test_qgemm_tiles_per_use_shape_and_file(tmp_path):
     saved = {k: dict(v) for k, v in qgemm.TILES.items()}
     try:
         wide = dict(qgemm.CONFIG, BLOCK_N=256, num_warps=8, num_stages=3)
-        qgemm.use_tiles({"qmm.int8.3072x768": wide, "qmm_gelu_q.fp8": dict(qgemm.CONFIG, FAST_GELU=True)})
+        qgemm.use_tiles({"qmm.int8.3072x768": wide, "qmm_gelu_q.fp8": dict(qgemm.CONFIG, FAST_GELU=False)})
         assert qgemm.tiles_for("qmm", "int8", 3072, 768) == wide
         assert qgemm.tiles_for("qmm", "int8", 768, 2304) == qgemm.CONFIG  # no entry of its own: the use's
-        assert qgemm.tiles_for("qmm_gelu_q", "fp8", 768, 3072)["FAST_GELU"] is True
-        assert qgemm.tiles_for("qmm_gelu_q", "int8", 768, 3072)["FAST_GELU"] is False
+        assert qgemm.tiles_for("qmm_gelu_q", "fp8", 768, 3072)["FAST_GELU"] is False
+        assert qgemm.tiles_for("qmm_gelu_q", "int8", 768, 3072) == saved["qmm_gelu_q.int8"]  # the kind's default
         assert qgemm.tiles_label(wide) == "128x256x64 w8 s3"
         with pytest.raises(ValueError, match="unknown uses"):
             qgemm.use_tiles({"matmul.int8": wide})
@@ -574,7 +574,7 @@ for dt in ("int8", "fp8"):
         c = torch.empty((m, n), dtype=torch.float32)  # the values before the cast: the interpreter's E4M3 cast truncates
         qgemm._qmm_kernel[(triton.cdiv(m, 32) * triton.cdiv(n, 32),)](
             a, b, c, scale, bias, qmult, m, n, k, a.stride(0), b.stride(0), c.stride(0), INT8=dt == "int8", GELU=True,
-            QOUT=qgemm.QOUT_KINDS[out], BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=2)
+            QOUT=qgemm.QOUT_KINDS[out], BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=2, FAST_GELU=False)
         ref = qgemm.reference_gelu_q(a, b, scale, bias, qmult, out)
         assert torch.equal(c.to(qgemm.CODE_DTYPES[out]).float(), ref.float()), (dt, out)
 print("ok")

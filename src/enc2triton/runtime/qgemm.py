@@ -38,7 +38,14 @@ CONFIG = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warp
 # than the E4M3/INT8 rounding after it can see. `gemm_bench.py --write-tiles F` measures them on a GPU;
 # ENC2TRITON_QGEMM_TILES=F makes a process use F's, torch_build records the ones an engine was built with in its
 # model.json, and the engine applies them at load (its compile cache was made with them).
-TILES: dict[str, dict] = {"qmm": dict(CONFIG), "qmm_gelu_q": dict(CONFIG, FAST_GELU=False)}
+# Measured (gemm_bench.py, CUDA-graph replays, an H100, 2026-12-07d; results/h100/2026-12-07d/): the fused FFN1 with the
+# fast GELU at 128x128x128, 8 warps, 3 stages (FP8) and 128x128x64, 8 warps, 4 stages (INT8); DistilBERT-base's INT8
+# FFN2 at BLOCK_K 128. In the engine (fusion_ab.py, 256 x 128 tokens) FP8 went from 48,577 to 50,369 seq/s with them.
+TILES: dict[str, dict] = {
+    "qmm": dict(CONFIG), "qmm.int8.3072x768": dict(CONFIG, BLOCK_K=128),
+    "qmm_gelu_q": dict(CONFIG, FAST_GELU=False),
+    "qmm_gelu_q.fp8": dict(CONFIG, BLOCK_K=128, num_warps=8, num_stages=3, FAST_GELU=True),
+    "qmm_gelu_q.int8": dict(CONFIG, num_warps=8, num_stages=4, FAST_GELU=True)}
 TILES_ENV = "ENC2TRITON_QGEMM_TILES"
 # Rows (tokens) from which Int8Linear runs this kernel instead of cuBLASLt's (H100, gemm_bench.py): at 8,192 it leads on
 # every GEMM, at 2,048 on three of four before cuBLASLt's separate dequantization pass. It was 8,192 until served INT8
@@ -170,14 +177,15 @@ if _TRITON:
         m, k = a.shape
         n = b.shape[0]
         cfg = tiles_for("qmm_gelu_q" if gelu else "qmm", "int8" if a.dtype == torch.int8 else "fp8", k, n)
-        tiles = {key: v for key, v in cfg.items() if key not in ("num_warps", "num_stages")}
+        # every constexpr passed (torch.compile's wrapper of a user kernel takes no defaults: 2026-12-07d)
+        tiles = {key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
 
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
         wrap_triton(_qmm_kernel)[grid](a, b, c, scale, bias, qmult, m, n, k, a.stride(0), b.stride(0), c.stride(0),
                                        INT8=a.dtype == torch.int8, GELU=gelu, QOUT=qout, num_warps=cfg["num_warps"],
-                                       num_stages=cfg["num_stages"], **tiles)
+                                       num_stages=cfg["num_stages"], FAST_GELU=bool(gelu and cfg.get("FAST_GELU")), **tiles)
         return c
 
     def _qmm(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, out: str) -> torch.Tensor:
