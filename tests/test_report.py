@@ -495,3 +495,16 @@ def test_fusion_ab_section_from_a_published_gpu_run(tmp_path):
     del f["finished"]
     (logs / "fusion_ab.json").write_text(json.dumps(f))
     assert "INCOMPLETE" in report.render(logs, tmp_path / "REPORT.md", published=None).split(f"## {report.S_FUSION}")[1].split("\n## ")[0]
+
+
+def test_fusion_ab_names_the_reference_it_really_had(tmp_path):
+    """results/h100/2026-12-07d ran the fused FFN with the measured kernel settings beside the old ones, without the
+    unfused graphs: its log says "vs fp8_dynamic" (fusion_ab.py named the base it did not run), the report names the
+    variant that was the reference, and the old settings' speed against it."""
+    logs = tmp_path / "logs"
+    shutil.copytree(spec.ROOT / "results" / "h100" / "2026-12-07d" / "build" / "distil" / "logs", logs)
+    sec = report.render(logs, tmp_path / "REPORT.md", published=None).split(f"## {report.S_FUSION}")[1].split("\n## ")[0]
+    assert "| fp8_ffn_fused | 5.04 | 50,836 |  | 1.48x | 1.000000 vs fp8_ffn_fused |" in sec
+    assert "| fp8_ffn_fused@128x128x64w4s4 | 5.31 | 48,216 | 0.95x | 1.40x | 0.999942 vs fp8_ffn_fused |" in sec
+    assert "| int8_ffn_fused@128x128x64w4s4 | 5.57 | 45,983 | 0.97x | 1.34x | 0.999888 vs int8_ffn_fused |" in sec
+    assert "vs fp8_dynamic" not in sec

@@ -7,16 +7,19 @@ H100): cuBLASLt's int8 GEMM (torch._int_mm) runs 513-690 TOPS with B column-majo
 622-665 TFLOP/s, and returns int32 products that a second pass dequantizes; this kernel runs 627-949 TOPS (1.1-1.4x)
 with the dequantization done on the accumulator. At M = 2,048 it still matches or leads cuBLASLt on three of the four
 GEMMs (qkv 379 vs 369 TOPS, o 216 vs 209, ffn1 476 vs 410; ffn2 394 vs 415), whose figures leave out the int32 pass that
-dequantizes them, so Int8Linear takes it from MIN_ROWS = 2,048 rows; below, its 128-row tiles leave SMs idle. For E4M3 cuBLASLt (torch._scaled_mm, 844-1,099
+dequantizes them, so Int8Linear takes it from MIN_ROWS = 2,048 rows; below, its 128-row tiles leave SMs idle. Timed as
+CUDA-graph replays (results/h100/2026-12-07d/) it leads on all four at 2,048 (498 vs 452, 355 vs 320, 637 vs 503, 639
+vs 492). For E4M3 cuBLASLt (torch._scaled_mm, 844-1,099
 TFLOP/s) is faster than this kernel at every shape measured (633-980), so Fp8Linear keeps it; the kernel takes E4M3 too,
 for that comparison. inductor's max-autotune int_mm templates: 247 TOPS on FFN1.
 
 `qmm_gelu_q` is the same kernel with FFN1's tanh GELU and FFN2's input quantization in the epilogue (E4M3 or INT8 codes
 out), for torch_model's fused FFN: the [tokens, 3072] activation is written once, in 8 bits, and never read back in 16.
-The GELU is x * sigmoid(2u) with one exp2 (an erf GELU here, an earlier session on an H200, dropped FFN1 from 574 to 340
-TOPS). scripts/fusion_ab.py, DistilBERT-base at 256 x 128 on an H100 (results/h100/2026-12-07b/): every layer FP8,
-43,200 seq/s with cuBLASLt's FFN1 and a separate GELU + quantize pass, 48,911 with this (1.13x), although this kernel's
-FFN1 alone is slower than cuBLASLt's.
+The GELU is 0.5 y (1 + tanh u) with tanh.approx.f32 (FAST_GELU, the default), else y * sigmoid(2u) with one exp2 (an
+erf GELU here, an earlier session on an H200, dropped FFN1 from 574 to 340 TOPS). scripts/fusion_ab.py, DistilBERT-base
+at 256 x 128 on an H100 (results/h100/2026-12-07b/): every layer FP8, 43,200 seq/s with cuBLASLt's FFN1 and a separate
+GELU + quantize pass, 48,911 with this (1.13x). With the fast GELU and TILES' settings (2026-12-07d) the fused FFN1 runs
+702 TFLOP/s on E4M3 (595 before; cuBLASLt's plain FFN1 814) and the FP8 engine 50,836 seq/s (48,216 before).
 
 `qmm` and `qmm_gelu_q` are torch custom ops (torch.library.triton_op), so torch.compile keeps the kernel in its graph, its compile
 cache and the CUDA graphs; `reference` and `reference_gelu_q` are their computations in torch ops. Operands: `a` [M, K] row-major codes, `b`
