@@ -220,18 +220,10 @@ def main() -> int:
     keys_of = {f"qmm.int8.{k}x{n}": sizes for k, n in SHAPES.values()}
     keys_of.update({f"qmm_gelu_q.{kind}": sizes for kind in ("int8", "fp8")})
     chosen = choose(times, keys_of)
-    overall = {}  # qmm.int8: the setting with the best geometric mean over every shape and size
-    for (key, m), got in times.items():
-        if key.startswith("qmm.int8."):
-            overall.setdefault(("qmm.int8", 0), {})
-            for label, (ms, cfg) in got.items():
-                overall[("qmm.int8", 0)].setdefault(label, [cfg, []])[1].append(ms / min(t for t, _ in got.values()))
-    import math
-    if overall:
-        everywhere = max(len(v[1]) for v in overall[("qmm.int8", 0)].values())  # timed at every shape and size
-        label, (cfg, ratios) = min(((lb, v) for lb, v in overall[("qmm.int8", 0)].items() if len(v[1]) == everywhere),
-                                   key=lambda kv: sum(math.log(x) for x in kv[1][1]) / len(kv[1][1]))
-        chosen["qmm.int8"] = (cfg, round(math.exp(sum(math.log(x) for x in ratios) / len(ratios)), 4))
+    # qmm.int8 (any other shape): the setting with the best geometric mean over every shape and size
+    merged = {("qmm.int8", (key, m)): got for (key, m), got in times.items() if key.startswith("qmm.int8.")}
+    if merged:
+        chosen.update(choose(merged, {"qmm.int8": [size for _, size in merged]}))
     tiles = {key: cfg for key, (cfg, _) in chosen.items()}
     print("chosen", json.dumps({key: [qgemm.tiles_label(cfg), score] for key, (cfg, score) in chosen.items()}), flush=True)
     compiled = None if a.no_compile_check else compile_check(torch, qgemm, torch_model)

@@ -585,3 +585,31 @@ print("ok")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
+def test_qgemm_defaults_are_what_the_published_sweep_chose():
+    """qgemm.TILES' defaults are gemm_bench.py's own choice (--write-tiles) replayed on the published timings of
+    results/h100/2026-12-07d/ (CUDA-graph replays on an H100): the defaults change only with evidence."""
+    import importlib.util
+    import json
+
+    from enc2triton.runtime import qgemm
+
+    root = Path(__file__).resolve().parents[1]
+    spec_ = importlib.util.spec_from_file_location("gemm_bench", root / "scripts" / "gemm_bench.py")
+    gb = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(gb)
+    logged = json.loads((root / "results" / "h100" / "2026-12-07d" / "tiles" / "gemm_bench.json").read_text())
+    times = {}
+    for k, v in logged["timings_ms"].items():
+        key, m = k.split(" M=")
+        times[(key, int(m))] = {label: (ms, label) for label, ms in v.items()}
+    keys = {key for key, _ in times if key.startswith(("qmm.int8.", "qmm_gelu_q."))}
+    chosen = gb.choose(times, {key: [32768, 8192, 2048] for key in keys})
+    merged = {("qmm.int8", (key, m)): got for (key, m), got in times.items() if key.startswith("qmm.int8.")}
+    chosen.update(gb.choose(merged, {"qmm.int8": [size for _, size in merged]}))
+    assert {key: label for key, (label, _) in chosen.items()} == {key: v["label"] for key, v in logged["chosen"].items()}
+    for key, (label, _) in chosen.items():
+        op, kind, *shape = key.split(".")
+        k, n = (int(x) for x in shape[0].split("x")) if shape else (0, 0)
+        assert qgemm.tiles_label(qgemm.tiles_for(op, kind, k, n)) == label, key
