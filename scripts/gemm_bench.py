@@ -143,7 +143,7 @@ def main() -> int:
                 print(f"  {key} M={m} {qgemm.tiles_label(cfg)}: {type(e).__name__}: {str(e)[:160]}", flush=True)
         restore()
         op, kind = key.split(".")[:2]
-        base = qgemm.tiles_label(dict(default.get(key) or default.get(f"{op}.{kind}") or default[op], FAST_GELU=False))
+        base = qgemm.tiles_label(default.get(key) or default.get(f"{op}.{kind}") or default[op])
         best = min(got.items(), key=lambda kv: kv[1][0]) if got else None
         return best, got.get(base, (None,))[0]
 
