@@ -92,7 +92,6 @@ def model(kind: str) -> torch.nn.Module:
 
 
 INT8_FUSED_DEFAULT = tm.INT8_FUSED_FFN
-QGEMM_DEFAULT = {k: dict(v) for k, v in qgemm.TILES.items()}
 
 
 def tiles(text: str) -> dict:
@@ -106,14 +105,19 @@ def tiles(text: str) -> dict:
 
 
 def measure(variant: str, batch: int, seq: int, iters: int) -> dict:
+    """One variant ("kind" or "kind@settings"), with the fused FFN1's settings it names for its duration."""
     kind, _, config = variant.partition("@")
-    tm.INT8_FUSED_FFN = INT8_FUSED_DEFAULT
-    qgemm.TILES.clear()
-    qgemm.TILES.update({k: dict(v) for k, v in QGEMM_DEFAULT.items()})
-    qgemm.TILES.update(tiles(config) if config else {})
     # the tiles are constants of the kernel call, which inductor's FX graph cache did not tell apart: 2026-12-07c's three
     # tile shapes timed within 0.4% of the default's, a reused compile by the look of it; compile these afresh
     torch._inductor.config.force_disable_caches = bool(config)
+    with qgemm.tiles_override(tiles(config) if config else {}):
+        r = _measure(kind, batch, seq, iters)
+        r["qgemm_tiles"] = {k: qgemm.tiles_label(v) for k, v in qgemm.TILES.items()}
+    return r
+
+
+def _measure(kind: str, batch: int, seq: int, iters: int) -> dict:
+    tm.INT8_FUSED_FFN = INT8_FUSED_DEFAULT
     torch._dynamo.reset()  # each variant compiles afresh (one Encoder class: its recompile limit would drop to eager)
     enc = model(kind)
     if kind == "autotune_static":
@@ -182,7 +186,6 @@ def main() -> None:
             continue
         base = "fp8_dynamic" if kind.startswith("fp8") else "int8_dynamic" if kind.startswith("int8") else "peer_static" if kind.startswith("peer") else "dynamic"
         emb = r.pop("emb")
-        r["qgemm_tiles"] = {k: qgemm.tiles_label(v) for k, v in qgemm.TILES.items()}
         # against the base variant, or the first of its precision measured when the base is not in this run
         first, emb0 = ref.setdefault(base, (kind, emb))
         r["max_abs_diff_vs_" + first] = float((emb - emb0).abs().max())

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,6 @@ def code_check(qgemm, torch, a, b, scale, bias, qmult, kind) -> dict:
 def choose(times: dict, keys_of: dict) -> dict:
     """{TILES key: (settings, score)}: per key, the candidate with the lowest geometric mean of its time over the best
     time at each size it was timed at (candidates that failed anywhere are out)."""
-    import math
     out = {}
     for key, per_size in keys_of.items():
         best = {size: min(t for t, _ in times[(key, size)].values()) for size in per_size}
@@ -128,20 +128,15 @@ def main() -> int:
     times: dict = {}  # (TILES key, M) -> {label: (ms, settings)}
     fast_ok = {}
 
-    def restore():
-        qgemm.TILES.clear()
-        qgemm.TILES.update({k: dict(v) for k, v in default.items()})
-
     def sweep(key: str, m: int, candidates, call) -> tuple:
         """Time `call` under each candidate setting for `key`: ((label, (ms, settings)) of the fastest, the default's ms)."""
         got = times.setdefault((key, m), {})
         for cfg in candidates:
-            qgemm.TILES[key] = cfg
             try:
-                got[qgemm.tiles_label(cfg)] = (do_bench(call, return_mode="median"), cfg)
+                with qgemm.tiles_override({key: cfg}):
+                    got[qgemm.tiles_label(cfg)] = (do_bench(call, return_mode="median"), cfg)
             except Exception as e:  # a tile shape this GPU cannot hold (shared memory), a GELU it cannot compile
                 print(f"  {key} M={m} {qgemm.tiles_label(cfg)}: {type(e).__name__}: {str(e)[:160]}", flush=True)
-        restore()
         op, kind = key.split(".")[:2]
         base = qgemm.tiles_label(default.get(key) or default.get(f"{op}.{kind}") or default[op])
         best = min(got.items(), key=lambda kv: kv[1][0]) if got else None
@@ -194,12 +189,11 @@ def main() -> int:
                 qmult = torch.rand(n, device=dev) * (10 if kind == "int8" else 40) + (15 if kind == "int8" else 30)
                 key = f"qmm_gelu_q.{kind}"
                 for fast in (False, True):
-                    qgemm.TILES[key] = dict(default["qmm_gelu_q"], FAST_GELU=fast)
                     try:
-                        c = code_check(qgemm, torch, xa, wb, gscale, bias, qmult, kind)
+                        with qgemm.tiles_override({key: dict(default["qmm_gelu_q"], FAST_GELU=fast)}):
+                            c = code_check(qgemm, torch, xa, wb, gscale, bias, qmult, kind)
                     except Exception as e:
                         c = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
-                    restore()
                     checks.append({"kind": kind, "gemm": "ffn1_gelu_q", "M": m, "fast_gelu": fast, **c})
                     if not fast:
                         exact = c

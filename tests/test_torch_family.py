@@ -97,9 +97,8 @@ def test_qgemm_tiles_per_use_shape_and_file(tmp_path):
     from enc2triton.runtime import qgemm
 
     saved = {k: dict(v) for k, v in qgemm.TILES.items()}
-    try:
-        wide = dict(qgemm.CONFIG, BLOCK_N=256, num_warps=8, num_stages=3)
-        qgemm.use_tiles({"qmm.int8.3072x768": wide, "qmm_gelu_q.fp8": dict(qgemm.CONFIG, FAST_GELU=False)})
+    wide = dict(qgemm.CONFIG, BLOCK_N=256, num_warps=8, num_stages=3)
+    with qgemm.tiles_override({"qmm.int8.3072x768": wide, "qmm_gelu_q.fp8": dict(qgemm.CONFIG, FAST_GELU=False)}):
         assert qgemm.tiles_for("qmm", "int8", 3072, 768) == wide
         assert qgemm.tiles_for("qmm", "int8", 768, 2304) == qgemm.CONFIG  # no entry of its own: the use's
         assert qgemm.tiles_for("qmm_gelu_q", "fp8", 768, 3072)["FAST_GELU"] is False
@@ -109,9 +108,7 @@ def test_qgemm_tiles_per_use_shape_and_file(tmp_path):
             qgemm.use_tiles({"matmul.int8": wide})
         with pytest.raises(ValueError, match="lack some"):
             qgemm.use_tiles({"qmm.int8": {"BLOCK_M": 64}})
-    finally:
-        qgemm.TILES.clear()
-        qgemm.TILES.update(saved)
+    assert qgemm.TILES == saved  # the table as it was
     f = tmp_path / "tiles.json"
     f.write_text(json.dumps({"tiles": {"qmm.int8": wide}}))
     src = str(Path(__file__).resolve().parents[1] / "src")

@@ -130,6 +130,12 @@ def bench_section(ctx: Ctx) -> list[str]:
     return out + [f"![{x}]({ctx.rel}/{x})" for x in plots] + ([""] if plots else [])
 
 
+def _precision(variant: str) -> str:
+    """A fusion_ab.py variant's precision: its fp8_ / int8_ prefix, else FP16."""
+    head = variant.split("_")[0]
+    return head if head in ("fp8", "int8") else "fp16"
+
+
 def fusion_section(ctx: Ctx) -> list[str]:
     """scripts/fusion_ab.py's variants (GPU runs that ran it): each against the same precision without the change and
     against the FP16 peer, all in one process."""
@@ -147,8 +153,7 @@ def fusion_section(ctx: Ctx) -> list[str]:
         base, cos = next(((k.removeprefix("cos_min_vs_"), x) for k, x in r.items() if k.startswith("cos_min_vs_")),
                          (name, None))
         if base not in v:  # a log from before 2026-12-07d named the absent base: the run's first of that precision was it
-            kind = base.split("_")[0] if base.split("_")[0] in ("fp8", "int8") else None
-            base = next((n for n in v if (n.split("_")[0] == kind if kind else n.split("_")[0] not in ("fp8", "int8"))), base)
+            base = next((n for n in v if _precision(n) == _precision(base)), base)
         b = (v.get(base) or {}).get("seq_per_s")
         vs = f"{r['seq_per_s'] / b:.2f}x" if b and base != name else ""
         rows.append([name, r["ms"], r["seq_per_s"], vs, f"{r['seq_per_s'] / peer:.2f}x" if peer else "-",

@@ -202,13 +202,13 @@ class TorchEngine:
                 self.pool = torch.cuda.graph_pool_handle()
         self.load_seconds = round(time.perf_counter() - t0, 2)
 
-    # ---- shapes
     def _kernel_note(self, qgemm, device: str) -> str:
         """The fused FFN1's kernel settings an 8-bit GPU engine runs, for its providers line (logs, benchmarks)."""
         if not (self.meta.get("qgemm_tiles") and device == "gpu" and self.meta.get("gelu") == "epilogue"):
             return ""
         return ", fused FFN1 kernel " + qgemm.tiles_label(qgemm.tiles_for("qmm_gelu_q", self.meta["precision"], 0, 0))
 
+    # ---- shapes
     def bucket(self, batch: int, seq: int) -> tuple[int, int]:
         """The compiled shape a request runs at: the smallest batch bucket that holds it (or the batch itself past
         the largest), and the sequence rounded up to the multiple the package was compiled for."""

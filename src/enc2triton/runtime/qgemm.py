@@ -28,6 +28,7 @@ Triton (a CPU machine): `ENABLED` is False and the layers use torch's GEMMs.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -43,7 +44,7 @@ CONFIG = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warp
 # model.json, and the engine applies them at load (its compile cache was made with them).
 # Measured (gemm_bench.py, CUDA-graph replays, an H100, 2026-12-07d; results/h100/2026-12-07d/): the fused FFN1 with the
 # fast GELU at 128x128x128, 8 warps, 3 stages (FP8) and 128x128x64, 8 warps, 4 stages (INT8); DistilBERT-base's INT8
-# FFN2 at BLOCK_K 128. In the engine (fusion_ab.py, 256 x 128 tokens) FP8 went from 48,577 to 50,369 seq/s with them.
+# FFN2 at BLOCK_K 128. In the engine (fusion_ab.py, 256 x 128 tokens) FP8 went from 48,216 to 50,836 seq/s with them.
 TILES: dict[str, dict] = {
     "qmm": dict(CONFIG), "qmm.int8.3072x768": dict(CONFIG, BLOCK_K=128),
     "qmm_gelu_q": dict(CONFIG, FAST_GELU=False),
@@ -80,6 +81,18 @@ def use_tiles(tiles: dict) -> None:
     if partial:
         raise ValueError(f"qgemm tiles {partial} lack some of {sorted(CONFIG)}")
     TILES.update({k: dict(v) for k, v in tiles.items()})
+
+
+@contextlib.contextmanager
+def tiles_override(tiles: dict):
+    """`use_tiles(tiles)` for the block, the table as it was afterwards (benchmarks and A/Bs try settings in turn)."""
+    saved = {k: dict(v) for k, v in TILES.items()}
+    try:
+        use_tiles(tiles)
+        yield
+    finally:
+        TILES.clear()
+        TILES.update(saved)
 
 
 def tiles_for(op: str, kind: str, k: int, n: int) -> dict:
@@ -126,7 +139,7 @@ if _TRITON:
     @triton.jit
     def _qmm_kernel(a_ptr, b_ptr, c_ptr, scale_ptr, bias_ptr, qmult_ptr, M, N, K, stride_am, stride_bn, stride_cm,
                     INT8: tl.constexpr, GELU: tl.constexpr, QOUT: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, FAST_GELU: tl.constexpr = False):
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, FAST_GELU: tl.constexpr):
         # grouped tile order: GROUP_M row tiles share their column tiles of B while they are in L2
         pid = tl.program_id(0)
         n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
