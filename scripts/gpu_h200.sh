@@ -21,6 +21,8 @@
 # for both calls; QUALITY_DEADLINE bounds the serve call). SKIP_FUSION=1: distil without scripts/fusion_ab.py;
 # FUSION_VARIANTS: its variants (default: the fused FFN with the tiles phase's settings and the old default's, the peer).
 #   FUSED_N=2 bash scripts/gpu_h200.sh fusedn   # fused_torch_fp16 at another instance count, for comparison
+#                                           # (FUSED_VARIANTS=torch_fp16,torch_fp8: several; FUSED_CONCURRENCY,
+#                                           # FUSED_BATCH16_CONCURRENCY: the levels of its two sweeps)
 # Cores: the server gets 0-11 and perf_analyzer 12-15 (a separate client machine, approximated).
 set -uo pipefail
 phase=${1:?smoke, build or serve}
@@ -141,13 +143,15 @@ bench-run() {
         --variants torch_fp16,torch_fp8,torch_int8 --budget 1.0
 }
 
-fusedn-run() {  # the fused models at another instance count (FUSED_N, default 2; the repository's default is 4 on a GPU)
-    local n=${FUSED_N:-2}
+fusedn-run() {  # fused models at another instance count (FUSED_N, default 2; the repository's default is 4 on a GPU),
+    # FUSED_VARIANTS of them (default torch_fp16): do more instances overlap more host work, or queue for the GPU?
+    local n=${FUSED_N:-2} v=${FUSED_VARIANTS:-torch_fp16}
     local A=$W/distil/artifacts L=$W/distil/logs/fused$n R=$W/distil/model_repository_fused$n; CMDS=$L/commands.txt; mkdir -p "$L"
-    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16 --fused-instances $n
-    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models fused_torch_fp16 --concurrency 64,128,256 $PERF
+    local M=$(echo "$v" | sed -E 's/(^|,)/\1fused_/g')
+    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants $v --fused-instances $n
+    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models $M --concurrency ${FUSED_CONCURRENCY:-64,128,256} $PERF
     mkdir -p "$L/batch16"
-    step ./run_tests.sh --repository "$R" --logs "$L/batch16" --artifacts "$A" --models fused_torch_fp16 --concurrency 32,64,128 \
+    step ./run_tests.sh --repository "$R" --logs "$L/batch16" --artifacts "$A" --models $M --concurrency ${FUSED_BATCH16_CONCURRENCY:-32,64,128} \
         --batch-size 16 $PERF
 }
 
