@@ -7,7 +7,9 @@
 #                                           # (gemm_bench.py --write-tiles); every later phase builds and runs with them
 #                                           # (or WITH_TILES=1 on the build phase: the same, inside it)
 #   bash scripts/gpu_h200.sh build          # both models built in parallel (DistilBERT-base then runs scripts/fusion_ab.py);
-#                                           # then, with TUNE=1, the serving-config search (tune) on DistilBERT-base shapes
+#                                           # then, with TUNE=1, the serving-config search (tune) on DistilBERT-base shapes;
+#                                           # WITH_BENCH=1: bench's DistilBERT-base engine benchmark inside it (the GPU is
+#                                           # free while the real model's INT8 search runs on the CPUs)
 #   bash scripts/gpu_h200.sh rebuild        # (a fresh machine after one was taken back) DistilBERT-base's engines without
 #                                           # the fusion A/B, and the real model's torch_fp8 with its quality through Triton
 #   bash scripts/gpu_h200.sh serve          # perf sweeps (sentences, 16 per request, passages, raw models) of ensembles
@@ -56,13 +58,18 @@ tiles_wait() {  # an engine build waits for a tiles run in progress (the build p
     while [ -f $W/tiles.running ]; do sleep 2; done
 }
 
+gpu_wait() {  # the real model's engine build also waits for an engine benchmark in progress (WITH_BENCH=1), so neither
+    # times the other's kernels
+    tiles_wait; while [ -f $W/bench.running ]; do sleep 2; done
+}
+
 minilm() {  # the bundled real model (distilbert-base-uncased falls back to it offline, loudly): quality on the GPU
     local A=$W/minilm/artifacts L=$W/minilm/logs R=$W/minilm/model_repository; CMDS=$L/commands.txt; mkdir -p "$L"
     local T="taskset -c 4-15"  # the INT8 search (CPU, float64) is the longest step of the build
     step $T $PY torch2onnx.py --model distilbert-base-uncased --artifacts "$A" --logs "$L"
     step $T $PY -m enc2triton.quantize --artifacts "$A" --logs "$L" --no-latency
     step $T $PY -m enc2triton.optimize --artifacts "$A"  # onnx_fp16 on a GPU: ONNX Runtime's fused graph (CUDA EP)
-    tiles_wait
+    gpu_wait
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L"
 }
 
@@ -185,12 +192,21 @@ case $phase in
         [ -n "${WITH_TILES:-}" ] && { touch $W/tiles.running; timeout ${DEADLINE:-560} bash "$0" tiles-run > $W/tiles.out 2>&1 & }
         timeout ${DEADLINE:-560} bash "$0" minilm > $W/minilm.out 2>&1 &
         timeout ${DEADLINE:-560} bash "$0" distil > $W/distil.out 2>&1
+        # WITH_BENCH=1: DistilBERT-base's engine benchmark (bench-run without the GEMM and MiniLM benchmarks) on the GPU
+        # while the real model's INT8 search holds the CPUs 4-15; that model's engine build waits for it (gpu_wait)
+        if [ -n "${WITH_BENCH:-}" ]; then
+            touch $W/bench.running
+            SKIP_GEMM=1 SKIP_MINILM_BENCH=1 timeout $(( ${DEADLINE:-560} - SECONDS - 140 )) taskset -c 0-3 bash "$0" bench-run > $W/bench.out 2>&1
+            rm -f $W/bench.running
+        fi
         wait
         left=$(( ${DEADLINE:-560} - SECONDS - 15 ))
         [ -n "${TUNE:-}" ] && [ $left -gt 60 ] && timeout $left bash "$0" tune >> $W/distil.out 2>&1
         [ -n "${WITH_TILES:-}" ] && grep -E "^chosen|^tiles|Error" $W/tiles.out | tail -n 10
         tail -n 12 $W/minilm.out; tail -n 30 $W/distil.out
-        pack build minilm/logs distil/logs minilm.out distil.out $( [ -n "${WITH_TILES:-}" ] && echo tiles.out )
+        [ -n "${WITH_BENCH:-}" ] && tail -n 30 $W/bench.out
+        pack build minilm/logs distil/logs minilm.out distil.out $( [ -n "${WITH_TILES:-}" ] && echo tiles.out ) \
+            $( [ -n "${WITH_BENCH:-}" ] && echo bench.out )
         ls -la "$OUT" ;;
     serve)
         timeout ${DEADLINE:-560} bash "$0" serve-run > $W/serve.out 2>&1
