@@ -13,7 +13,7 @@ help:
 	@echo "make all     export -> variants -> trt -> repository -> quality -> perf -> bench -> report (MODEL=..., DEVICE=cpu|gpu)"
 	@echo "make test    the test suite (real tritonserver, perf_analyzer and ONNX Runtime)"
 	@echo "make peers   the serving peer infinity-emb in its own venv .venv-peers (python -m enc2triton.serving_peers)"
-	@echo "make modelopt  the quantization peer NVIDIA ModelOpt in its own venv .venv-modelopt (python -m enc2triton.quant_peers)"
+	@echo "make modelopt  the quantization peer NVIDIA ModelOpt in its own venv .venv-modelopt (python -m enc2triton.quant_peers, ... .quant_peers_torch)"
 
 # pip runs only when requirements.txt changed; the start check always runs (a few seconds).
 setup: .venv/.installed
@@ -36,7 +36,7 @@ peers: .venv-peers/.installed
 	touch $@
 
 # NVIDIA ModelOpt's ONNX PTQ cannot share .venv either (requirements-modelopt.txt says why): its own venv, found by
-# quant_peers.py; modelopt itself --no-deps (its [onnx] extra pulls GBs of CUDA packages)
+# quant_peers.py and quant_peers_torch.py; modelopt itself --no-deps (its [onnx] extra pulls GBs of CUDA packages)
 MODELOPT ?= nvidia-modelopt==0.47.0
 modelopt: .venv-modelopt/.installed
 
@@ -45,7 +45,7 @@ modelopt: .venv-modelopt/.installed
 	.venv-modelopt/bin/python -m pip install -q --upgrade pip
 	.venv-modelopt/bin/python -m pip install -q -r requirements-modelopt.txt
 	.venv-modelopt/bin/python -m pip install -q --no-deps $(MODELOPT)
-	.venv-modelopt/bin/python -c "import modelopt.onnx.quantization"
+	.venv-modelopt/bin/python -c "import modelopt.onnx.quantization, modelopt.torch.quantization, transformers"
 	touch $@
 
 # a noisy level is measured and marked unstable, not a failure; a real failure (crash, dead server): report, then make fails

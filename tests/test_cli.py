@@ -71,7 +71,7 @@ def test_missing_model_folder_is_named_and_nothing_is_left(tmp_path):
 
 # what the Makefile, the README and the scripts run: the stage's module behind a shim at its old path (or a package's
 # __main__.py), so each still starts and names itself the same way
-COMMANDS = ("bench", "optimize", "quant_peers", "quantize", "report", "repository", "serving_peers", "torch_build", "soak",
+COMMANDS = ("bench", "optimize", "quant_peers", "quant_peers_torch", "quantize", "report", "repository", "serving_peers", "torch_build", "soak",
             "tune", "perf", "server", "trt")
 
 

@@ -3,7 +3,7 @@
 It opens with one summary table: every registered variant x quality vs FP32, this run's speed and the published GPU
 run's speed, each cell linked to the section behind it. Then one section per log: model, environment, FLOPs and
 roofline, quality through Triton, the ONNX precision variants (the INT8 and FP8 graphs in words), the quantization peer
-(NVIDIA ModelOpt, when logs/quant_peers.json exists), the PyTorch engines,
+(NVIDIA ModelOpt, when logs/quant_peers.json or logs/quant_peers_torch.json exists), the PyTorch engines,
 serving performance, the engine benchmark (peers, MFU, where the GPU time goes), the published GPU benchmark, served vs
 engine throughput, and load/overload.
 

@@ -267,8 +267,29 @@ def peer_section(ctx: Ctx) -> list[str]:
 
 
 def quant_peer_section(ctx: Ctx) -> list[str]:
-    """Our INT8/FP8 Q/DQ graphs beside NVIDIA ModelOpt's ONNX PTQ on the same checkpoint and texts (logs/quant_peers.json,
-    python -m enc2triton.quant_peers); absent when that log is."""
+    """Our INT8/FP8 beside NVIDIA ModelOpt's PTQ on the same checkpoint and texts: ONNX (logs/quant_peers.json, python -m
+    enc2triton.quant_peers) and PyTorch (logs/quant_peers_torch.json, python -m enc2triton.quant_peers_torch); absent
+    when both logs are (an unreadable one counts as absent)."""
+    onnx_part, torch_part = _quant_peer_onnx(ctx), _quant_peer_torch(ctx)
+    if not onnx_part and not torch_part:
+        return []
+    return ["## " + S_QPEER, ""] + onnx_part + torch_part
+
+
+def _quant_peer_torch(ctx: Ctx) -> list[str]:
+    d = _load(ctx.dir, "quant_peers_torch.json")
+    if not d or "_unreadable" in d:
+        return []
+    from enc2triton.measure.quant_peers_torch import intro, table_rows
+
+    out = ["### PyTorch: ModelOpt's mtq beside our torch_int8 / torch_fp8", ""]
+    out += provenance(ctx, "logs/quant_peers_torch.json (python -m enc2triton.quant_peers_torch)",
+                      _span(d.get("started"), d.get("finished")), _machine(d.get("hardware")), d.get("started"))
+    head, rows = table_rows(d)
+    return out + [intro(d), ""] + table(head, rows) + [""]
+
+
+def _quant_peer_onnx(ctx: Ctx) -> list[str]:
     d = _load(ctx.dir, "quant_peers.json")
     if not d or "_unreadable" in d:
         return []
@@ -277,7 +298,7 @@ def quant_peer_section(ctx: Ctx) -> list[str]:
     mo = d.get("modelopt") or {}
     v = mo.get("versions") or {}
     cal, ev = d.get("calibration") or {}, d.get("evaluation") or {}
-    out = ["## " + S_QPEER, ""] + provenance(ctx, "logs/quant_peers.json (python -m enc2triton.quant_peers)",
+    out = provenance(ctx, "logs/quant_peers.json (python -m enc2triton.quant_peers)",
                                              _span(d.get("started"), d.get("finished")), _machine(d.get("hardware")), d.get("started"))
     configs = "; ".join(f"{n}: {c.get('about')}" for n, c in (mo.get("configs") or {}).items())
     out += [f"NVIDIA ModelOpt {_v(v.get('nvidia-modelopt'))} (`modelopt.onnx.quantization.quantize`, onnxruntime "
