@@ -26,6 +26,14 @@ class TorchPeer:
         self.torch, self.device = torch, torch.device("cuda", device_id)
         hf = AutoModel.from_pretrained(model_path, attn_implementation="sdpa", dtype=torch.float16, local_files_only=True)
         module = Encoder(hf.to(self.device).eval(), tuple(names))
+        if mode != "eager":
+            # static shapes: one graph per batch size and mode, and both compiled peers share Encoder.forward's frame.
+            # Past dynamo's default limit (8) it silently ran the later batches eagerly under the compiled name
+            # (results/h100/2026-12-07e: 5 batches x 2 modes); now the limit fits the benchmark, and a hit is an error
+            cfg = torch._dynamo.config
+            cfg.recompile_limit = max(cfg.recompile_limit, 64)
+            if hasattr(cfg, "fail_on_recompile_limit_hit"):
+                cfg.fail_on_recompile_limit_hit = True
         self.fn = module if mode == "eager" else torch.compile(module, mode=None if mode == "default" else mode, dynamic=False)
         self.mode, self.inputs = mode, list(names)
         self.outputs = ["last_hidden_state", "sentence_embedding"]
