@@ -189,6 +189,50 @@ def test_tokenizer_fast_batch_gives_the_ids_of_the_full_encoding(tiny_artifacts)
     np.testing.assert_array_equal(fast["attention_mask"], tok(texts)["attention_mask"])
 
 
+def test_tokenizer_ascii_path_gives_the_full_tokenizers_ids(tmp_path):
+    """Plain ASCII texts skip BertNormalizer (done in Python, then the same tokenizer without it): the full tokenizer's
+    ids and token types for real texts, random ASCII (control characters included), the special tokens' texts in any
+    case, mixed batches; a cased BertNormalizer too; any other normalizer has no ASCII path."""
+    import json
+    import random
+    import shutil
+
+    from tokenizers import Tokenizer
+
+    from enc2triton.export import models
+    from enc2triton.serve.triton_models.tokenizer import TextTokenizer
+
+    rng = random.Random(7)
+    pieces = ["a", "B", " ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x00", "\x7f", ".", "'", "##", "Hello", "WORLD",
+              "[CLS]", "[unk]", "[Pad]", "[MASK]", "1", "é", "日", "\u00a0"]
+    texts = (read_texts(spec.EVALUATION_TEXTS) + ["", " ", "word " * 400, "[UNK] x", "X" * 150]
+             + ["".join(chr(rng.randrange(128)) for _ in range(rng.randrange(60))) for _ in range(1500)]
+             + ["".join(rng.choice(pieces) for _ in range(rng.randrange(30))) for _ in range(1500)])
+    src = models.bundled_model_dir()
+    for case in ("uncased", "cased", "other"):
+        d = tmp_path / case
+        d.mkdir()
+        shutil.copy(src / "tokenizer_config.json", d)
+        cfg = json.loads((src / "tokenizer.json").read_text())
+        if case == "cased":
+            cfg["normalizer"]["lowercase"] = False
+        if case == "other":
+            cfg["normalizer"] = {"type": "Lowercase"}
+        (d / "tokenizer.json").write_text(json.dumps(cfg))
+        tok = TextTokenizer(d, ["input_ids", "attention_mask"], 128)
+        if case == "other":
+            assert tok.ascii is None
+            continue
+        assert tok.ascii is not None
+        ref = Tokenizer.from_file(str(d / "tokenizer.json"))
+        ref.enable_truncation(128)
+        ref.no_padding()
+        got, want = tok.encode(texts), ref.encode_batch(texts)
+        bad = [t for t, g, w in zip(texts, got, want) if (g.ids, g.type_ids) != (w.ids, w.type_ids)]
+        assert not bad, f"{case}: {len(bad)} texts differ, e.g. {bad[:3]!r}"
+        assert sum(tok.ascii.prepare(t) is not None for t in texts) > len(texts) // 2  # the path is really taken
+
+
 def test_tokenizer_batch_equals_the_libraries_own_padding():
     """The served tokenizer's arrays (one scatter per output) are what `tokenizers` pads itself, token types included
     (the bundled BERT has them), for empty, non-ASCII and truncated texts."""
