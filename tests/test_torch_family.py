@@ -334,6 +334,7 @@ def test_fp8_layers_all_keeps_every_layer_fp8_without_a_search(torch_art):
     assert keep == [] and len(codes) == len(amax) == 8 and record["search"].startswith("none")
     module, info = torch_build.build_fp8(enc, {**ctx, "manifest": {}})  # needs no ONNX FP8 graph
     assert info["kept_bf16"] == [] and info["linear_layers_quantized"] == 8 and "onnx_fp8_sha256" not in info
+    assert info["method"] == torch_build.FP8_METHOD_ALL and "ONNX" not in info["method"]  # says what was built
     assert set(torch_model.layout(module).values()) == {"fp8"}
     e = np.random.default_rng(0).normal(size=(300, 16))
     q = fp8_plan.calib_quality(e, e)  # top-10 over blocks of 128 texts

@@ -93,13 +93,20 @@ def _calibrate(enc, ctx: dict) -> tuple[dict, dict]:
     return amax, {**ctx["calibration"], "seconds": round(time.perf_counter() - t0, 1)}
 
 
-FP8_METHOD = ("E4M3 activations (one static scale per tensor: the input's |max| over the calibration texts / 448) and "
-              "E4M3 weights (per output channel, rounded by GPTQ on the calibration inputs), torch._scaled_mm with row-wise "
-              "scales; BF16 elsewhere and in the layers kept BF16: the ONNX FP8 graph's plan (quantize/fp8_plan.py: its codes, "
+_FP8_BASE = ("E4M3 activations (one static scale per tensor: the input's |max| over the calibration texts / 448) and "
+             "E4M3 weights (per output channel, rounded by GPTQ on the calibration inputs), torch._scaled_mm with row-wise "
+             "scales; BF16 elsewhere")
+# --fp8-layers all (speed runs on random weights): no layer kept, no ONNX plan
+FP8_METHOD_ALL = _FP8_BASE + "; every linear layer FP8, its codes and scales computed here (no sensitivity search)"
+FP8_METHOD = (_FP8_BASE + " and in the layers kept BF16: the ONNX FP8 graph's plan (quantize/fp8_plan.py: its codes, "
               "scales and kept layers), whose sensitivity search on the calibration texts ranks the layers by FP8 error per "
               "weight (GEMM FLOPs) and keeps the best-ranked prefix that brings the model to "
               + ", ".join(f"{k} {v}" for k, v in fp8_plan.FP8_CALIB_TARGET.items())
               + f" there (at most {fp8_plan.FP8_MAX_KEPT:.0%} of them)")
+
+
+def fp8_method(layers: str) -> str:
+    return FP8_METHOD_ALL if layers == "all" else FP8_METHOD
 
 
 def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
@@ -112,7 +119,7 @@ def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
         codes, amax, keep, plan, source = onnx_fp8_plan(ctx["manifest"], ctx["artifacts"], enc)
     calibration = {**ctx["calibration"], "statistic": "|max| (static activation scales) and X^T X (GPTQ) of every linear "
                    "layer's input over real tokens, then sentence-embedding cosine vs FP32 (sensitivity, layers kept)"}
-    info = {"method": FP8_METHOD, "layers_chosen": ctx.get("fp8_layers", "search"), "calibration": calibration, "plan": plan,
+    info = {"method": fp8_method(ctx.get("fp8_layers", "search")), "layers_chosen": ctx.get("fp8_layers", "search"), "calibration": calibration, "plan": plan,
             **source, "linear_layers_quantized": len(amax) - len(keep), "linear_layers": len(amax),
             "kept_bf16": [fp8_plan.name(k) for k in keep]}
     return torch_model.to_fp8(enc, codes, keep, amax), info
@@ -340,7 +347,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
     for p in precisions:
         entry = (manifest.get("torch") or {}).get(p) or {}
         if not force and _up_to_date(entry, artifacts, device, manifest) and entry.get("gelu", "separate") == gelu and (
-                p != "fp8" or (entry.get("method") == FP8_METHOD and entry.get("layers_chosen") == fp8_layers)):
+                p != "fp8" or (entry.get("method") == fp8_method(fp8_layers) and entry.get("layers_chosen") == fp8_layers)):
             print(f"torch_{p}: up to date")
             result["built"][p] = entry
             continue
