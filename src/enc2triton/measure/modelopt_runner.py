@@ -18,9 +18,9 @@ import traceback
 VERSIONS = ("nvidia-modelopt", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "onnxslim", "numpy", "torch")
 
 
-def versions() -> dict:
+def versions(names=VERSIONS) -> dict:
     out = {"python": sys.version.split()[0]}
-    for d in VERSIONS:
+    for d in names:
         try:
             out[d] = md.version(d)
         except md.PackageNotFoundError:

@@ -19,23 +19,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.metadata as md
 import json
+import os
 import sys
 import time
 import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import modelopt_runner  # noqa: E402  (its sibling, standalone too: the standard library only at import)
 
 VERSIONS = ("nvidia-modelopt", "torch", "transformers", "numpy")
 
 
 def versions() -> dict:
-    out = {"python": sys.version.split()[0]}
-    for d in VERSIONS:
-        try:
-            out[d] = md.version(d)
-        except md.PackageNotFoundError:
-            out[d] = None
-    return out
+    return modelopt_runner.versions(VERSIONS)
 
 
 def one_line(e: BaseException) -> str:

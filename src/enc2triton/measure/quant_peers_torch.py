@@ -37,7 +37,7 @@ from enc2triton.core import cli, host, io, metrics, spec
 from enc2triton.core.io import StageError
 from enc2triton.core.markdown import table as md_table
 from enc2triton.core.texts import in_order, length_batches, load_tokenizer, read_calibration, read_texts, texts_sha256
-from enc2triton.measure.quant_peers import INSTALL, PACKAGE, _shown, modelopt_python, peer_env, write_calibration
+from enc2triton.measure.quant_peers import INSTALL, PACKAGE, _c, _shown, modelopt_python, peer_env, write_calibration
 from enc2triton.quantize.calibration import split_calibration
 from enc2triton.quantize.int8_search import Int8Settings
 
@@ -234,10 +234,6 @@ def run(artifacts: Path | None = None, logs: Path | None = None, configs=DEFAULT
 
 
 # ------------------------------------------------------------------------------------ Markdown (the log and the report)
-def _c(x) -> str:
-    return f"{x:.6f}" if isinstance(x, float) else "-"
-
-
 def _g(x) -> str:
     return f"{x:.2g}" if isinstance(x, float) else "-"
 
