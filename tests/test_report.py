@@ -508,3 +508,20 @@ def test_fusion_ab_names_the_reference_it_really_had(tmp_path):
     assert "| fp8_ffn_fused@128x128x64w4s4 | 5.31 | 48,216 | 0.95x | 1.40x | 0.999942 vs fp8_ffn_fused |" in sec
     assert "| int8_ffn_fused@128x128x64w4s4 | 5.57 | 45,983 | 0.97x | 1.34x | 0.999888 vs int8_ffn_fused |" in sec
     assert "vs fp8_dynamic" not in sec
+
+
+def test_engine_call_cost_from_the_two_smallest_batches():
+    """Each PyTorch engine's fixed cost per call (a line through its two smallest batches' times) beside the one
+    spec.CALL_TOKENS the length planner counts; peers and engines with one point are left out."""
+    from enc2triton.report import bench as report_bench
+
+    rows = lambda *pts: [{"batch": b, "mean_ms": t, "seq_per_s": b / t * 1e3} for b, t in pts]  # noqa: E731
+    b = {"device": "gpu", "seq_len": 128, "engines": {
+        "torch_fp8": {"precision": "fp8", "rows": rows((1, 0.330), (8, 0.440), (256, 5.13))},
+        "torch_fp16": {"precision": "fp16", "rows": rows((256, 6.35))},
+        "peer_torch_compile_fp16": {"precision": "fp16", "peer": True, "rows": rows((1, 1.75), (8, 2.21))}}}
+    text = "\n".join(report_bench._call_cost(b))
+    # 0.11 ms over 7 x 128 tokens: 0.123 us a token; 0.330 - 128 x that = 0.314 ms, 2,560 tokens
+    assert f"| torch_fp8 | 1 and 8 | 0.314 | 0.123 | 2,560 | {spec.CALL_TOKENS['cuda']:,} |" in text
+    assert "torch_fp16 |" not in text and "peer_" not in text
+    assert report_bench._call_cost({**b, "engines": {}}) == []

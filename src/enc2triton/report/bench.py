@@ -81,6 +81,28 @@ def _bench_detail(b: dict) -> list[str]:
     return ["Every point:", ""] + table(head, rows) + [""]
 
 
+def _call_cost(b: dict) -> list[str]:
+    """Each PyTorch engine's fixed cost per call, from its two smallest batches (a straight line through their times):
+    what TorchEngine.length_groups should count a call as, against the one spec.CALL_TOKENS it counts for every engine."""
+    seq, planner = b.get("seq_len"), spec.CALL_TOKENS.get("cuda" if b.get("device") == "gpu" else "cpu")
+    rows = []
+    for n, e in (b.get("engines") or {}).items():
+        pts = sorted((r["batch"], r["mean_ms"]) for r in _ok(e) if r.get("mean_ms"))
+        if e.get("peer") or not n.startswith("torch_") or len(pts) < 2 or not seq:
+            continue
+        (b1, t1), (b2, t2) = pts[:2]
+        per_token = (t2 - t1) / ((b2 - b1) * seq)  # ms
+        if per_token <= 0:
+            continue
+        fixed = t1 - b1 * seq * per_token
+        rows.append([n, f"{b1} and {b2}", fmt(fixed), f"{1e3 * per_token:.3f}", round(fixed / per_token), planner])
+    if not rows:
+        return []
+    return [f"Fixed cost of one call (seq {seq}; a line through the two smallest batches' times): the length planner "
+            "(runtime/engines.py, TorchEngine.length_groups) counts every call of every engine as spec.CALL_TOKENS tokens.", ""] + \
+        table(["engine", "batches", "fixed ms per call", "us per token", "fixed cost in tokens", "spec.CALL_TOKENS"], rows) + [""]
+
+
 def _profile_picks(b: dict) -> list[tuple[str, str, dict]]:
     """(label, engine, profile): our fastest FP16 and FP8 engines and the fastest FP16 peer at the profiled (largest) batch."""
     def speed(e):
@@ -124,7 +146,7 @@ def bench_section(ctx: Ctx) -> list[str]:
         return out + _absent(ctx, "bench", "bench")
     out += provenance(ctx, "logs/bench_engine.json (ONNX Runtime / TensorRT / PyTorch engines, no server)",
                       _span(b.get("started"), b.get("finished")), _machine(b.get("hardware")), b.get("started"))
-    out += _incomplete(b) + _bench_intro(b) + _bench_overview(b) + _kernels(b) + _bench_detail(b)
+    out += _incomplete(b) + _bench_intro(b) + _bench_overview(b) + _call_cost(b) + _kernels(b) + _bench_detail(b)
     out += [f"- {s}" for s in b.get("skipped", [])] + ([""] if b.get("skipped") else [])
     plots = plot_bench(b, ctx.dir)
     return out + [f"![{x}]({ctx.rel}/{x})" for x in plots] + ([""] if plots else [])
