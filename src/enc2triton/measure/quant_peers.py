@@ -101,19 +101,19 @@ def peer_env() -> dict:
     return {**env, "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
 
 
-def packages(python: str | None = None) -> dict:
-    """Versions in ModelOpt's interpreter (modelopt, onnx, onnxruntime, ...); a one-line StageError when it cannot run,
-    lacks nvidia-modelopt or cannot import modelopt.onnx.quantization."""
+def packages(python: str | None = None, runner: Path = RUNNER, needs: str = "modelopt.onnx.quantization") -> dict:
+    """Versions in ModelOpt's interpreter (modelopt, onnx, onnxruntime, ...) as `runner --probe` reports them; a one-line
+    StageError when it cannot run, lacks nvidia-modelopt or cannot import what the runner `needs`."""
     python = python or modelopt_python()
     try:
-        p = subprocess.run([python, str(RUNNER), "--probe"], capture_output=True, text=True, env=peer_env(), timeout=300)
+        p = subprocess.run([python, str(runner), "--probe"], capture_output=True, text=True, env=peer_env(), timeout=300)
         found = json.loads(p.stdout.strip().splitlines()[-1])
     except (OSError, ValueError, IndexError, subprocess.SubprocessError) as e:
         raise StageError(f"cannot run ModelOpt's Python {python}: {io.first_line(e)}; {INSTALL}") from None
     if not found.get(PACKAGE):
         raise StageError(f"{PACKAGE} is not installed for {python}: {INSTALL}")
     if found.get("import_error"):
-        raise StageError(f"modelopt.onnx.quantization does not import in {python} ({found['import_error']}): {INSTALL}")
+        raise StageError(f"{needs} does not import in {python} ({found['import_error']}): {INSTALL}")
     return found
 
 
@@ -401,6 +401,14 @@ def render(d: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------ CLI
+def add_peer_args(ap) -> None:
+    """The texts and ModelOpt's interpreter: both peers (this one and quant_peers_torch) take them alike."""
+    ap.add_argument("--calibration", type=Path, default=spec.CALIBRATION_TEXTS, help="calibration texts (default %(default)s)")
+    ap.add_argument("--evaluation", type=Path, default=spec.EVALUATION_TEXTS, help="evaluation texts (default %(default)s)")
+    ap.add_argument("--python", default=None, help="ModelOpt's interpreter (default: $ENC2TRITON_MODELOPT_PYTHON, else "
+                    ".venv-modelopt/bin/python)")
+
+
 def main(argv=None) -> int:
     ap = cli.parser("python -m enc2triton.quant_peers", (
         "The quantization peer: NVIDIA ModelOpt's ONNX PTQ (modelopt.onnx.quantization.quantize, in its own venv "
@@ -411,10 +419,7 @@ def main(argv=None) -> int:
                     help=f"comma-separated subset of {','.join(CONFIGS)} (default %(default)s); a rerun keeps the previous "
                          "log's rows of the configurations not rerun (same export and texts); 'none': rerun none, "
                          "only our rows (from the manifest) and the Markdown are refreshed")
-    ap.add_argument("--calibration", type=Path, default=spec.CALIBRATION_TEXTS, help="calibration texts (default %(default)s)")
-    ap.add_argument("--evaluation", type=Path, default=spec.EVALUATION_TEXTS, help="evaluation texts (default %(default)s)")
-    ap.add_argument("--python", default=None, help="ModelOpt's interpreter (default: $ENC2TRITON_MODELOPT_PYTHON, else "
-                    ".venv-modelopt/bin/python)")
+    add_peer_args(ap)
 
     def body(a) -> None:
         configs = () if a.configs.strip().lower() == "none" else tuple(c.strip() for c in a.configs.split(",") if c.strip())

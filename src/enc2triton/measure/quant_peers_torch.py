@@ -37,7 +37,10 @@ from enc2triton.core import cli, host, io, metrics, spec
 from enc2triton.core.io import StageError
 from enc2triton.core.markdown import table as md_table
 from enc2triton.core.texts import in_order, length_batches, load_tokenizer, read_calibration, read_texts, texts_sha256
-from enc2triton.measure.quant_peers import INSTALL, PACKAGE, _c, _shown, modelopt_python, peer_env, write_calibration
+from enc2triton.measure import quant_peers
+from enc2triton.measure.quant_peers import (
+    INSTALL, PACKAGE, _c, _shown, add_peer_args, modelopt_python, peer_env, write_calibration,
+)
 from enc2triton.quantize.calibration import split_calibration
 from enc2triton.quantize.int8_search import Int8Settings
 
@@ -77,17 +80,7 @@ OURS = ("int8", "fp8")  # the manifest's torch engines beside them
 def packages(python: str) -> dict:
     """Versions in ModelOpt's interpreter; a one-line StageError when it cannot run it, lacks nvidia-modelopt or cannot
     import modelopt.torch.quantization and transformers."""
-    try:
-        p = subprocess.run([python, str(RUNNER), "--probe"], capture_output=True, text=True, env=peer_env(), timeout=300)
-        found = json.loads(p.stdout.strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError, subprocess.SubprocessError) as e:
-        raise StageError(f"cannot run ModelOpt's Python {python}: {io.first_line(e)}; {INSTALL}") from None
-    if not found.get(PACKAGE):
-        raise StageError(f"{PACKAGE} is not installed for {python}: {INSTALL}")
-    if found.get("import_error"):
-        raise StageError(f"modelopt.torch.quantization or transformers does not import in {python} "
-                         f"({found['import_error']}): {INSTALL}")
-    return found
+    return quant_peers.packages(python, RUNNER, "modelopt.torch.quantization or transformers")
 
 
 def run_modelopt(python: str, model_dir: str, configs, calib: list[dict], evals: list[dict], device: str, work: Path,
@@ -293,10 +286,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=tuple(DEVICES), default="cpu", help="cpu (default %(default)s): ModelOpt's fake "
                     "quantization on the CPU; gpu: the same on a CUDA GPU (written, not yet run on one; no GPU is an error, "
                     "never a CPU fallback)")
-    ap.add_argument("--calibration", type=Path, default=spec.CALIBRATION_TEXTS, help="calibration texts (default %(default)s)")
-    ap.add_argument("--evaluation", type=Path, default=spec.EVALUATION_TEXTS, help="evaluation texts (default %(default)s)")
-    ap.add_argument("--python", default=None, help="ModelOpt's interpreter (default: $ENC2TRITON_MODELOPT_PYTHON, else "
-                    ".venv-modelopt/bin/python)")
+    add_peer_args(ap)
 
     def body(a) -> None:
         run(a.artifacts, a.logs, tuple(c.strip() for c in a.configs.split(",") if c.strip()), a.calibration, a.evaluation,
