@@ -125,6 +125,16 @@ def write_calibration(path: Path, feeds: list[dict]) -> Path:
     return path
 
 
+def call_runner(python: str, runner: Path, request: dict, folder: Path, timeout: float) -> subprocess.CompletedProcess:
+    """`runner --request folder/request.json` in ModelOpt's interpreter, its output kept in folder/modelopt.log (both
+    peers' runners take a request this way); subprocess.TimeoutExpired goes to the caller."""
+    (folder / "request.json").write_text(json.dumps(request, indent=1))
+    p = subprocess.run([python, str(runner), "--request", str(folder / "request.json")], capture_output=True, text=True,
+                       env=peer_env(), timeout=timeout)
+    (folder / "modelopt.log").write_text(p.stdout + p.stderr)
+    return p
+
+
 def run_modelopt(python: str, cfg: Config, fp32: Path, calib_npz: Path, work: Path, timeout: float = 3600) -> dict:
     """Quantize a fresh copy of `fp32` with `cfg` in ModelOpt's interpreter; the runner's record (error included)."""
     folder = work / cfg.name
@@ -136,12 +146,9 @@ def run_modelopt(python: str, cfg: Config, fp32: Path, calib_npz: Path, work: Pa
     out = folder / f"model_modelopt_{cfg.name}.onnx"
     req = {"onnx": str(src), "output": str(out), "calibration": str(calib_npz), "record": str(folder / "record.json"),
            "settings": cfg.settings()}
-    (folder / "request.json").write_text(json.dumps(req, indent=1))
     t0 = time.perf_counter()
     try:
-        p = subprocess.run([python, str(RUNNER), "--request", str(folder / "request.json")], capture_output=True, text=True,
-                           env=peer_env(), timeout=timeout)
-        (folder / "modelopt.log").write_text(p.stdout + p.stderr)
+        p = call_runner(python, RUNNER, req, folder, timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"ModelOpt did not finish within {timeout:g} s", "seconds": round(time.perf_counter() - t0, 1)}
     rec_path = folder / "record.json"

@@ -39,7 +39,7 @@ from enc2triton.core.markdown import table as md_table
 from enc2triton.core.texts import in_order, length_batches, load_tokenizer, read_calibration, read_texts, texts_sha256
 from enc2triton.measure import quant_peers
 from enc2triton.measure.quant_peers import (
-    INSTALL, PACKAGE, _c, _shown, add_peer_args, modelopt_python, peer_env, write_calibration,
+    INSTALL, PACKAGE, _c, _shown, add_peer_args, modelopt_python, write_calibration,
 )
 from enc2triton.quantize.calibration import split_calibration
 from enc2triton.quantize.int8_search import Int8Settings
@@ -91,15 +91,12 @@ def run_modelopt(python: str, model_dir: str, configs, calib: list[dict], evals:
            "evaluation": str(write_calibration(work / "evaluation.npz", evals)), "device": DEVICES[device],
            "configs": {c: {"base": CONFIGS[c].base, "linear_only": CONFIGS[c].linear_only} for c in configs},
            "output": str(work / "embeddings.npz"), "record": str(work / "record.json")}
-    (work / "request.json").write_text(json.dumps(req, indent=1))
     for stale in (work / "record.json", work / "embeddings.npz"):
         stale.unlink(missing_ok=True)
     try:
-        p = subprocess.run([python, str(RUNNER), "--request", str(work / "request.json")], capture_output=True, text=True,
-                           env=peer_env(), timeout=timeout)
+        p = quant_peers.call_runner(python, RUNNER, req, work, timeout)
     except subprocess.TimeoutExpired:
         raise StageError(f"ModelOpt did not finish within {timeout:g} s") from None
-    (work / "modelopt.log").write_text(p.stdout + p.stderr)
     if not (work / "record.json").exists():
         raise StageError(f"ModelOpt's runner exited {p.returncode} without a record: "
                          + ((p.stderr or p.stdout).strip().splitlines() or ["no output"])[-1][:300])
@@ -212,7 +209,7 @@ def run(artifacts: Path | None = None, logs: Path | None = None, configs=DEFAULT
                         "texts of similar length a batch, natural lengths (padded tokens included in ModelOpt's ranges)"},
         "evaluation": {"data": io.rel(Path(evaluation)), "texts": len(eval_texts), "data_sha256": texts_sha256(eval_texts)},
         "quality_method": "torch_build's: sentence embeddings (mask-weighted mean pooling) vs our FP32 encoder on the run's device, "
-                          "device of the run, metrics.compare (mean / min cosine, top-10 nearest-neighbour agreement among the texts)",
+                          "metrics.compare (mean / min cosine, top-10 nearest-neighbour agreement among the texts)",
         "reference_check": check,
         "modelopt": {"python": _shown(python), "versions": found, "runner_versions": rec.get("versions"),
                      "how": "mtq.quantize(copy of the FP32 model, the config, forward_loop over the calibration batches); "

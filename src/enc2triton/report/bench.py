@@ -85,10 +85,12 @@ def _call_cost(b: dict) -> list[str]:
     """Each PyTorch engine's fixed cost per call, from its two smallest batches (a straight line through their times):
     what TorchEngine.length_groups should count a call as, against the one spec.CALL_TOKENS it counts for every engine."""
     seq, planner = b.get("seq_len"), spec.CALL_TOKENS.get("cuda" if b.get("device") == "gpu" else "cpu")
+    if not seq:
+        return []
     rows = []
     for n, e in (b.get("engines") or {}).items():
         pts = sorted((r["batch"], r["mean_ms"]) for r in _ok(e) if r.get("mean_ms"))
-        if e.get("peer") or not n.startswith("torch_") or len(pts) < 2 or not seq:
+        if e.get("peer") or not n.startswith("torch_") or len(pts) < 2:
             continue
         (b1, t1), (b2, t2) = pts[:2]
         per_token = (t2 - t1) / ((b2 - b1) * seq)  # ms

@@ -112,14 +112,15 @@ def fp8_method(layers: str) -> str:
 def build_fp8(enc, ctx: dict) -> tuple[object, dict]:
     from enc2triton.runtime import torch_model
 
-    if ctx.get("fp8_layers") == "all":  # speed runs on random weights: its own GPTQ codes and scales, no search
+    layers = ctx.get("fp8_layers", "search")
+    if layers == "all":  # speed runs on random weights: its own GPTQ codes and scales, no search
         codes, amax, keep, plan = fp8_plan.fp8_plan(enc, ctx)
         source = {}
     else:
         codes, amax, keep, plan, source = onnx_fp8_plan(ctx["manifest"], ctx["artifacts"], enc)
     calibration = {**ctx["calibration"], "statistic": "|max| (static activation scales) and X^T X (GPTQ) of every linear "
                    "layer's input over real tokens, then sentence-embedding cosine vs FP32 (sensitivity, layers kept)"}
-    info = {"method": fp8_method(ctx.get("fp8_layers", "search")), "layers_chosen": ctx.get("fp8_layers", "search"), "calibration": calibration, "plan": plan,
+    info = {"method": fp8_method(layers), "layers_chosen": layers, "calibration": calibration, "plan": plan,
             **source, "linear_layers_quantized": len(amax) - len(keep), "linear_layers": len(amax),
             "kept_bf16": [fp8_plan.name(k) for k in keep]}
     return torch_model.to_fp8(enc, codes, keep, amax), info
