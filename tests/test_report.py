@@ -356,6 +356,22 @@ def test_gpu_report_shows_peers_mfu_and_kernels(gpu_logs, tmp_path, plots):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_profiles_at_several_batches_each_get_a_table(gpu_logs, tmp_path):
+    """bench --profile-batches 8,256: one table per profiled batch, the largest first, each engine's pick by its speed
+    at that batch; an engine without a profile at a batch is left out of that table only."""
+    bench = io.read_json(gpu_logs / "bench_engine.json")
+    for n, e in bench["engines"].items():
+        big = e.pop("profile")
+        small = {**big, "batch": 8, "kernel_ms_per_run": 0.5}
+        e["profiles"] = [big] + ([small] if n != "torch_fp8" else [])
+    io.write_json(gpu_logs / "bench_engine.json", bench)
+    body = _section(_render(gpu_logs, tmp_path), report.S_BENCH)
+    big, small = body.index("### Where the GPU time goes (batch 256)"), body.index("### Where the GPU time goes (batch 8)")
+    assert big < small
+    assert "our fastest FP8: torch_fp8" in body[big:small] and "our fastest FP8" not in body[small:]
+    assert "| **all kernels** | **0.500** |" in body[small:]
+
+
 def test_gpu_utilisation_is_shown_when_recorded(gpu_logs, tmp_path):
     bench = io.read_json(gpu_logs / "bench_engine.json")
     for e in bench["engines"].values():  # what bench.py records per point where nvidia-smi answers

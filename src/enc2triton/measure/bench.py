@@ -158,7 +158,8 @@ def plan_jobs(manifest: dict, artifacts: Path, device: str, cuda_graph: bool, wa
 
 
 def _measure(name: str, engine, result: dict, ctx: dict, precision: str, graph: bool, extra: dict) -> None:
-    """Benchmark one engine over the batches into result["engines"][name] (+ its kernel profile at the largest batch)."""
+    """Benchmark one engine over the batches into result["engines"][name] (+ its kernel profiles: at ctx["profile"]'s
+    batches, or True: the largest)."""
     print(f"{name}: {engine.providers}", flush=True)
     rows = bench_engine(engine, ctx["tok"], ctx["texts"], ctx["batches"], ctx["seq"], ctx["fps"], ctx["gpu"], precision,
                         ctx["warmup"], ctx["budget"], ctx["min_iters"], graph)
@@ -171,12 +172,15 @@ def _measure(name: str, engine, result: dict, ctx: dict, precision: str, graph: 
     if ctx["profile"] and ok:
         from enc2triton.measure import profiling
 
-        b = max(r["batch"] for r in ok)
-        try:  # the plain launch path (no CUDA graph): the profiler names every kernel
-            entry["profile"] = {"batch": b, **profiling.kernel_breakdown(engine.prepare(make_feed(
-                ctx["tok"], ctx["texts"], engine.inputs, b, ctx["seq"]), cuda_graph=False))}
-        except Exception as e:  # a profile is a report, never a reason to lose the measurement
-            entry["profile"] = {"batch": b, "error": f"{type(e).__name__}: {e}"[:300]}
+        timed = sorted(r["batch"] for r in ok)
+        wanted = [timed[-1]] if ctx["profile"] is True else [b for b in timed if b in ctx["profile"]]
+        entry["profiles"] = []
+        for b in sorted(wanted, reverse=True):  # the largest first: the report's headline profile
+            try:  # the plain launch path (no CUDA graph): the profiler names every kernel
+                entry["profiles"].append({"batch": b, **profiling.kernel_breakdown(engine.prepare(make_feed(
+                    ctx["tok"], ctx["texts"], engine.inputs, b, ctx["seq"]), cuda_graph=False))})
+            except Exception as e:  # a profile is a report, never a reason to lose the measurement
+                entry["profiles"].append({"batch": b, "error": f"{type(e).__name__}: {e}"[:300]})
     result["engines"][name] = entry
     io.write_json(ctx["out"], result)  # keep what is measured if a later engine crashes
 
@@ -184,7 +188,7 @@ def _measure(name: str, engine, result: dict, ctx: dict, precision: str, graph: 
 def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = "cpu", batches=None, seq: int = 128,
         variants: list[str] | None = None, warmup: int = 2, budget: float = 2.0, min_iters: int = 3,
         threads: int | None = None, texts_path: Path = spec.EVALUATION_TEXTS, cuda_graph: bool = False,
-        peers: bool = False, profile: bool = False) -> dict:
+        peers: bool = False, profile: bool | tuple[int, ...] = False) -> dict:
     import onnxruntime as ort
 
     artifacts, logs = Path(artifacts), io.ensure_writable_dir(Path(logs))
@@ -258,11 +262,13 @@ def main(argv=None) -> int:
                     "the Hugging Face model in FP16, eager and under torch.compile")
     ap.add_argument("--profile", action="store_true", help="gpu: per-kernel time breakdown (torch.profiler) of every engine "
                     "at the largest batch")
+    ap.add_argument("--profile-batches", type=cli.int_list("batch sizes"), help="gpu: the same at these of the timed batches "
+                    "(e.g. 8,256: where a small call's fixed cost goes beside the largest batch's)")
 
     def body(a) -> None:
         variants = [v.strip() for v in a.variants.split(",") if v.strip()] if a.variants else None
         run(a.artifacts, a.logs, a.device, a.batches, a.seq_len, variants, a.warmup, a.budget, a.min_iters, a.threads,
-            cuda_graph=a.cuda_graph, peers=a.peers, profile=a.profile)
+            cuda_graph=a.cuda_graph, peers=a.peers, profile=tuple(a.profile_batches) if a.profile_batches else a.profile)
         print(f"wrote {Path(a.logs) / 'bench_engine.json'}")
     return cli.run(ap, body, argv)
 

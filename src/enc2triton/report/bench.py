@@ -105,28 +105,38 @@ def _call_cost(b: dict) -> list[str]:
         table(["engine", "batches", "fixed ms per call", "us per token", "fixed cost in tokens", "spec.CALL_TOKENS"], rows) + [""]
 
 
-def _profile_picks(b: dict) -> list[tuple[str, str, dict]]:
-    """(label, engine, profile): our fastest FP16 and FP8 engines and the fastest FP16 peer at the profiled (largest) batch."""
-    def speed(e):
-        prof = e["profile"]
-        return next((r["seq_per_s"] for r in _ok(e) if r["batch"] == prof.get("batch")), 0.0)
-    prof = {n: e for n, e in (b.get("engines") or {}).items() if (e.get("profile") or {}).get("groups")}
+def _profiles(e: dict) -> dict[int, dict]:
+    """An engine's kernel profiles by batch ("profiles"; logs before 2026-12-08 hold one "profile", the largest batch)."""
+    got = e.get("profiles") or ([e["profile"]] if e.get("profile") else [])
+    return {p["batch"]: p for p in got if p.get("groups")}
+
+
+def _profile_picks(b: dict, batch: int) -> list[tuple[str, str, dict]]:
+    """(label, engine, profile): our fastest FP16 and FP8 engines and the fastest FP16 peer at `batch`, among those
+    profiled there."""
+    prof = {n: _profiles(e)[batch] for n, e in (b.get("engines") or {}).items() if batch in _profiles(e)}
+    engines = b.get("engines") or {}
+    speed = lambda n: next((r["seq_per_s"] for r in _ok(engines[n]) if r["batch"] == batch), 0.0)  # noqa: E731
     picks, seen = [], set()
     for label, peer, prec in (("our fastest FP16", False, "fp16"), ("our fastest FP8", False, "fp8"), ("fastest FP16 peer", True, "fp16")):
-        cands = [(speed(e), n) for n, e in prof.items() if bool(e.get("peer")) == peer and e.get("precision") == prec]
+        cands = [(speed(n), n) for n in prof if bool(engines[n].get("peer")) == peer and engines[n].get("precision") == prec]
         if cands:
             _, n = max(cands)
             if n not in seen:
                 seen.add(n)
-                picks.append((label, n, prof[n]["profile"]))
+                picks.append((label, n, prof[n]))
     return picks
 
 
 def _kernels(b: dict) -> list[str]:
-    picks = _profile_picks(b)
+    batches = sorted({x for e in (b.get("engines") or {}).values() for x in _profiles(e)}, reverse=True)
+    return [line for batch in batches for line in _kernels_at(b, batch)]
+
+
+def _kernels_at(b: dict, batch: int) -> list[str]:
+    picks = _profile_picks(b, batch)
     if not picks:
         return []
-    batch = picks[0][2].get("batch")
     groups = list(dict.fromkeys(g for _, _, p in picks for g in p["groups"]))
     head = ["kernel group", *(f"{label}: {n} ms (share)" for label, n, _ in picks)]
     cell = lambda p, g: f"{fmt(p['groups'][g]['ms_per_run'])} ({_pct(p['groups'][g]['share'], 0)})" if g in p["groups"] else "-"  # noqa: E731
