@@ -14,6 +14,8 @@
 #                                           # the fusion A/B, and the real model's torch_fp8 with its quality through Triton
 #   bash scripts/gpu_h200.sh serve          # perf sweeps (sentences, 16 per request, passages, raw models) of ensembles
 #                                           # and fused models, the serving peer on the same load
+#   bash scripts/gpu_h200.sh distil-bench   # (a fresh machine, one call) DistilBERT-base's engines, then the engine
+#                                           # benchmark beside its peers (BENCH_PROFILE: its profiled batches, default 8,32,256)
 #   bash scripts/gpu_h200.sh bench          # all-MiniLM-L6-v2's quality through Triton, the 8-bit GEMM benchmark, the
 #                                           # engine benchmark beside its peers, the report, the real model's engines timed
 #                                           # (SKIP_GEMM=1, SKIP_MINILM_BENCH=1: without the two published benchmarks)
@@ -142,7 +144,7 @@ bench-run() {
     local A=$W/distil/artifacts L=$W/distil/logs; CMDS=$L/commands.txt
     # 8-bit GEMMs at DistilBERT-base's shapes: FP16, FP8 and INT8 through cuBLASLt, inductor's INT8 templates, our kernel
     [ -n "${SKIP_GEMM:-}" ] || step timeout 240 $PY scripts/gemm_bench.py --out "$L/gemm" --autotune-gemms ffn1
-    step $PY -m enc2triton.bench --artifacts "$A" --logs "$L" --device gpu --cuda-graph --peers --profile-batches 8,32,256 --batches 1,8,32,64,256 \
+    step $PY -m enc2triton.bench --artifacts "$A" --logs "$L" --device gpu --cuda-graph --peers --profile-batches ${BENCH_PROFILE:-8,32,256} --batches 1,8,32,64,256 \
         --variants $GPU_VARIANTS --budget 1.0
     step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
     # the engines that meet the floors on the real model (torch_fp8, torch_int8 keep layers in 16 bits there): their speed
@@ -231,6 +233,13 @@ case $phase in
         timeout $(( ${DEADLINE:-560} - SECONDS )) bash "$0" bench-run > $W/bench.out 2>&1
         tail -n 30 $W/bench.out
         pack bench distil/logs minilm/logs $( [ -z "${WITH_QUALITY:-}" ] && echo minilm-quality.out ) bench.out
+        ls -la "$OUT" ;;
+    distil-bench)  # a fresh machine, one call: DistilBERT-base's engines (no fusion A/B), then the engine benchmark beside
+        # its peers in the time left (DEADLINE; the build takes ~300 s)
+        SKIP_FUSION=1 timeout ${DEADLINE:-570} bash "$0" distil > $W/distil.out 2>&1
+        SKIP_GEMM=1 SKIP_MINILM_BENCH=1 timeout $(( ${DEADLINE:-570} - SECONDS - 10 )) bash "$0" bench-run > $W/bench.out 2>&1
+        tail -n 4 $W/distil.out; tail -n 40 $W/bench.out
+        pack distil-bench distil/logs distil.out bench.out
         ls -la "$OUT" ;;
     fusedn)
         timeout ${DEADLINE:-560} bash "$0" fusedn-run > $W/fusedn.out 2>&1
