@@ -15,7 +15,8 @@
 #   bash scripts/gpu_h200.sh serve          # perf sweeps (sentences, 16 per request, passages, raw models) of ensembles
 #                                           # and fused models, the serving peer on the same load
 #   bash scripts/gpu_h200.sh distil-bench   # (a fresh machine, one call) DistilBERT-base's engines, then the engine
-#                                           # benchmark beside its peers (BENCH_PROFILE: its profiled batches, default 8,32,256)
+#                                           # benchmark beside its peers (BENCH_PROFILE: its profiled batches, default 8,32,256;
+#                                           # TORCH_PRECISIONS=fp16,fp8: only those engines, no onnx_fp16 graph: ~4 minutes)
 #   bash scripts/gpu_h200.sh bench          # all-MiniLM-L6-v2's quality through Triton, the 8-bit GEMM benchmark, the
 #                                           # engine benchmark beside its peers, the report, the real model's engines timed
 #                                           # (SKIP_GEMM=1, SKIP_MINILM_BENCH=1: without the two published benchmarks)
@@ -95,9 +96,10 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
     local A=$W/distil/artifacts L=$W/distil/logs; CMDS=$L/commands.txt; mkdir -p "$L"
     local T="taskset -c 0-3"
     step $T $PY torch2onnx.py --model random:distilbert-base-uncased --artifacts "$A" --logs "$L" --max-batch 256
-    step $T $PY -m enc2triton.optimize --artifacts "$A"
+    [ -n "${TORCH_PRECISIONS:-}" ] || step $T $PY -m enc2triton.optimize --artifacts "$A"  # (onnx_fp16 for the serve phase)
     tiles_wait
-    step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all
+    step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all \
+        --precisions ${TORCH_PRECISIONS:-fp16,fp8,int8}
     [ -n "${SKIP_FUSION:-}" ] && return 0
     # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines); the
     # fused FFN with the tiles phase's settings and with the old default (128x128x64, 4 warps, 4 stages, exact GELU)
@@ -237,7 +239,8 @@ case $phase in
     distil-bench)  # a fresh machine, one call: DistilBERT-base's engines (no fusion A/B), then the engine benchmark beside
         # its peers in the time left (DEADLINE; the build takes ~300 s)
         SKIP_FUSION=1 timeout ${DEADLINE:-570} bash "$0" distil > $W/distil.out 2>&1
-        SKIP_GEMM=1 SKIP_MINILM_BENCH=1 timeout $(( ${DEADLINE:-570} - SECONDS - 10 )) bash "$0" bench-run > $W/bench.out 2>&1
+        GPU_VARIANTS=$(echo ${TORCH_PRECISIONS:-fp16,fp8,int8} | sed -E 's/(^|,)/\1torch_/g') SKIP_GEMM=1 SKIP_MINILM_BENCH=1 \
+            timeout $(( ${DEADLINE:-570} - SECONDS - 10 )) bash "$0" bench-run > $W/bench.out 2>&1
         tail -n 4 $W/distil.out; tail -n 40 $W/bench.out
         pack distil-bench distil/logs distil.out bench.out
         ls -la "$OUT" ;;
