@@ -148,6 +148,23 @@ def test_fp8_linear_is_e4m3_with_a_static_scale_and_per_channel_weights():
     assert torch.equal(f(x)[2], f(x[2:3])[0])  # a row's result does not depend on the other rows
 
 
+def test_size_rows_folds_the_static_scale_and_saves_nothing_more():
+    """size_rows (before compiling, after loading): the activation's static scale folded into the weight's for row-wise
+    _scaled_mm with a view of ones as scale_a; the state dict and the dynamic layers unchanged; off the GPU the layer
+    computes what it computed."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 16)
+    x = torch.randn(7, 32)
+    static, dynamic = torch_model.Fp8Linear(lin.weight, lin.bias, amax=2.5), torch_model.Fp8Linear(lin.weight, lin.bias)
+    before, keys = static(x), set(static.state_dict())
+    net = torch.nn.Sequential(static, torch.nn.Identity(), dynamic)
+    assert torch_model.size_rows(net, 64) is net
+    assert static.row_ones.shape == (64, 1) and bool((static.row_ones == 1).all())
+    assert torch.equal(static.xw_scale, (static.x_scale * static.w_scale).float())
+    assert set(static.state_dict()) == keys and not hasattr(dynamic, "row_ones")
+    assert torch.equal(static(x), before)
+
+
 def test_fp8_linear_without_a_scale_is_per_token_dynamic():
     """The optional mode (no amax: no x_scale buffer): each row its own scale, row |max| / 448, at run time."""
     torch.manual_seed(0)

@@ -273,6 +273,11 @@ def _context(manifest: dict, artifacts: Path, device: str, calibration: Path, ev
             "evaluation": {"data": io.rel(evaluation), "texts": len(evals)}}
 
 
+def max_rows(manifest: dict) -> int:
+    """The most token rows one engine call holds (torch_model.size_rows): the served batch and sequence limits."""
+    return manifest["shapes"]["max_batch"] * manifest["shapes"]["max_seq"]
+
+
 def sidecar(precision: str, manifest: dict, names: list[str], device: str, module, compiled: dict) -> dict:
     import torch
 
@@ -289,6 +294,7 @@ def sidecar(precision: str, manifest: dict, names: list[str], device: str, modul
             "batch_buckets": list(spec.batch_buckets(shapes["max_batch"])),
             "seq_buckets": [b for b in spec.ENGINE_SEQ_BUCKETS if b <= shapes["max_seq"]],
             "seq_multiple": spec.SEQ_BUCKETS[0], "min_batch": 1, "min_seq": 1, "call_tokens": spec.CALL_TOKENS[device],
+            "max_rows": max_rows(manifest),
             "warm_tokens": spec.WARM_TOKENS,
             **compiled}
 
@@ -301,6 +307,7 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
     t0 = time.perf_counter()
     module, info = BUILDERS[p](copy.deepcopy(enc32), ctx)
     torch_model.set_gelu(module.eval(), ctx["gelu"])
+    torch_model.size_rows(module, max_rows(ctx["manifest"]))  # as the engine does at load: the compile cache matches
     eager = embed(module, ctx["eval_feeds"], ctx["eval_order"], device)
     out = io.ensure_writable_dir(art / PACKAGES) / f"model_{p}.pt"
     compiled = save_package(module, ctx["names"], out, device, ctx["compile"], warm_shapes(ctx["manifest"]))
