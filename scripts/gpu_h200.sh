@@ -17,6 +17,7 @@
 #   bash scripts/gpu_h200.sh distil-bench   # (a fresh machine, one call) DistilBERT-base's engines, then the engine
 #                                           # benchmark beside its peers (BENCH_PROFILE: its profiled batches, default 8,32,256;
 #                                           # TORCH_PRECISIONS=fp16,fp8: only those engines, no onnx_fp16 graph: ~4 minutes)
+#   bash scripts/gpu_h200.sh fp8-check      # (a fresh machine, ~150 s) torch_fp8 alone built and timed at small batches
 #   bash scripts/gpu_h200.sh bench          # all-MiniLM-L6-v2's quality through Triton, the 8-bit GEMM benchmark, the
 #                                           # engine benchmark beside its peers, the report, the real model's engines timed
 #                                           # (SKIP_GEMM=1, SKIP_MINILM_BENCH=1: without the two published benchmarks)
@@ -244,6 +245,13 @@ case $phase in
         tail -n 4 $W/distil.out; tail -n 40 $W/bench.out
         pack distil-bench distil/logs distil.out bench.out
         ls -la "$OUT" ;;
+    fp8-check)  # the shortest GPU check of torch_fp8 (a fresh machine, ~150 s): DistilBERT-base's FP8 engine built, its
+        # small batches timed (what a serving call's fixed cost is), nothing else
+        TORCH_PRECISIONS=fp8 timeout ${DEADLINE:-200} bash "$0" distil > $W/distil.out 2>&1
+        timeout $(( ${DEADLINE:-200} - SECONDS )) $PY -m enc2triton.bench --artifacts $W/distil/artifacts --logs $W/distil/logs \
+            --device gpu --cuda-graph --batches 1,8,32,256 --variants torch_fp8 --budget 0.5 > $W/bench.out 2>&1
+        tail -n 4 $W/distil.out; tail -n 8 $W/bench.out
+        pack fp8-check distil/logs distil.out bench.out ;;
     fusedn)
         timeout ${DEADLINE:-560} bash "$0" fusedn-run > $W/fusedn.out 2>&1
         tail -n 20 $W/fusedn.out
