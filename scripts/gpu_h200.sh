@@ -18,6 +18,7 @@
 #                                           # benchmark beside its peers (BENCH_PROFILE: its profiled batches, default 8,32,256;
 #                                           # TORCH_PRECISIONS=fp16,fp8: only those engines, no onnx_fp16 graph: ~4 minutes)
 #   bash scripts/gpu_h200.sh fp8-check      # (a fresh machine, ~150 s) torch_fp8 alone built and timed at small batches
+#                                           # (FP8_FOLDED=1 on any phase that builds: torch_build --fp8-folded, not yet run)
 #   bash scripts/gpu_h200.sh bench          # all-MiniLM-L6-v2's quality through Triton, the 8-bit GEMM benchmark, the
 #                                           # engine benchmark beside its peers, the report, the real model's engines timed
 #                                           # (SKIP_GEMM=1, SKIP_MINILM_BENCH=1: without the two published benchmarks)
@@ -100,7 +101,7 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
     [ -n "${TORCH_PRECISIONS:-}" ] || step $T $PY -m enc2triton.optimize --artifacts "$A"  # (onnx_fp16 for the serve phase)
     tiles_wait
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all \
-        --precisions ${TORCH_PRECISIONS:-fp16,fp8,int8}
+        --precisions ${TORCH_PRECISIONS:-fp16,fp8,int8} ${FP8_FOLDED:+--fp8-folded}
     [ -n "${SKIP_FUSION:-}" ] && return 0
     # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines); the
     # fused FFN with the tiles phase's settings and with the old default (128x128x64, 4 warps, 4 stages, exact GELU)

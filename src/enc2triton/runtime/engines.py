@@ -183,7 +183,7 @@ class TorchEngine:
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]  # restore() builds on the CPU: one copy to the device
         module = torch_model.restore(self.meta["config"], self.meta["dtype"], self.meta["layout"], state,
                                      self.meta.get("gelu", "separate")).to(self.device)
-        if self.meta.get("max_rows"):  # as torch_build did before compiling (packages before 2026-12-07f: not)
+        if self.meta.get("max_rows"):  # torch_build --fp8-folded: as it did before compiling
             torch_model.size_rows(module, self.meta["max_rows"])
         self.model, compiled = module, False
         cache = path.with_suffix(".cache")

@@ -294,7 +294,6 @@ def sidecar(precision: str, manifest: dict, names: list[str], device: str, modul
             "batch_buckets": list(spec.batch_buckets(shapes["max_batch"])),
             "seq_buckets": [b for b in spec.ENGINE_SEQ_BUCKETS if b <= shapes["max_seq"]],
             "seq_multiple": spec.SEQ_BUCKETS[0], "min_batch": 1, "min_seq": 1, "call_tokens": spec.CALL_TOKENS[device],
-            "max_rows": max_rows(manifest),
             "warm_tokens": spec.WARM_TOKENS,
             **compiled}
 
@@ -307,11 +306,13 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
     t0 = time.perf_counter()
     module, info = BUILDERS[p](copy.deepcopy(enc32), ctx)
     torch_model.set_gelu(module.eval(), ctx["gelu"])
-    torch_model.size_rows(module, max_rows(ctx["manifest"]))  # as the engine does at load: the compile cache matches
+    rows = max_rows(ctx["manifest"]) if p == "fp8" and ctx.get("fp8_folded") else None
+    if rows:  # as the engine does at load (the sidecar's max_rows): the compile cache matches
+        torch_model.size_rows(module, rows)
     eager = embed(module, ctx["eval_feeds"], ctx["eval_order"], device)
     out = io.ensure_writable_dir(art / PACKAGES) / f"model_{p}.pt"
     compiled = save_package(module, ctx["names"], out, device, ctx["compile"], warm_shapes(ctx["manifest"]))
-    meta = sidecar(p, ctx["manifest"], ctx["names"], device, module, compiled)
+    meta = {**sidecar(p, ctx["manifest"], ctx["names"], device, module, compiled), "max_rows": rows}
     io.write_json(out.with_suffix(".json"), meta)
     served, check = check_engine(out, eager, ctx)
     extras = {spec.TORCH.extras[0]: io.artifact_entry(out.with_suffix(".json"), art)}
@@ -319,7 +320,7 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
         extras[spec.TORCH.extras[1]] = io.artifact_entry(out.with_suffix(".cache"), art)
     floor, q = spec.FLOORS[p], metrics.compare(ref, served)
     return {"package": io.artifact_entry(out, art), "extras": extras, "format": meta["format"], "gelu": meta["gelu"],
-            "device": device, "torch": meta["torch"], "gpu": meta["gpu"], **info,
+            "device": device, "torch": meta["torch"], "gpu": meta["gpu"], **info, **({"fp8_folded": True} if rows else {}),
             "quality": {**q, **ctx["evaluation"], "reference": "our FP32 encoder (= Hugging Face FP32)", "runtime": check["engine"],
                         "floor": floor, "pass": metrics.passes(q, floor)},
             "quality_eager": {k: v for k, v in metrics.compare(ref, eager).items() if k in ("mean_cos", "min_cos", "top10")},
@@ -329,7 +330,8 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
 
 def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRECISIONS, device: str = "cuda",
         calibration: Path = spec.CALIBRATION_TEXTS, evaluation: Path = spec.EVALUATION_TEXTS, force: bool = False,
-        int8_ranges: str = "search", compile_cache: bool = True, fp8_layers: str = "search", gelu: str = spec.TORCH_GELU) -> dict:
+        int8_ranges: str = "search", compile_cache: bool = True, fp8_layers: str = "search", gelu: str = spec.TORCH_GELU,
+        fp8_folded: bool = False) -> dict:
     import torch
 
     artifacts, logs = Path(artifacts), Path(logs)
@@ -344,6 +346,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
         return {"built": {}, "skipped": {p: GPU_ONLY for p in precisions}}
     ctx = _context(manifest, artifacts, device, calibration, evaluation)
     ctx["int8_ranges"], ctx["compile"], ctx["fp8_layers"], ctx["gelu"] = int8_ranges, compile_cache, fp8_layers, gelu
+    ctx["fp8_folded"] = fp8_folded
     hf, enc32 = load_reference(manifest, device)
     result = {"model": manifest["model"], "device": device, "host": host.describe(), "torch": torch.__version__,
               "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
@@ -355,7 +358,8 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRE
     for p in precisions:
         entry = (manifest.get("torch") or {}).get(p) or {}
         if not force and _up_to_date(entry, artifacts, device, manifest) and entry.get("gelu", "separate") == gelu and (
-                p != "fp8" or (entry.get("method") == fp8_method(fp8_layers) and entry.get("layers_chosen") == fp8_layers)):
+                p != "fp8" or (entry.get("method") == fp8_method(fp8_layers) and entry.get("layers_chosen") == fp8_layers
+                               and bool(entry.get("fp8_folded")) == fp8_folded)):
             print(f"torch_{p}: up to date")
             result["built"][p] = entry
             continue
@@ -447,9 +451,14 @@ def main(argv=None) -> int:
                     "tanh formula (cuBLASLt's for 16-bit layers; for an 8-bit FFN pair our Triton kernel, which also writes "
                     "FFN2's 8-bit input); separate: torch.compile's own exact-GELU pass")
 
+    ap.add_argument("--fp8-folded", action="store_true",
+                    help="torch_fp8 on a GPU: each static activation scale folded into its weight's, the row-wise GEMM's "
+                    "activation scale a view of ones (torch_model.size_rows) instead of a [tokens, 1] tensor a kernel "
+                    "writes per GEMM per call; off by default until measured on a GPU (written 2026-12-07, not yet run there)")
+
     def body(a) -> None:
         run(a.artifacts, a.logs, tuple(p.strip() for p in a.precisions.split(",") if p.strip()), a.device,
-            a.calibration, a.evaluation, a.force, a.int8_ranges, not a.no_compile_cache, a.fp8_layers, a.gelu)
+            a.calibration, a.evaluation, a.force, a.int8_ranges, not a.no_compile_cache, a.fp8_layers, a.gelu, a.fp8_folded)
     return cli.run(ap, body, argv)
 
 
