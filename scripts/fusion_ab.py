@@ -18,6 +18,8 @@ Variants (FP16 unless named):
                  (torch_model.set_gelu(enc, "epilogue") on an 8-bit model: qgemm.qmm_gelu_q)
   int8_dynamic / int8_ffn_fused   the same two for every linear layer INT8 (clip 8)
   fp8_dynamic / fp8_static   every linear layer E4M3 (static activation scales), as torch_fp8 with --fp8-layers all
+  <fp8 variant>_folded   the static activation scales folded into the weights' (torch_model.size_rows: torch_build
+                 --fp8-folded), no [tokens, 1] scale written per GEMM per call; e.g. fp8_ffn_fused_folded
   <variant>@128x256x64w8s3   the variant with the fused FFN1's settings (qgemm.TILES["qmm_gelu_q..."]: BLOCK_M x
                  BLOCK_N x BLOCK_K, warps, stages; a trailing "f": the fast GELU) set to these, the others as the process
                  has them (ENC2TRITON_QGEMM_TILES): another tile shape or GELU form, at the engine's level
@@ -82,9 +84,11 @@ def model(kind: str) -> torch.nn.Module:
     enc = enc.cuda()
     if "gelu_epilogue" in kind:
         tm.set_gelu(enc, "epilogue")
-    if kind.endswith("ffn_fused"):  # the engines' default: FFN1's GELU in its GEMM's epilogue
+    if kind.removesuffix("_folded").endswith("ffn_fused"):  # the engines' default: FFN1's GELU in its GEMM's epilogue
         tm.set_gelu(enc, "epilogue")
         tm.INT8_FUSED_FFN = True  # (the engines' default; set here so the A/B holds if that default changes)
+    if kind.startswith("fp8") and kind.endswith("_folded"):
+        tm.size_rows(enc, 256 * 512)  # DistilBERT-base's served limits (torch_build: max batch x max seq)
     if kind == "gelu_tanh":
         for layer in enc.layers:
             layer.forward = forward_gelu_tanh.__get__(layer)

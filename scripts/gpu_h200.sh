@@ -19,6 +19,8 @@
 #                                           # TORCH_PRECISIONS=fp16,fp8: only those engines, no onnx_fp16 graph: ~4 minutes)
 #   bash scripts/gpu_h200.sh fp8-check      # (a fresh machine, ~150 s) torch_fp8 alone built and timed at small batches
 #                                           # (FP8_FOLDED=1 on any phase that builds: torch_build --fp8-folded, not yet run)
+#   bash scripts/gpu_h200.sh fold-ab        # (no build, ~5 min) the folded FP8 scales A/B, scripts/fusion_ab.py at
+#                                           # FOLD_BATCHES (default 8,32,256) x 128 tokens, FP16 beside
 #   bash scripts/gpu_h200.sh bench          # all-MiniLM-L6-v2's quality through Triton, the 8-bit GEMM benchmark, the
 #                                           # engine benchmark beside its peers, the report, the real model's engines timed
 #                                           # (SKIP_GEMM=1, SKIP_MINILM_BENCH=1: without the two published benchmarks)
@@ -253,6 +255,15 @@ case $phase in
             --device gpu --cuda-graph --batches 1,8,32,256 --variants torch_fp8 --budget 0.5 > $W/bench.out 2>&1
         tail -n 4 $W/distil.out; tail -n 8 $W/bench.out
         pack fp8-check distil/logs distil.out bench.out ;;
+    fold-ab)  # torch_fp8's folded scales (torch_build --fp8-folded) against today's, FP16 beside, in one process per batch:
+        # 1,024, 4,096 and 32,768 tokens (no build needed: fusion_ab.py makes its own random DistilBERT-base; ~5 minutes)
+        mkdir -p $W/fold
+        for b in $(echo ${FOLD_BATCHES:-8,32,256} | tr , ' '); do
+            timeout $(( ${DEADLINE:-560} - SECONDS - 10 )) $PY scripts/fusion_ab.py --out $W/fold/fold_ab_b$b.json --batch $b \
+                --seq 128 --variants gelu_epilogue,fp8_ffn_fused,fp8_ffn_fused_folded >> $W/fold.out 2>&1
+        done
+        grep -E "^(gelu_epilogue|fp8_ffn_fused)" $W/fold.out | cut -c1-160
+        pack fold-ab fold fold.out ;;
     fusedn)
         timeout ${DEADLINE:-560} bash "$0" fusedn-run > $W/fusedn.out 2>&1
         tail -n 20 $W/fusedn.out
