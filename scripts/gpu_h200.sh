@@ -43,6 +43,12 @@ GPU_VARIANTS=${GPU_VARIANTS:-onnx_fp16,torch_fp16,torch_fp8,torch_int8}
 PERF="--window-ms 1500 --max-trials 6 --client-cpus $CLIENT_CPUS"
 # the 8-bit kernel's settings the tiles phase measured on this GPU (qgemm.TILES_ENV; without the file, the defaults)
 export ENC2TRITON_QGEMM_TILES=${ENC2TRITON_QGEMM_TILES:-$W/qgemm_tiles.json}
+until_deadline() {  # until_deadline END CMD...: CMD under `timeout` until second END of this script; skipped when
+    # under 10 s are left (timeout 0 would mean no limit at all, a negative one is an error)
+    local left=$(( $1 - SECONDS )); shift
+    [ $left -ge 10 ] || { echo "skipped, $left s left before the deadline: $*"; return 124; }
+    timeout $left "$@"
+}
 step() { echo "=== $*" | tee -a "$CMDS"; local t0=$(date +%s); "$@"; local rc=$?; echo "    -> exit $rc ($(( $(date +%s) - t0 )) s)" | tee -a "$CMDS"; return $rc; }
 
 smoke() {  # 8-bit GEMMs at DistilBERT's shapes (our kernel checked), then a tiny random model: the engine's serving path
@@ -227,7 +233,7 @@ case $phase in
         timeout ${DEADLINE:-560} bash "$0" serve-run > $W/serve.out 2>&1
         tail -n 40 $W/serve.out
         if [ -n "${WITH_QUALITY:-}" ]; then  # the real model's quality through Triton here, not in the bench call
-            timeout $(( ${QUALITY_DEADLINE:-${DEADLINE:-560}} - SECONDS )) bash "$0" minilm-quality > $W/minilm-quality.out 2>&1
+            until_deadline ${QUALITY_DEADLINE:-${DEADLINE:-560}} bash "$0" minilm-quality > $W/minilm-quality.out 2>&1
             tail -n 14 $W/minilm-quality.out
         fi
         pack serve distil/logs serve.out $( [ -n "${WITH_QUALITY:-}" ] && echo minilm/logs minilm-quality.out )
@@ -237,7 +243,7 @@ case $phase in
             timeout 170 bash "$0" minilm-quality > $W/minilm-quality.out 2>&1
             tail -n 14 $W/minilm-quality.out
         fi
-        timeout $(( ${DEADLINE:-560} - SECONDS )) bash "$0" bench-run > $W/bench.out 2>&1
+        until_deadline ${DEADLINE:-560} bash "$0" bench-run > $W/bench.out 2>&1
         tail -n 30 $W/bench.out
         pack bench distil/logs minilm/logs $( [ -z "${WITH_QUALITY:-}" ] && echo minilm-quality.out ) bench.out
         ls -la "$OUT" ;;
@@ -245,14 +251,14 @@ case $phase in
         # its peers in the time left (DEADLINE; the build takes ~300 s)
         SKIP_FUSION=1 timeout ${DEADLINE:-570} bash "$0" distil > $W/distil.out 2>&1
         GPU_VARIANTS=$(echo ${TORCH_PRECISIONS:-fp16,fp8,int8} | sed -E 's/(^|,)/\1torch_/g') SKIP_GEMM=1 SKIP_MINILM_BENCH=1 \
-            timeout $(( ${DEADLINE:-570} - SECONDS - 10 )) bash "$0" bench-run > $W/bench.out 2>&1
+            until_deadline $(( ${DEADLINE:-570} - 10 )) bash "$0" bench-run > $W/bench.out 2>&1
         tail -n 4 $W/distil.out; tail -n 40 $W/bench.out
         pack distil-bench distil/logs distil.out bench.out
         ls -la "$OUT" ;;
     fp8-check)  # the shortest GPU check of torch_fp8 (a fresh machine, ~150 s): DistilBERT-base's FP8 engine built, its
         # small batches timed (what a serving call's fixed cost is), nothing else
         TORCH_PRECISIONS=fp8 timeout ${DEADLINE:-200} bash "$0" distil > $W/distil.out 2>&1
-        timeout $(( ${DEADLINE:-200} - SECONDS )) $PY -m enc2triton.bench --artifacts $W/distil/artifacts --logs $W/distil/logs \
+        until_deadline ${DEADLINE:-200} $PY -m enc2triton.bench --artifacts $W/distil/artifacts --logs $W/distil/logs \
             --device gpu --cuda-graph --batches 1,8,32,256 --variants torch_fp8 --budget 0.5 > $W/bench.out 2>&1
         tail -n 4 $W/distil.out; tail -n 8 $W/bench.out
         pack fp8-check distil/logs distil.out bench.out ;;
@@ -260,10 +266,10 @@ case $phase in
         # 1,024, 4,096 and 32,768 tokens (no build needed: fusion_ab.py makes its own random DistilBERT-base; ~5 minutes)
         mkdir -p $W/fold
         for b in $(echo ${FOLD_BATCHES:-8,32,256} | tr , ' '); do
-            timeout $(( ${DEADLINE:-560} - SECONDS - 10 )) $PY scripts/fusion_ab.py --out $W/fold/fold_ab_b$b.json --batch $b \
+            until_deadline $(( ${DEADLINE:-560} - 10 )) $PY scripts/fusion_ab.py --out $W/fold/fold_ab_b$b.json --batch $b \
                 --seq 128 --variants gelu_epilogue,fp8_ffn_fused,fp8_ffn_fused_folded >> $W/fold.out 2>&1
             # below torch_model.FUSED_FFN_MIN_ROWS (2,048 tokens) the FFN pair is not fused: the same with it fused
-            [ $(( b * 128 )) -lt 2048 ] && timeout $(( ${DEADLINE:-560} - SECONDS - 10 )) $PY scripts/fusion_ab.py \
+            [ $(( b * 128 )) -lt 2048 ] && until_deadline $(( ${DEADLINE:-560} - 10 )) $PY scripts/fusion_ab.py \
                 --out $W/fold/fold_ab_b${b}_fused.json --batch $b --seq 128 --fused-min-rows 1 \
                 --variants fp8_ffn_fused,fp8_ffn_fused_folded >> $W/fold.out 2>&1
         done

@@ -114,8 +114,8 @@ def _profiles(e: dict) -> dict[int, dict]:
 def _profile_picks(b: dict, batch: int) -> list[tuple[str, str, dict]]:
     """(label, engine, profile): our fastest FP16 and FP8 engines and the fastest FP16 peer at `batch`, among those
     profiled there."""
-    prof = {n: _profiles(e)[batch] for n, e in (b.get("engines") or {}).items() if batch in _profiles(e)}
     engines = b.get("engines") or {}
+    prof = {n: p[batch] for n, p in ((n, _profiles(e)) for n, e in engines.items()) if batch in p}
     speed = lambda n: next((r["seq_per_s"] for r in _ok(engines[n]) if r["batch"] == batch), 0.0)  # noqa: E731
     picks, seen = [], set()
     for label, peer, prec in (("our fastest FP16", False, "fp16"), ("our fastest FP8", False, "fp8"), ("fastest FP16 peer", True, "fp16")):

@@ -132,16 +132,15 @@ class Fp8Linear(nn.Module):
 
     def from_codes(self, q: torch.Tensor, scale_a: torch.Tensor | None = None) -> torch.Tensor:
         """The GEMM on input codes [M, in] (E4M3 at the static scale, or at the per-row `scale_a`): BF16 [M, out]."""
-        ones = getattr(self, "row_ones", None)
+        scale_b, ones = self.w_scale, getattr(self, "row_ones", None)
         if scale_a is None and q.is_cuda and ones is not None and q.shape[0] <= ones.shape[0]:
             # the static scale folded into the weight's (size_rows): scale_a is a view of ones, no kernel per call
-            return torch._scaled_mm(q, self.weight.t(), scale_a=ones[:q.shape[0]], scale_b=self.xw_scale, bias=self.bias,
-                                    out_dtype=torch.bfloat16)
-        if scale_a is None:  # row-wise scaling wants both scales as vectors: [M, 1] materialized (for M = 1,
+            scale_a, scale_b = ones[:q.shape[0]], self.xw_scale
+        elif scale_a is None:  # row-wise scaling wants both scales as vectors: [M, 1] materialized (for M = 1,
             # expand().contiguous() would keep the zero strides, which _scaled_mm refuses)
             scale_a = self.x_scale.expand(q.shape[0], 1).clone(memory_format=torch.contiguous_format)
         if q.is_cuda:
-            return torch._scaled_mm(q, self.weight.t(), scale_a=scale_a, scale_b=self.w_scale, bias=self.bias,
+            return torch._scaled_mm(q, self.weight.t(), scale_a=scale_a, scale_b=scale_b, bias=self.bias,
                                     out_dtype=torch.bfloat16)
         # the same product in FP32 (E4M3 products are exact there): torch 2.11's CPU _scaled_mm is per-tensor only
         return (F.linear(q.float(), self.weight.float()) * scale_a * self.w_scale + self.bias.float()).to(torch.bfloat16)

@@ -278,7 +278,8 @@ def max_rows(manifest: dict) -> int:
     return manifest["shapes"]["max_batch"] * manifest["shapes"]["max_seq"]
 
 
-def sidecar(precision: str, manifest: dict, names: list[str], device: str, module, compiled: dict) -> dict:
+def sidecar(precision: str, manifest: dict, names: list[str], device: str, module, compiled: dict,
+            rows: int | None = None) -> dict:
     import torch
 
     from enc2triton.runtime import qgemm, torch_model
@@ -294,7 +295,7 @@ def sidecar(precision: str, manifest: dict, names: list[str], device: str, modul
             "batch_buckets": list(spec.batch_buckets(shapes["max_batch"])),
             "seq_buckets": [b for b in spec.ENGINE_SEQ_BUCKETS if b <= shapes["max_seq"]],
             "seq_multiple": spec.SEQ_BUCKETS[0], "min_batch": 1, "min_seq": 1, "call_tokens": spec.CALL_TOKENS[device],
-            "warm_tokens": spec.WARM_TOKENS,
+            "warm_tokens": spec.WARM_TOKENS, "max_rows": rows,  # torch_model.size_rows at load (--fp8-folded)
             **compiled}
 
 
@@ -312,7 +313,7 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
     eager = embed(module, ctx["eval_feeds"], ctx["eval_order"], device)
     out = io.ensure_writable_dir(art / PACKAGES) / f"model_{p}.pt"
     compiled = save_package(module, ctx["names"], out, device, ctx["compile"], warm_shapes(ctx["manifest"]))
-    meta = {**sidecar(p, ctx["manifest"], ctx["names"], device, module, compiled), "max_rows": rows}
+    meta = sidecar(p, ctx["manifest"], ctx["names"], device, module, compiled, rows)
     io.write_json(out.with_suffix(".json"), meta)
     served, check = check_engine(out, eager, ctx)
     extras = {spec.TORCH.extras[0]: io.artifact_entry(out.with_suffix(".json"), art)}
