@@ -18,7 +18,7 @@
 #                                           # benchmark beside its peers (BENCH_PROFILE: its profiled batches, default 8,32,256;
 #                                           # TORCH_PRECISIONS=fp16,fp8: only those engines, no onnx_fp16 graph: ~4 minutes)
 #   bash scripts/gpu_h200.sh fp8-check      # (a fresh machine, ~150 s) torch_fp8 alone built and timed at small batches
-#                                           # (FP8_FOLDED=1 on any phase that builds: torch_build --fp8-folded, not yet run)
+#                                           # (NO_FP8_FOLDED=1 on any phase that builds: torch_build --no-fp8-folded)
 #   bash scripts/gpu_h200.sh fold-ab        # (no build, ~5 min) the folded FP8 scales A/B, scripts/fusion_ab.py at
 #                                           # FOLD_BATCHES (default 8,32,256) x 128 tokens, FP16 beside
 #   bash scripts/gpu_h200.sh bench          # all-MiniLM-L6-v2's quality through Triton, the 8-bit GEMM benchmark, the
@@ -109,7 +109,7 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
     [ -n "${TORCH_PRECISIONS:-}" ] || step $T $PY -m enc2triton.optimize --artifacts "$A"  # (onnx_fp16 for the serve phase)
     tiles_wait
     step $T $PY -m enc2triton.torch_build --artifacts "$A" --logs "$L" --int8-ranges max --fp8-layers all \
-        --precisions ${TORCH_PRECISIONS:-fp16,fp8,int8} ${FP8_FOLDED:+--fp8-folded}
+        --precisions ${TORCH_PRECISIONS:-fp16,fp8,int8} ${NO_FP8_FOLDED:+--no-fp8-folded}
     [ -n "${SKIP_FUSION:-}" ] && return 0
     # engine fusions A/B on the same shapes (the GPU is free until the real model's build reaches its engines); the
     # fused FFN with the tiles phase's settings and with the old default (128x128x64, 4 warps, 4 stages, exact GELU)
@@ -268,8 +268,8 @@ case $phase in
         for b in $(echo ${FOLD_BATCHES:-8,32,256} | tr , ' '); do
             until_deadline $(( ${DEADLINE:-560} - 10 )) $PY scripts/fusion_ab.py --out $W/fold/fold_ab_b$b.json --batch $b \
                 --seq 128 --variants gelu_epilogue,fp8_ffn_fused,fp8_ffn_fused_folded >> $W/fold.out 2>&1
-            # below torch_model.FUSED_FFN_MIN_ROWS (2,048 tokens) the FFN pair is not fused: the same with it fused
-            [ $(( b * 128 )) -lt 2048 ] && until_deadline $(( ${DEADLINE:-560} - 10 )) $PY scripts/fusion_ab.py \
+            # below torch_model.FUSED_FFN_MIN_ROWS (1,024 tokens) the FFN pair is not fused: the same with it fused
+            [ $(( b * 128 )) -lt 1024 ] && until_deadline $(( ${DEADLINE:-560} - 10 )) $PY scripts/fusion_ab.py \
                 --out $W/fold/fold_ab_b${b}_fused.json --batch $b --seq 128 --fused-min-rows 1 \
                 --variants fp8_ffn_fused,fp8_ffn_fused_folded >> $W/fold.out 2>&1
         done

@@ -359,16 +359,21 @@ def test_fp8_layers_all_keeps_every_layer_fp8_without_a_search(torch_art):
 
 
 def test_fp8_folded_is_recorded_rebuilt_and_sized_at_load(torch_art, tmp_path):
-    """torch_build --fp8-folded: the package's sidecar says how many rows to size (max batch x max seq), the manifest
-    records it (toggling it rebuilds), the engine sizes the layers at load; off the GPU the embeddings are unchanged."""
+    """torch_build folds FP8's static scales by default (--no-fp8-folded turns it off, and toggling rebuilds): the
+    package's sidecar says how many rows to size (max batch x max seq), the manifest records it, the engine sizes the
+    layers at load; off the GPU the embeddings are unchanged."""
     src, _, _ = torch_art
     art = tmp_path / "art"
     shutil.copytree(src, art)
     m = io.load_manifest(art)
-    plain = io.resolve(m["torch"]["fp8"]["package"]["path"], art)
+    assert m["torch"]["fp8"]["fp8_folded"] is True  # the fixture's default build
+    plain = torch_build.run(art, tmp_path / "logs", ("fp8",), device="cpu", compile_cache=False, fp8_folded=False)
+    assert "fp8_folded" not in plain["built"]["fp8"]
+    plain_pkg = io.resolve(plain["built"]["fp8"]["package"]["path"], art)
+    assert io.read_json(plain_pkg.with_suffix(".json"))["max_rows"] is None
     feed = tokenize(_hf(Path(m["model"]["path"]))[1], TEXTS, list(m["inputs"]), 128)
-    before = engines.open_engine("torch", plain, "cpu").run(feed, ["sentence_embedding"])["sentence_embedding"]
-    res = torch_build.run(art, tmp_path / "logs", ("fp8",), device="cpu", compile_cache=False, fp8_folded=True)
+    before = engines.open_engine("torch", plain_pkg, "cpu").run(feed, ["sentence_embedding"])["sentence_embedding"]
+    res = torch_build.run(art, tmp_path / "logs", ("fp8",), device="cpu", compile_cache=False)  # on again: rebuilt
     e = res["built"]["fp8"]
     assert e["fp8_folded"] is True
     meta = io.read_json(io.resolve(e["package"]["path"], art).with_suffix(".json"))
@@ -377,9 +382,6 @@ def test_fp8_folded_is_recorded_rebuilt_and_sized_at_load(torch_art, tmp_path):
     static = [x for x in eng.model.modules() if isinstance(x, torch_model.Fp8Linear) and x.x_scale is not None]
     assert static and all(x.row_ones.shape == (8 * 128, 1) for x in static)
     assert np.array_equal(eng.run(feed, ["sentence_embedding"])["sentence_embedding"], before)
-    again = torch_build.run(art, tmp_path / "logs", ("fp8",), device="cpu", compile_cache=False)  # off again: rebuilt
-    assert "fp8_folded" not in again["built"]["fp8"]
-    assert io.read_json(io.resolve(again["built"]["fp8"]["package"]["path"], art).with_suffix(".json"))["max_rows"] is None
 
 
 def test_torch_engine_pads_to_buckets_and_slices_back(torch_art):

@@ -244,10 +244,10 @@ def _ffn_fused(ffn1, ffn2, x2: torch.Tensor) -> torch.Tensor:
 # INT8 pairs take the fused FFN too (the same kernel with an int32 accumulator and INT8 codes out, rounded half to even as
 # torch.round; checked in Triton's CPU interpreter): scripts/fusion_ab.py's int8_dynamic / int8_ffn_fused are its A/B.
 INT8_FUSED_FFN = True
-# Tokens from which a fusable pair takes the fused FFN, per kind. FP8: 2,048 (64 texts x 32 tokens, the fused FFN 1.05x
-# the unfused engine on an H100, scripts/fusion_ab.py --fused-min-rows, results/h100/2026-12-07c/). INT8: qgemm's, where
-# its other GEMMs leave cuBLASLt for our kernel too.
-FUSED_FFN_MIN_ROWS = {"fp8": 2048, "int8": qgemm.MIN_ROWS}
+# Tokens from which a fusable pair takes the fused FFN, per kind. FP8: 1,024, the smallest size measured (8 texts x 128
+# tokens: the fused FFN 1.16x the unfused engine on an H100, scripts/fusion_ab.py --fused-min-rows 1, results/h100/
+# 2026-12-07g/; 1.05x at 64 x 32 in 2026-12-07c). INT8: qgemm's, where its other GEMMs leave cuBLASLt for our kernel too.
+FUSED_FFN_MIN_ROWS = {"fp8": 1024, "int8": qgemm.MIN_ROWS}
 
 
 def _ffn_fusable(ffn1, ffn2) -> bool:
@@ -432,8 +432,8 @@ def size_rows(enc: nn.Module, rows: int) -> nn.Module:
     activation scale (non-persistent buffers, after the scales are loaded): row-wise _scaled_mm then takes ones[:M] as
     the activation's scale, a view, where materializing the static scale as [M, 1] costs a kernel per GEMM per call
     (at 1,024 tokens on an H100: 24 launches, 25 us of kernel time, of the 84 us FP8's pointwise kernels take per call
-    against FP16's 1; results/h100/2026-12-07f/). torch_build --fp8-folded (off by default: not yet run on a GPU) calls
-    it before compiling and records max_rows, the engine after loading, so the compile cache matches; M past `rows`
+    against FP16's 1; results/h100/2026-12-07f/; folded, 1.04x at 32 x 128 in 2026-12-07g). torch_build (--fp8-folded,
+    the default) calls it before compiling and records max_rows, the engine after loading, so the compile cache matches; M past `rows`
     takes the materializing path."""
     static = [m for m in enc.modules() if isinstance(m, Fp8Linear) and m.x_scale is not None]
     if not static:

@@ -17,6 +17,7 @@ Writes the manifest's `torch` section and logs/torch_build.{json,md}.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import time
@@ -332,7 +333,7 @@ def build_one(p: str, enc32, ref: np.ndarray, ctx: dict) -> dict:
 def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, precisions=PRECISIONS, device: str = "cuda",
         calibration: Path = spec.CALIBRATION_TEXTS, evaluation: Path = spec.EVALUATION_TEXTS, force: bool = False,
         int8_ranges: str = "search", compile_cache: bool = True, fp8_layers: str = "search", gelu: str = spec.TORCH_GELU,
-        fp8_folded: bool = False) -> dict:
+        fp8_folded: bool = True) -> dict:
     import torch
 
     artifacts, logs = Path(artifacts), Path(logs)
@@ -452,10 +453,10 @@ def main(argv=None) -> int:
                     "tanh formula (cuBLASLt's for 16-bit layers; for an 8-bit FFN pair our Triton kernel, which also writes "
                     "FFN2's 8-bit input); separate: torch.compile's own exact-GELU pass")
 
-    ap.add_argument("--fp8-folded", action="store_true",
+    ap.add_argument("--fp8-folded", action=argparse.BooleanOptionalAction, default=True,
                     help="torch_fp8 on a GPU: each static activation scale folded into its weight's, the row-wise GEMM's "
                     "activation scale a view of ones (torch_model.size_rows) instead of a [tokens, 1] tensor a kernel "
-                    "writes per GEMM per call; off by default until measured on a GPU (written 2026-12-07, not yet run there)")
+                    "writes per GEMM per call (default: on; 1.04x at 32 x 128 tokens on an H100, results/h100/2026-12-07g/)")
 
     def body(a) -> None:
         run(a.artifacts, a.logs, tuple(p.strip() for p in a.precisions.split(",") if p.strip()), a.device,
