@@ -28,7 +28,8 @@
 # SKIP_PASSAGES=1 leave the peer or the passage sweep out; SENTENCE_CONCURRENCY, BATCH16_CONCURRENCY the sweeps' levels.
 # WITH_QUALITY=1 moves the real model's quality through Triton from the bench call to the end of the serve call (set it
 # for both calls; QUALITY_DEADLINE bounds the serve call). SKIP_FUSION=1: distil without scripts/fusion_ab.py;
-# FUSION_VARIANTS: its variants (default: the fused FFN with the tiles phase's settings and the old default's, the peer).
+# BENCH_PEERS: the engine benchmark's peers (default all; e.g. reduce-overhead,eager leaves out the default-mode compile's
+# ~75 s). FUSION_VARIANTS: its variants (default: the fused FFN with the tiles phase's settings and the old default's, the peer).
 #   FUSED_N=2 bash scripts/gpu_h200.sh fusedn   # fused_torch_fp16 at another instance count, for comparison
 #                                           # (FUSED_VARIANTS=torch_fp16,torch_fp8: several; FUSED_CONCURRENCY,
 #                                           # FUSED_BATCH16_CONCURRENCY: the levels of its two sweeps)
@@ -156,7 +157,7 @@ bench-run() {
     local A=$W/distil/artifacts L=$W/distil/logs; CMDS=$L/commands.txt
     # 8-bit GEMMs at DistilBERT-base's shapes: FP16, FP8 and INT8 through cuBLASLt, inductor's INT8 templates, our kernel
     [ -n "${SKIP_GEMM:-}" ] || step timeout 240 $PY scripts/gemm_bench.py --out "$L/gemm" --autotune-gemms ffn1
-    step $PY -m enc2triton.bench --artifacts "$A" --logs "$L" --device gpu --cuda-graph --peers --profile-batches ${BENCH_PROFILE:-8,32,256} --batches 1,8,32,64,256 \
+    step $PY -m enc2triton.bench --artifacts "$A" --logs "$L" --device gpu --cuda-graph --peers ${BENCH_PEERS:-all} --profile-batches ${BENCH_PROFILE:-8,32,256} --batches 1,8,32,64,256 \
         --variants $GPU_VARIANTS --budget 1.0
     step $PY -m enc2triton.report --logs "$L" --out "$L/REPORT.md"
     # the engines that meet the floors on the real model (torch_fp8, torch_int8 keep layers in 16 bits there): their speed

@@ -104,3 +104,18 @@ def test_gpu_kernels_are_grouped_by_what_they_do():
     assert profiling.group_of("triton_per_fused__to_copy_add_clamp_native_layer_norm_4").startswith("LayerNorm")
     assert profiling.group_of("triton_poi_fused__scaled_mm__to_copy_clamp_gelu_5").startswith("fused pointwise")
     assert profiling.group_of("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16") == "attention"
+
+
+def test_peers_are_picked_strongest_first_by_name_or_mode():
+    """--peers alone measures every peer, the CUDA-graph one first (a run cut short keeps the ratio's peer); a list picks
+    some by name or mode; an unknown one is an error before anything is measured."""
+    from enc2triton.measure.peers import PEERS
+
+    assert bench._pick_peers(bench._peers_arg("all")) == list(PEERS)
+    assert list(PEERS)[0] == "peer_torch_compile_cudagraphs_fp16"
+    assert bench._pick_peers(bench._peers_arg(None)) == []
+    assert bench._pick_peers(bench._peers_arg("eager,reduce-overhead")) == [
+        "peer_torch_compile_cudagraphs_fp16", "peer_torch_eager_fp16"]
+    assert bench._pick_peers(("peer_torch_compile_fp16",)) == ["peer_torch_compile_fp16"]
+    with pytest.raises(io.StageError, match="unknown peer"):
+        bench._pick_peers(("fastest",))

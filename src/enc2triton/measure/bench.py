@@ -185,10 +185,23 @@ def _measure(name: str, engine, result: dict, ctx: dict, precision: str, graph: 
     io.write_json(ctx["out"], result)  # keep what is measured if a later engine crashes
 
 
+def _pick_peers(peers: bool | tuple[str, ...]) -> list[str]:
+    """PEERS' names to measure, strongest first: all (True), none (False), or those named by name or mode."""
+    from enc2triton.measure.peers import PEERS
+
+    if peers is True or peers is False:
+        return list(PEERS) if peers else []
+    unknown = [p for p in peers if p not in PEERS and p not in {m for m, _ in PEERS.values()}]
+    if unknown:
+        raise StageError(f"unknown peer(s) {unknown}: choose from {', '.join(PEERS)} or their modes "
+                         f"{', '.join(m for m, _ in PEERS.values())}")
+    return [n for n, (m, _) in PEERS.items() if n in peers or m in peers]
+
+
 def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = "cpu", batches=None, seq: int = 128,
         variants: list[str] | None = None, warmup: int = 2, budget: float = 2.0, min_iters: int = 3,
         threads: int | None = None, texts_path: Path = spec.EVALUATION_TEXTS, cuda_graph: bool = False,
-        peers: bool = False, profile: bool | tuple[int, ...] = False) -> dict:
+        peers: bool | tuple[str, ...] = False, profile: bool | tuple[int, ...] = False) -> dict:
     import onnxruntime as ort
 
     artifacts, logs = Path(artifacts), io.ensure_writable_dir(Path(logs))
@@ -220,33 +233,40 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
     jobs, result["skipped"] = plan_jobs(manifest, artifacts, device, cuda_graph, variants)
     for line in result["skipped"]:
         print(line)
+    peers_left = _pick_peers(peers)
+
     def measure_peers() -> None:
         from enc2triton.measure.peers import PEERS, TorchPeer
 
-        for name, (mode, what) in PEERS.items():
+        for name in list(peers_left):
+            mode, what = PEERS[name]
+            peers_left.remove(name)
             _measure(name, TorchPeer(manifest["model"]["path"], list(manifest["inputs"]), mode), result, ctx, "fp16", False,
                      {"variant": None, "engine": "torch", "backend": what, "peer": True})
 
-    for i, (name, v, entry, graph) in enumerate(jobs):
+    for name, v, entry, graph in jobs:
         path = io.resolve(entry["path"], artifacts)
         try:
             engine = engines.open_engine(v.family.runtime, path, device, threads=threads)
         except Exception as e:  # one engine that cannot load costs its own row, not the others' measurements
             result["skipped"].append(f"{name}: FAILED to load: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
             print(result["skipped"][-1], flush=True)
-            continue
-        _measure(name, engine, result, ctx, v.precision.name, graph,
-                 {"variant": v.name, "engine": v.family.runtime, "backend": v.family.name + ("-graph" if graph else ""),
-                  "path": io.rel(path), "peer": False})
-        del engine
-        if peers and i == 0:  # right after our first engine: a run cut short by its time limit still has a ratio
-            measure_peers()
-            peers = False
-    if peers:  # no engine of ours loaded
-        measure_peers()
+        else:
+            _measure(name, engine, result, ctx, v.precision.name, graph,
+                     {"variant": v.name, "engine": v.family.runtime, "backend": v.family.name + ("-graph" if graph else ""),
+                      "path": io.rel(path), "peer": False})
+            del engine
+        measure_peers()  # right after our first job: a run cut short by its time limit still has a ratio
+    measure_peers()
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     io.write_json(logs / "bench_engine.json", result)
     return result
+
+
+def _peers_arg(value: str | None) -> bool | tuple[str, ...]:
+    if value is None or value == "all":
+        return value == "all"
+    return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
 def main(argv=None) -> int:
@@ -264,8 +284,9 @@ def main(argv=None) -> int:
     ap.add_argument("--min-iters", type=cli.at_least(1), default=3, help="timed runs per point at least, beats the budget (default %(default)s)")
     ap.add_argument("--threads", type=cli.at_least(1), help="ONNX Runtime intra-op threads (default: its own choice)")
     ap.add_argument("--cuda-graph", action="store_true", help="gpu: also time each ONNX variant replayed as a CUDA graph (one per shape)")
-    ap.add_argument("--peers", action="store_true", help="gpu: also measure what a user would run instead, in the same process: "
-                    "the Hugging Face model in FP16, eager and under torch.compile")
+    ap.add_argument("--peers", nargs="?", const="all", help="gpu: also measure what a user would run instead, in the same "
+                    "process: the Hugging Face model in FP16, eager and under torch.compile; optionally only some, by name or "
+                    "mode (e.g. --peers reduce-overhead,default: without eager)")
     ap.add_argument("--profile", action="store_true", help="gpu: per-kernel time breakdown (torch.profiler) of every engine "
                     "at the largest batch")
     ap.add_argument("--profile-batches", type=cli.int_list("batch sizes"), help="gpu: the same at these of the timed batches "
@@ -274,7 +295,7 @@ def main(argv=None) -> int:
     def body(a) -> None:
         variants = [v.strip() for v in a.variants.split(",") if v.strip()] if a.variants else None
         run(a.artifacts, a.logs, a.device, a.batches, a.seq_len, variants, a.warmup, a.budget, a.min_iters, a.threads,
-            cuda_graph=a.cuda_graph, peers=a.peers, profile=tuple(a.profile_batches) if a.profile_batches else a.profile)
+            cuda_graph=a.cuda_graph, peers=_peers_arg(a.peers), profile=tuple(a.profile_batches) if a.profile_batches else a.profile)
         print(f"wrote {Path(a.logs) / 'bench_engine.json'}")
     return cli.run(ap, body, argv)
 
