@@ -256,16 +256,19 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
                      {"variant": v.name, "engine": v.family.runtime, "backend": v.family.name + ("-graph" if graph else ""),
                       "path": io.rel(path), "peer": False})
             del engine
-        measure_peers()  # right after our first job: a run cut short by its time limit still has a ratio
-    measure_peers()
+        measure_peers()  # after our first job (a no-op later): a run cut short by its time limit still has a ratio
+    measure_peers()  # no job at all
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     io.write_json(logs / "bench_engine.json", result)
     return result
 
 
 def _peers_arg(value: str | None) -> bool | tuple[str, ...]:
-    if value is None or value == "all":
-        return value == "all"
+    """--peers: absent (no peers), bare or "all" (every peer), or a comma-separated list of names or modes."""
+    if value is None:
+        return False
+    if value == "all":
+        return True
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
 

@@ -433,8 +433,8 @@ def size_rows(enc: nn.Module, rows: int) -> nn.Module:
     the activation's scale, a view, where materializing the static scale as [M, 1] costs a kernel per GEMM per call
     (at 1,024 tokens on an H100: 24 launches, 25 us of kernel time, of the 84 us FP8's pointwise kernels take per call
     against FP16's 1; results/h100/2026-12-07f/; folded, 1.04x at 32 x 128 in 2026-12-07g). torch_build (--fp8-folded,
-    the default) calls it before compiling and records max_rows, the engine after loading, so the compile cache matches; M past `rows`
-    takes the materializing path."""
+    the default) calls it before compiling and records max_rows, the engine after loading, so the compile cache
+    matches; M past `rows` takes the materializing path."""
     static = [m for m in enc.modules() if isinstance(m, Fp8Linear) and m.x_scale is not None]
     if not static:
         return enc
