@@ -25,7 +25,8 @@
 #                                           # engine benchmark beside its peers, the report, the real model's engines timed
 #                                           # (SKIP_GEMM=1, SKIP_MINILM_BENCH=1: without the two published benchmarks)
 # The serve phase's peer loads: PEER_PER_REQUEST (default 1,16), PEER_CONCURRENCY (default 16,64,128); SKIP_PEER=1,
-# SKIP_PASSAGES=1 leave the peer or the passage sweep out; SENTENCE_CONCURRENCY, BATCH16_CONCURRENCY the sweeps' levels.
+# SKIP_PASSAGES=1 leave the peer or the passage sweep out; SENTENCE_CONCURRENCY, BATCH16_CONCURRENCY the sweeps' levels;
+# PASSAGE_TOKENS (default 128), PASSAGE_MODELS, PASSAGE_CONCURRENCY the passage sweep's length, models and levels.
 # WITH_QUALITY=1 moves the real model's quality through Triton from the bench call to the end of the serve call (set it
 # for both calls; QUALITY_DEADLINE bounds the serve call). SKIP_FUSION=1: distil without scripts/fusion_ab.py;
 # BENCH_PEERS: the engine benchmark's peers (default all; e.g. reduce-overhead,eager leaves out the default-mode compile's
@@ -141,8 +142,11 @@ serve-run() {
     step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,ensemble_torch_fp8,fused_torch_fp16,fused_torch_fp8 \
         --concurrency ${SENTENCE_CONCURRENCY:-128,256} $PERF
     sweep batch16 --models $ALL --concurrency ${BATCH16_CONCURRENCY:-32,64,128} --batch-size 16
-    # passages of 128 tokens: where the engine, not the tokenizer and the request path, sets the pace
-    [ -n "${SKIP_PASSAGES:-}" ] || sweep passages --models $ALL --concurrency 8,16,32 --batch-size 16 --passage-tokens 128
+    # passages: where the engine, not the tokenizer and the request path, sets the pace (PASSAGE_TOKENS, default 128;
+    # another length gets its own folder, passages512/: document chunks, where each text costs the GPU ~19x a sentence)
+    local PT=${PASSAGE_TOKENS:-128}; local PDIR=passages; [ "$PT" = 128 ] || PDIR=passages$PT
+    [ -n "${SKIP_PASSAGES:-}" ] || sweep $PDIR --models ${PASSAGE_MODELS:-$ALL} --concurrency ${PASSAGE_CONCURRENCY:-8,16,32} \
+        --batch-size 16 --passage-tokens $PT
     # like for like with the engine's 128 tokens: passages of real text fill the rows (no padding for the runner to trim)
     sweep raw64 --models torch_fp16,torch_fp8,torch_int8 --concurrency 2,4 --batch-size 64 --seq-len 128 --passage-tokens 128
     step ./serve.sh stop --logs "$L"
