@@ -17,6 +17,8 @@
 #   bash scripts/gpu_h200.sh distil-bench   # (a fresh machine, one call) DistilBERT-base's engines, then the engine
 #                                           # benchmark beside its peers (BENCH_PROFILE: its profiled batches, default 8,32,256;
 #                                           # TORCH_PRECISIONS=fp16,fp8: only those engines, no onnx_fp16 graph: ~4 minutes)
+#   bash scripts/gpu_h200.sh serve-fresh    # (a fresh machine, one call) DistilBERT-base's engines (TORCH_PRECISIONS, default
+#                                           # fp16,fp8), then the serve phase on them (SERVE_PRECISIONS: the served engines)
 #   bash scripts/gpu_h200.sh fp8-check      # (a fresh machine, ~150 s) torch_fp8 alone built and timed at small batches
 #                                           # (NO_FP8_FOLDED=1 on any phase that builds: torch_build --no-fp8-folded)
 #   bash scripts/gpu_h200.sh fold-ab        # (no build, ~5 min) the folded FP8 scales A/B, scripts/fusion_ab.py at
@@ -131,19 +133,21 @@ tune() {
 serve-run() {
     local A=$W/distil/artifacts L=$W/distil/logs R=$W/distil/model_repository; CMDS=$L/commands.txt
     local TUNED=""; [ -f "$L/tune.json" ] && TUNED="--tuned $L/tune.json"
-    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants torch_fp16,torch_fp8,torch_int8 $TUNED
+    # the engines served (SERVE_PRECISIONS, default every one the distil phase builds): their raw and fused models
+    local V=$(echo ${SERVE_PRECISIONS:-fp16,fp8,int8} | sed -E 's/(^|,)/\1torch_/g')
+    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants $V $TUNED
     step ./serve.sh start --repository "$R" --logs "$L" --cpus $SERVER_CPUS || return 1
     sweep() {  # another load on the same server: its own logs folder (run_tests.sh finds the server through server.json)
         local sub=$1; shift; mkdir -p "$L/$sub"; cp "$L/server.json" "$L/$sub/"
         step ./run_tests.sh --repository "$R" --logs "$L/$sub" --artifacts "$A" $PERF "$@"
     }
     # the FP8 and FP16 ensembles at every load: what the precisions buy through the server, like for like
-    local ALL=ensemble_torch_fp16,ensemble_torch_fp8,fused_torch_fp16,fused_torch_fp8,fused_torch_int8
+    local ALL=ensemble_torch_fp16,ensemble_torch_fp8,$(echo $V | sed -E 's/(^|,)/\1fused_/g')
     step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,ensemble_torch_fp8,fused_torch_fp16,fused_torch_fp8 \
         --concurrency ${SENTENCE_CONCURRENCY:-128,256} $PERF
     sweep batch16 --models $ALL --concurrency ${BATCH16_CONCURRENCY:-32,64,128} --batch-size 16
     # like for like with the engine's 128 tokens: passages of real text fill the rows (no padding for the runner to trim)
-    sweep raw64 --models torch_fp16,torch_fp8,torch_int8 --concurrency 2,4 --batch-size 64 --seq-len 128 --passage-tokens 128
+    sweep raw64 --models $V --concurrency 2,4 --batch-size 64 --seq-len 128 --passage-tokens 128
     # passages: where the engine, not the tokenizer and the request path, sets the pace last, its large shapes captured on first use (PASSAGE_TOKENS, default 128;
     # another length gets its own folder, passages512/: document chunks, where each text costs the GPU ~19x a sentence)
     local PT=${PASSAGE_TOKENS:-128}; local PDIR=passages; [ "$PT" = 128 ] || PDIR=passages$PT
@@ -259,6 +263,14 @@ case $phase in
             until_deadline $(( ${DEADLINE:-570} - 10 )) bash "$0" bench-run > $W/bench.out 2>&1
         tail -n 4 $W/distil.out; tail -n 40 $W/bench.out
         pack distil-bench distil/logs distil.out bench.out
+        ls -la "$OUT" ;;
+    serve-fresh)  # a fresh machine, one call: DistilBERT-base's engines (TORCH_PRECISIONS, default fp16,fp8; no fusion
+        # A/B, ~140 s), then the serve phase on them in the time left (DEADLINE)
+        export TORCH_PRECISIONS=${TORCH_PRECISIONS:-fp16,fp8} SERVE_PRECISIONS=${TORCH_PRECISIONS:-fp16,fp8}
+        SKIP_FUSION=1 timeout ${BUILD_DEADLINE:-260} bash "$0" distil > $W/distil.out 2>&1
+        until_deadline ${DEADLINE:-560} bash "$0" serve-run > $W/serve.out 2>&1
+        tail -n 4 $W/distil.out; tail -n 40 $W/serve.out
+        pack serve-fresh distil/logs distil.out serve.out
         ls -la "$OUT" ;;
     fp8-check)  # the shortest GPU check of torch_fp8 (a fresh machine, ~150 s): DistilBERT-base's FP8 engine built, its
         # small batches timed (what a serving call's fixed cost is), nothing else
