@@ -1,10 +1,12 @@
 """The generated repository on a real tritonserver: configs, inference, bad input, lifecycle."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +226,73 @@ def test_stale_pid_and_broken_model(repo, tmp_path, capsys):
 def test_serve_sh_status_when_stopped(tmp_path):
     r = subprocess.run([str(ROOT / "serve.sh"), "status", "--logs", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 3 and "not running" in r.stdout
+
+
+# A stand-in for nvidia-cuda-mps-control (the real one needs an NVIDIA GPU and driver): `-f` runs until told to quit,
+# otherwise one command read from stdin, answered only while the daemon runs.
+FAKE_MPS = """#!/usr/bin/env bash
+d="$CUDA_MPS_PIPE_DIRECTORY"
+if [ "$1" = "-f" ]; then
+    [ -n "$FAKE_MPS_FAIL" ] && { echo "$FAKE_MPS_FAIL"; exit 3; }
+    echo $$ > "$d/daemon"; while [ ! -f "$d/quit" ]; do sleep 0.05; done; rm -f "$d/daemon"; exit 0
+fi
+[ -f "$d/daemon" ] || { echo "cannot connect to the MPS control daemon"; exit 1; }
+read cmd
+case "$cmd" in get_server_list) echo 4242 ;; quit) touch "$d/quit" ;; esac
+"""
+
+
+def test_mps_modes_and_where_it_cannot_start(tiny_artifacts, repo, tmp_path, capsys):
+    """--mps: off touches nothing; auto stays off with a note where MPS cannot run (here: no GPU, no control binary);
+    on is a clear error there, before tritonserver starts, leaving no server state behind."""
+    from enc2triton.serve import mps
+
+    gpu = repository.generate(tiny_artifacts, tmp_path / "g", device="gpu", gpus=[0, 1], native=False)
+    assert mps.gpu_processes(repo) == 0
+    # per GPU: the raw model's instances and the fused model's (every GPU instance is a stub process of its own)
+    variants = [n for n in io.read_json(gpu / "repository.json")["models"] if spec.kind_of(n) == "model"]
+    assert variants and mps.gpu_processes(gpu) == 2 * len(variants) * (spec.Serving.gpu_model_instances + spec.Serving.gpu_fused_instances)
+    assert mps.start("off", gpu) is None and mps.start("auto", repo) is None and not capsys.readouterr().err
+    assert mps.start("auto", gpu) is None and "serving without CUDA MPS" in capsys.readouterr().err
+    with pytest.raises(io.StageError, match="MPS mode must be"):
+        mps.start("yes", gpu)
+    logs = tmp_path / "logs"
+    with pytest.raises(io.StageError, match="--mps on: CUDA MPS did not start"):
+        server.start(repo, logs, mps="on", timeout=60)
+    assert not (logs / "server.json").exists() and not (logs / "tritonserver.pid").exists()
+
+
+def test_mps_daemon_lifecycle(tiny_artifacts, tmp_path, monkeypatch, capsys):
+    """The daemon's process handling, against the stand-in control binary: started in the foreground of its own process
+    group, asked for its MPS servers, quit and its folders removed; one that dies at once is a clear error (on) or a
+    note (auto), and leaves nothing behind."""
+    from enc2triton.serve import mps
+
+    gpu = repository.generate(tiny_artifacts, tmp_path / "g", device="gpu", gpus=[0], native=False)
+    earlier = set(Path(tempfile.gettempdir()).glob("e2t-mps-*"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / mps.CONTROL).write_text(FAKE_MPS)
+    (bin_dir / mps.CONTROL).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(mps, "has_gpu", lambda: True)
+    state = mps.start("auto", gpu)
+    root = Path(state["pipe_dir"]).parent
+    assert state["gpu_processes"] >= 2 and mps.env(state)["CUDA_MPS_PIPE_DIRECTORY"] == state["pipe_dir"]
+    assert len(str(Path(state["pipe_dir"]) / "control")) < 100  # a Unix socket's path limit
+    assert mps.servers(state) == [4242] and host_alive(state["pid"])
+    mps.stop(state)
+    assert not host_alive(state["pid"]) and not root.exists()
+    monkeypatch.setenv("FAKE_MPS_FAIL", "MPS is not supported on this GPU")
+    with pytest.raises(io.StageError, match="exited with code 3: MPS is not supported on this GPU"):
+        mps.start("on", gpu)
+    assert mps.start("auto", gpu) is None and "MPS is not supported" in capsys.readouterr().err
+    assert set(Path(tempfile.gettempdir()).glob("e2t-mps-*")) == earlier
+
+
+def host_alive(pid: int) -> bool:
+    from enc2triton.core import host
+
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    return host.pid_alive(pid)

@@ -40,6 +40,9 @@ ENGINE_SEQ_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 # (engines.TorchEngine.length_groups): on the H200 a CUDA-graph call's copies, launch and wait take ~0.2 ms (batch 1 runs
 # in 0.23 ms), the time of ~1,000 tokens at the engine's 4.7 M tokens/s; the CPU's eager calls cost a few tokens' time.
 CALL_TOKENS = {"cuda": 1024, "cpu": 32}
+# CUDA MPS under the Triton server (serve/mps.py, `serve.sh start --mps`): every GPU instance is a process with its own
+# CUDA context, and contexts time-slice the GPU. Off until measured on a GPU (scripts/gpu_h200.sh serve with MPS_AB=1).
+MPS = "off"
 # The largest shape (batch x sequence tokens) a PyTorch engine captures at load (larger ones on first use): the served
 # loads measured (16 texts of a few dozen tokens per request, 64 passages of 128) stay below it.
 WARM_TOKENS = 32768

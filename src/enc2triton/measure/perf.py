@@ -26,6 +26,7 @@ from pathlib import Path
 
 from enc2triton.core import cli, host, io, spec, tools
 from enc2triton.serve import server, serving_stats
+from enc2triton.serve.mps import MODES as MPS_MODES
 from enc2triton.core.io import StageError
 from enc2triton.core.texts import passages, read_texts, token_stats
 from enc2triton.measure.perf_analyzer import (  # noqa: F401 (callers use them as perf.<name>)
@@ -132,7 +133,7 @@ def sweep(entry: dict, model: str, info: server.ServerInfo, tool: tools.Tool, pr
 def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifacts: Path = spec.ARTIFACTS,
         models: list[str] | None = None, levels=CONCURRENCY, protocol: str = "grpc", batch: int = 1,
         seq_len: int = 128, texts_path: Path = spec.EVALUATION_TEXTS, settings: Settings = Settings(),
-        client_cpus: str = "auto", passage_tokens: int = 0) -> dict:
+        client_cpus: str = "auto", passage_tokens: int = 0, mps: str = spec.MPS) -> dict:
     repo, logs = Path(repository_dir), io.ensure_writable_dir(Path(logs))
     if not (repo / "tokenizer").is_dir() and not (repo / "repository.json").exists():
         raise StageError(f"{repo} is not a generated model repository: run `make repository` first")
@@ -180,9 +181,13 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
     total, step = len(names) * len(levels), [0]
     server_cpus, pa_cpus = host.split_cpus(client_cpus)
     try:
-        with server.running(repo, logs, cpus=server_cpus) as info:
+        with server.running(repo, logs, cpus=server_cpus, mps=mps) as info:
             summary["server"] = {"version": server_version(info), "binary": info.binary, "url": info.url(protocol),
-                                 "pid": info.pid, "ready_seconds": info.ready_seconds}
+                                 "pid": info.pid, "ready_seconds": info.ready_seconds, "mps": mps_state(info)}
+            if earlier and mps_of(io.read_earlier(out, "models")) != summary["server"]["mps"]:
+                print(f"not keeping earlier results for {', '.join(earlier)}: measured with CUDA MPS "
+                      f"{mps_of(io.read_earlier(out, 'models'))}, this server runs with it {summary['server']['mps']}")
+                earlier.clear()
             # a separate client machine, approximated: perf_analyzer and the server on their own cores (when pinned)
             summary["cores"] = {"server": host.process_cpus(info.pid), "client": host.format_cpus(pa_cpus) or host.process_cpus(os.getpid()),
                                 "rule": client_cpus}
@@ -266,6 +271,15 @@ def _finish(summary: dict, earlier: dict, names: list[str], order: list[str], ou
     return summary, where
 
 
+def mps_state(info) -> str:
+    """'on' when the server's GPU models run under its CUDA MPS daemon (an MPS server attached), else 'off'."""
+    return "on" if info.mps and info.mps.get("servers") else "off"
+
+
+def mps_of(summary: dict | None) -> str:
+    return ((summary or {}).get("server") or {}).get("mps") or "off"
+
+
 def kept_entries(path: Path, summary: dict) -> dict:
     """The entries of the summary at `path` when it measured the same repository the same way
     (settings included): a run keeps them for every model it does not measure successfully, so rerunning one failed
@@ -317,6 +331,8 @@ def main(argv=None) -> int:
     ap.add_argument("--client-cpus", default="auto", help="cores for perf_analyzer, e.g. 12-15; the server it starts gets the "
                     "others (a separate client machine, approximated). 'auto': the last quarter of the cores on machines with "
                     "8 or more, nobody pinned on smaller ones; 'none': no pinning (default %(default)s)")
+    ap.add_argument("--mps", choices=MPS_MODES, default=spec.MPS, help="CUDA MPS for the server this run starts "
+                    "(serve.sh start --mps says what it does; a running server keeps its own) (default %(default)s)")
 
     def body(a) -> int:
         if a.full and a.concurrency:
@@ -335,7 +351,7 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
         try:
             s = run(a.repository, a.logs, a.artifacts, models, levels, a.protocol, a.batch_size, a.seq_len, a.texts, settings,
-                    a.client_cpus, a.passage_tokens)
+                    a.client_cpus, a.passage_tokens, a.mps)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)  # run() said where what was measured went
             return 130

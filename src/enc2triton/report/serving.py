@@ -111,8 +111,9 @@ def _load_name(p: dict, folder: str | None) -> str:
     inp = p.get("inputs") or {}
     what = f"passages of up to {inp['passage_tokens']} tokens" if inp.get("passage_tokens") else "texts"
     per = int(p.get("batch_size") or 1)
+    mps = ", CUDA MPS" if ((p.get("server") or {}).get("mps")) == "on" else ""  # the GPU models' processes share one context
     return (f"{per} {what} per request" if per > 1 else f"1 {what[:-1] if what == 'texts' else what} per request") + \
-        (f" ({folder}/)" if folder else "")
+        (f" ({folder}/{mps})" if folder else f" ({mps[2:]})" if mps else "")
 
 
 def _breakdown_rows(p: dict, folder: str | None) -> tuple[list[list], list[list]]:

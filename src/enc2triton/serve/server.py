@@ -23,6 +23,7 @@ from pathlib import Path
 from enc2triton.core import cli, io, spec, tools
 from enc2triton.core import host as hostinfo  # `host` is the bind address here
 from enc2triton.core.io import StageError
+from enc2triton.serve import mps as mpsd
 
 
 @dataclass
@@ -42,6 +43,7 @@ class ServerInfo:
     # its stubs' /dev/shm regions, recorded once ready: stubs with custom metrics exit without removing theirs when the
     # server is SIGKILLed, and by the next start they are gone, so their command lines can no longer name them
     regions: list = field(default_factory=list)
+    mps: dict | None = None  # the server's own CUDA MPS daemon (serve/mps.py), when it runs under one
 
     @property
     def http(self) -> str:
@@ -225,6 +227,7 @@ def status(logs: Path = spec.LOGS) -> ServerInfo | None:
         return info
     clean_orphans(info.pid)
     remove_regions(info.regions)
+    mpsd.stop(info.mps)
     pid_file.unlink(missing_ok=True)
     json_file.unlink(missing_ok=True)
     return None
@@ -241,7 +244,8 @@ def server_env(env: dict) -> dict:
 
 def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str = spec.Serving.host,
           http_port: int | None = None, grpc_port: int | None = None, metrics_port: int | None = None,
-          model_control: bool = False, timeout: float = 300.0, quiet: bool = False, cpus: list[int] | None = None) -> ServerInfo:
+          model_control: bool = False, timeout: float = 300.0, quiet: bool = False, cpus: list[int] | None = None,
+          mps: str = spec.MPS) -> ServerInfo:
     repository = Path(repository).resolve()
     logs = io.ensure_writable_dir(Path(logs))
     if not repository.is_dir():
@@ -275,11 +279,17 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
         cmd.append("--allow-gpu-metrics=false")
     if log_file.exists() and log_file.stat().st_size:  # the last run's log (why it died) survives one restart
         log_file.replace(log_file.with_suffix(".prev.log"))
-    with open(log_file, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env(tool.environ()), start_new_session=True,
-                                preexec_fn=hostinfo.pinned(cpus))  # its stubs inherit the cores
+    daemon = mpsd.start(mps, repository)
+    try:
+        with open(log_file, "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=server_env({**tool.environ(), **(mpsd.env(daemon) if daemon else {})}),
+                                    preexec_fn=hostinfo.pinned(cpus))  # its stubs inherit the cores
+    except BaseException:
+        mpsd.stop(daemon)
+        raise
     info = ServerInfo(proc.pid, host, ports["http"], ports["grpc"], ports["metrics"], str(repository), str(log_file), str(tool.path),
-                      cpus=hostinfo.format_cpus(cpus))
+                      cpus=hostinfo.format_cpus(cpus), mps=daemon)
     io.write_text(pid_file, f"{proc.pid}\n")
     expected = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").exists())
     deadline = time.time() + timeout
@@ -308,17 +318,25 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
             time.sleep(0.5)
     except BaseException:
         _terminate(proc.pid)
+        mpsd.stop(daemon)
         pid_file.unlink(missing_ok=True)
         raise
     info.models = {n: s.get("state") for n, s in done.items()}
     info.regions = stub_regions(orphans(info.pid))
     info.ready_seconds = round(time.time() - info.started, 1)
+    if daemon:  # its MPS server starts with the first client: none means the GPU models run without it
+        daemon["servers"] = mpsd.servers(daemon)
     failed = {n: s.get("reason", "") for n, s in done.items() if s.get("state") != "READY"}
     io.write_json(json_file, asdict(info))
     if not quiet:
         print(f"tritonserver pid {info.pid} ({tool.source}) ready: HTTP {info.http}  gRPC {info.grpc}  metrics {host}:{info.metrics_port}"
               + (f"  cores {info.cpus}" if info.cpus else ""))
         print(f"  {len(done) - len(failed)}/{len(done)} models ready in {info.ready_seconds} s; log {log_file}")
+        if daemon:
+            print(f"  CUDA MPS ({daemon['mode']}): daemon pid {daemon['pid']}, MPS server pid(s) "
+                  f"{', '.join(map(str, daemon['servers'])) or 'none'} for {daemon['gpu_processes']} GPU instances")
+    if daemon and not daemon["servers"]:
+        print("WARNING: CUDA MPS was started but no model attached to it: the GPU models run without it", file=sys.stderr)
     for name, reason in failed.items():  # the reason's first line; its traceback is in the log
         lines = (reason or "no reason given").strip().splitlines()
         more = f" (traceback in {log_file})" if len(lines) > 1 else ""
@@ -355,6 +373,7 @@ def stop(logs: Path = spec.LOGS, quiet: bool = False) -> bool:
     _terminate(info.pid)
     clean_orphans(info.pid, grace=10)
     remove_regions(regions + list(info.regions))  # those of stubs the escalation to SIGKILL ended
+    mpsd.stop(info.mps)  # after its clients: the daemon waits for them
     pid_file.unlink(missing_ok=True)
     json_file.unlink(missing_ok=True)
     if not quiet:
@@ -399,12 +418,16 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=cli.at_least(1, float), default=300.0, help="seconds to wait for every model (default %(default)s)")
     ap.add_argument("--cpus", type=cli.cpu_list, help="pin the server (and its Python-backend stubs) to these cores, e.g. 0-11 "
                     "(default: not pinned)")
+    ap.add_argument("--mps", choices=mpsd.MODES, default=spec.MPS, help="run the GPU models under a CUDA MPS daemon of the "
+                    "server's own, so that their processes' kernels share the GPU instead of taking turns: on, off, or auto "
+                    "(on where two or more GPU instances run and MPS can start) (default %(default)s)")
 
     def body(a) -> int:
         if a.action in ("stop", "restart"):
             stop(a.logs)
         if a.action in ("start", "restart"):
-            start(a.repository, a.logs, a.host, a.http_port, a.grpc_port, a.metrics_port, a.model_control, a.timeout, cpus=a.cpus)
+            start(a.repository, a.logs, a.host, a.http_port, a.grpc_port, a.metrics_port, a.model_control, a.timeout, cpus=a.cpus,
+                  mps=a.mps)
         if a.action == "status":
             info = status(a.logs)
             if not info:
