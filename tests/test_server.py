@@ -281,8 +281,9 @@ def test_mps_daemon_lifecycle(tiny_artifacts, tmp_path, monkeypatch, capsys):
     assert state["gpu_processes"] >= 2 and mps.env(state)["CUDA_MPS_PIPE_DIRECTORY"] == state["pipe_dir"]
     assert len(str(Path(state["pipe_dir"]) / "control")) < 100  # a Unix socket's path limit
     assert mps.servers(state) == [4242] and host_alive(state["pid"])
-    mps.stop(state)
+    mps.stop(state, keep_logs=tmp_path)
     assert not host_alive(state["pid"]) and not root.exists()
+    assert (tmp_path / "mps_daemon.log").exists()  # the daemon's own output, kept beside the server's log
     monkeypatch.setenv("FAKE_MPS_FAIL", "MPS is not supported on this GPU")
     with pytest.raises(io.StageError, match="exited with code 3: MPS is not supported on this GPU"):
         mps.start("on", gpu)

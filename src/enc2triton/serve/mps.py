@@ -98,7 +98,7 @@ def start(mode: str, repository: Path, wait: float = 15.0) -> dict | None:
 
 def _launch(state: dict, wait: float) -> str | None:
     """Start the daemon (-f: in the foreground of its own process group); None once it answers, else what went wrong."""
-    out = Path(state["log_dir"]) / "control.out"
+    out = Path(state["log_dir"]) / "daemon.out"  # its stdout; the daemon writes control.log and server.log beside it
     try:
         with open(out, "wb") as log:
             proc = subprocess.Popen([state["control"], "-f"], stdout=log, stderr=subprocess.STDOUT,
@@ -124,9 +124,9 @@ def servers(state: dict) -> list[int]:
     return []
 
 
-def stop(state: dict | None, grace: float = 10.0) -> None:
+def stop(state: dict | None, grace: float = 10.0, keep_logs: Path | None = None) -> None:
     """Quit the daemon (once its clients, the server and its stubs, are gone), then end it outright if it lingers; its
-    folders are removed."""
+    folders are removed, its logs first copied into `keep_logs` (the server's logs folder: mps_*.log)."""
     if not state:
         return
     pid = state.get("pid")
@@ -143,4 +143,8 @@ def stop(state: dict | None, grace: float = 10.0) -> None:
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+    if keep_logs:
+        for f in Path(state["log_dir"]).glob("*"):
+            with contextlib.suppress(OSError):
+                shutil.copyfile(f, Path(keep_logs) / f"mps_{f.stem}.log")
     shutil.rmtree(Path(state["pipe_dir"]).parent, ignore_errors=True)

@@ -373,7 +373,7 @@ def stop(logs: Path = spec.LOGS, quiet: bool = False) -> bool:
     _terminate(info.pid)
     clean_orphans(info.pid, grace=10)
     remove_regions(regions + list(info.regions))  # those of stubs the escalation to SIGKILL ended
-    mpsd.stop(info.mps)  # after its clients: the daemon waits for them
+    mpsd.stop(info.mps, keep_logs=logs)  # after its clients: the daemon waits for them
     pid_file.unlink(missing_ok=True)
     json_file.unlink(missing_ok=True)
     if not quiet:
