@@ -29,7 +29,8 @@
 # The serve phase's peer loads: PEER_PER_REQUEST (default 1,16), PEER_CONCURRENCY (default 16,64,128); SKIP_PEER=1,
 # SKIP_PASSAGES=1 leave the peer or the passage sweep out; SENTENCE_CONCURRENCY, BATCH16_CONCURRENCY the sweeps' levels;
 # PASSAGE_TOKENS (default 128), PASSAGE_MODELS, PASSAGE_CONCURRENCY the passage sweep's length, models and levels.
-# MPS=on: the serve phase's server under CUDA MPS; MPS_AB=1: after the sweeps, the sentence and 16-per-request ones again
+# SWEEPS: which of the serve phase's sweeps run (default sentences,batch16,raw64,passages,peer; a later call on the same
+# machine keeps the earlier ones' results). MPS=on: the serve phase's server under CUDA MPS; MPS_AB=1: after the sweeps, the sentence and 16-per-request ones again
 # on a second server under MPS (mps/, mps_batch16/), for the A/B that decides spec.MPS.
 # WITH_QUALITY=1 moves the real model's quality through Triton from the bench call to the end of the serve call (set it
 # for both calls; QUALITY_DEADLINE bounds the serve call). SKIP_FUSION=1: distil without scripts/fusion_ab.py;
@@ -132,6 +133,10 @@ tune() {
         --instances 1,2,4 --window-ms 1500 --max-trials 6 --client-cpus $CLIENT_CPUS
 }
 
+want() {  # is this serve-phase sweep in SWEEPS (default: all of sentences,batch16,raw64,passages,peer)?
+    [[ ",${SWEEPS:-sentences,batch16,raw64,passages,peer}," == *",$1,"* ]]
+}
+
 serve-run() {
     local A=$W/distil/artifacts L=$W/distil/logs R=$W/distil/model_repository; CMDS=$L/commands.txt
     local TUNED=""; [ -f "$L/tune.json" ] && TUNED="--tuned $L/tune.json"
@@ -139,25 +144,26 @@ serve-run() {
     local V=$(echo ${SERVE_PRECISIONS:-fp16,fp8,int8} | sed -E 's/(^|,)/\1torch_/g')
     step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants $V $TUNED
     # MPS=on|auto: the GPU models' processes under a CUDA MPS daemon of the server's own (serve.sh start --mps)
-    step ./serve.sh start --repository "$R" --logs "$L" --cpus $SERVER_CPUS --mps ${MPS:-off} || return 1
+    local TRITON=""; { want sentences || want batch16 || want raw64 || want passages; } && TRITON=1
+    [ -z "$TRITON" ] || step ./serve.sh start --repository "$R" --logs "$L" --cpus $SERVER_CPUS --mps ${MPS:-off} || return 1
     sweep() {  # another load on the same server (the one SRV, default $L, holds the server.json of): its own logs folder
         local sub=$1 srv=${SRV:-$L}; shift; mkdir -p "$L/$sub"; [ "$srv" = "$L/$sub" ] || cp "$srv/server.json" "$L/$sub/"
         step ./run_tests.sh --repository "$R" --logs "$L/$sub" --artifacts "$A" $PERF "$@"
     }
     # the FP8 and FP16 ensembles at every load: what the precisions buy through the server, like for like
     local ALL=ensemble_torch_fp16,ensemble_torch_fp8,$(echo $V | sed -E 's/(^|,)/\1fused_/g')
-    step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models ensemble_torch_fp16,ensemble_torch_fp8,fused_torch_fp16,fused_torch_fp8 \
-        --concurrency ${SENTENCE_CONCURRENCY:-128,256} $PERF
-    sweep batch16 --models $ALL --concurrency ${BATCH16_CONCURRENCY:-32,64,128} --batch-size 16
+    want sentences && step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" \
+        --models ensemble_torch_fp16,ensemble_torch_fp8,fused_torch_fp16,fused_torch_fp8 --concurrency ${SENTENCE_CONCURRENCY:-128,256} $PERF
+    want batch16 && sweep batch16 --models $ALL --concurrency ${BATCH16_CONCURRENCY:-32,64,128} --batch-size 16
     # like for like with the engine's 128 tokens: passages of real text fill the rows (no padding for the runner to trim)
-    sweep raw64 --models $V --concurrency 2,4 --batch-size 64 --seq-len 128 --passage-tokens 128
+    want raw64 && sweep raw64 --models $V --concurrency 2,4 --batch-size 64 --seq-len 128 --passage-tokens 128
     # passages, last (their large shapes are captured on first use): where the engine, not the tokenizer and the request
     # path, sets the pace. PASSAGE_TOKENS (default 128); another length gets a folder of its own, e.g. passages512/:
     # document chunks, where a text costs the GPU ~19x what a sentence does and FP8's larger calls can show
     local PT=${PASSAGE_TOKENS:-128}; local PDIR=passages; [ "$PT" = 128 ] || PDIR=passages$PT
-    [ -n "${SKIP_PASSAGES:-}" ] || sweep $PDIR --models ${PASSAGE_MODELS:-$ALL} --concurrency ${PASSAGE_CONCURRENCY:-8,16,32} \
+    [ -n "${SKIP_PASSAGES:-}" ] || ! want passages || sweep $PDIR --models ${PASSAGE_MODELS:-$ALL} --concurrency ${PASSAGE_CONCURRENCY:-8,16,32} \
         --batch-size 16 --passage-tokens $PT
-    step ./serve.sh stop --logs "$L"
+    [ -z "$TRITON" ] || step ./serve.sh stop --logs "$L"
     if [ -n "${MPS_AB:-}" ]; then  # the sentence and 16-per-request loads again, on a server under CUDA MPS: mps/, mps_batch16/
         step ./serve.sh start --repository "$R" --logs "$L/mps" --cpus $SERVER_CPUS --mps on && {
             SRV=$L/mps sweep mps --models ensemble_torch_fp16,ensemble_torch_fp8,fused_torch_fp16,fused_torch_fp8 \
@@ -165,7 +171,7 @@ serve-run() {
             SRV=$L/mps sweep mps_batch16 --models $ALL --concurrency ${BATCH16_CONCURRENCY:-32,64,128} --batch-size 16
             step ./serve.sh stop --logs "$L/mps"; }
     fi
-    [ -n "${SKIP_PEER:-}" ] && return 0
+    { [ -n "${SKIP_PEER:-}" ] || ! want peer; } && return 0
     # the serving peer on the same GPU, the same checkpoint (torch2onnx cached the random weights there), texts and client
     source scripts/gpu_peer.sh install
     step $PY -m enc2triton.serving_peers --logs "$L" --model .cache/random/distilbert-base-uncased --device gpu \

@@ -541,3 +541,24 @@ def test_engine_call_cost_from_the_two_smallest_batches():
     assert f"| torch_fp8 | 1 and 8 | 0.314 | 0.123 | 2,560 | {spec.CALL_TOKENS['cuda']:,} |" in text
     assert "torch_fp16 |" not in text and "peer_" not in text
     assert report_bench._call_cost({**b, "engines": {}}) == []
+
+
+def test_mps_section_sets_the_same_load_without_and_with_it_side_by_side(tmp_path):
+    """gpu_h200.sh serve with MPS_AB=1 measures the 16-per-request load again on a server under CUDA MPS (mps_batch16/):
+    the report puts each model's levels side by side, only against the sweep of the same load without MPS. Here the
+    published H100 run's batch16/ sweep stands in for both servers (its copy marked as run under MPS, throughput x1.2)."""
+    logs = tmp_path / "logs"
+    shutil.copytree(spec.ROOT / "results" / "h100" / "2026-12-07e" / "serving" / "distil" / "logs", logs)
+    assert report.S_MPS not in _render(logs, tmp_path)  # no sweep under MPS: no section
+    on = io.read_json(logs / "batch16" / "perf_summary.json")
+    on["server"]["mps"] = "on"
+    for e in on["models"].values():
+        for r in e["rows"]:
+            r["throughput"] *= 1.2
+    (logs / "mps_batch16").mkdir()
+    io.write_json(logs / "mps_batch16" / "perf_summary.json", on)
+    text = _render(logs, tmp_path)
+    body = _section(text, report.S_MPS)
+    assert "| ensemble_torch_fp16 | 16 texts per request | 64 | 36,222 (p99 58.2) | 43,467 (p99 58.2) | 1.20x | batch16/ vs mps_batch16/ |" in body
+    assert body.count("| 1.20x |") == 5  # the five models of that sweep; the sentence and raw sweeps have no MPS twin
+    assert "16 texts per request (mps_batch16/, CUDA MPS)" in _section(text, report.S_WHERE)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from enc2triton.report.common import (  # noqa: F401
     Ctx, FP8_METHOD, LOG_FILES, NO_FINISH, P99_BUDGET_MS, PLOTS, PUBLISHED, RAW_TARGET, SERVED_FP8_TARGET, S_BENCH,
-    S_ENV, S_FLOPS, S_FP8, S_FUSION, S_INT8, S_LOAD, S_MODEL, S_PEER, S_PERF, S_PRECISION, S_PUBLISHED, S_QPEER, S_QUALITY,
+    S_ENV, S_FLOPS, S_FP8, S_FUSION, S_INT8, S_LOAD, S_MODEL, S_MPS, S_PEER, S_PERF, S_PRECISION, S_PUBLISHED, S_QPEER, S_QUALITY,
     S_SUMMARY, S_TARGET, S_TORCH, S_TUNE, S_VARIANTS, S_WHERE, TARGET, _slug, fmt, missing, provenance, table,
 )
 from enc2triton.report.plots import _thousands, plot_bench, plot_perf  # noqa: F401

@@ -32,6 +32,7 @@ S_WHERE = "Where a request's time goes"
 S_FUSION = "Engine fusions (A/B)"
 S_PEER, S_TUNE = "Serving peer", "Serving-config search"
 S_PRECISION = "What each precision buys through the server"
+S_MPS = "CUDA MPS: the same load without and with it"
 SERVED_FP8_TARGET = 1.15  # the FP8 text endpoint / the FP16 one at the same load (issue 18)
 S_QPEER = "Quantization peer (NVIDIA ModelOpt)"
 P99_BUDGET_MS = 50.0  # the serving targets' latency bound

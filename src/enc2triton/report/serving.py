@@ -7,7 +7,7 @@ from pathlib import Path
 from enc2triton.core import spec
 from enc2triton.serve import serving_stats
 from enc2triton.report.common import (
-    Ctx, P99_BUDGET_MS, SERVED_FP8_TARGET, S_PEER, S_PERF, S_PRECISION, S_QPEER, S_TUNE, S_WHERE, _absent, _cos,
+    Ctx, P99_BUDGET_MS, SERVED_FP8_TARGET, S_MPS, S_PEER, S_PERF, S_PRECISION, S_QPEER, S_TUNE, S_WHERE, _absent, _cos,
     _incomplete, _link, _load, _machine, _num, _path, _span, _v, fmt, provenance, table,
 )
 from enc2triton.report.plots import plot_perf
@@ -224,6 +224,47 @@ def _within(rows: list[dict], budget: float = P99_BUDGET_MS) -> dict | None:
 
 def _cell(r: dict | None) -> str:
     return f"{fmt(r['throughput'])} (c={r['concurrency']}, p99 {fmt(r['p99_ms'])} ms)" if r else f"none within p99 {P99_BUDGET_MS:g} ms"
+
+
+def _mps(p: dict) -> bool:
+    return ((p.get("server") or {}).get("mps")) == "on"
+
+
+def _load_key(p: dict) -> tuple:
+    """What makes two sweeps the same load: requests, inputs, measurement rule and the server's cores."""
+    inp, rule = p.get("inputs") or {}, {k: v for k, v in (p.get("settings") or {}).items() if k not in ("why", "timeout")}
+    return (p.get("protocol"), p.get("batch_size"), inp.get("seq_len"), inp.get("passage_tokens"), inp.get("texts"),
+            tuple(sorted((k, str(v)) for k, v in rule.items())), (p.get("cores") or {}).get("server"))
+
+
+def mps_section(ctx: Ctx) -> list[str]:
+    """Every model at every concurrency measured on a server without and on one with CUDA MPS, at the same load (the
+    same requests, inputs, windows and server cores): what sharing the GPU between the instances' processes buys."""
+    sweeps = [(f, p) for f, p in [("logs/", ctx.get("perf"))] + [(f"{k}/", v) for k, v in ctx.loads.items()] if p]
+    rows = []
+    for f_on, on in sweeps:
+        base = next(((f, p) for f, p in sweeps if not _mps(p) and _load_key(p) == _load_key(on)), None) if _mps(on) else None
+        for n, e in (on.get("models") or {}).items() if base else ():
+            theirs = {r["concurrency"]: r for r in (base[1].get("models", {}).get(n) or {}).get("rows") or []}
+            for r in e.get("rows") or []:
+                b = theirs.get(r["concurrency"])
+                if b and b.get("throughput") and r.get("throughput"):
+                    mark = " †" if r.get("unstable") or b.get("unstable") else ""
+                    rows.append([n, _load_name({**on, "server": {}}, None), r["concurrency"],
+                                 f"{fmt(b['throughput'])} (p99 {fmt(b.get('p99_ms'))})",
+                                 f"{fmt(r['throughput'])} (p99 {fmt(r.get('p99_ms'))})",
+                                 f"{r['throughput'] / b['throughput']:.2f}x{mark}", f"{base[0]} vs {f_on}"])
+    if not rows:
+        return []
+    first = next(p for _, p in sweeps if _mps(p))
+    out = ["## " + S_MPS, ""]
+    out += provenance(ctx, "logs/perf_summary.json and logs/*/perf_summary.json (each server's `mps` in its `server` entry)",
+                      _span(first.get("started"), first.get("finished")), _machine(first.get("hardware")), first.get("started"))
+    out += ["Texts (or rows) per second and p99 in ms of each model on a server without CUDA MPS and on one with it (`serve.sh "
+            "start --mps on`: the GPU instances' processes share the GPU instead of taking turns), at the same load and "
+            "concurrency, one after the other on the same machine († an unstable level).", ""]
+    out += table(["model", "load", "concurrency", "without MPS", "with MPS", "with / without", "folders"], rows) + [""]
+    return out
 
 
 def peer_section(ctx: Ctx) -> list[str]:
