@@ -276,11 +276,15 @@ def test_mps_daemon_lifecycle(tiny_artifacts, tmp_path, monkeypatch, capsys):
     (bin_dir / mps.CONTROL).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(mps, "has_gpu", lambda: True)
+    real_probe = mps._probe
+    monkeypatch.setattr(mps, "_probe", lambda state: None)  # a CUDA context through the daemon needs the real driver
     state = mps.start("auto", gpu)
     root = Path(state["pipe_dir"]).parent
     assert state["gpu_processes"] >= 2 and mps.env(state)["CUDA_MPS_PIPE_DIRECTORY"] == state["pipe_dir"]
     assert len(str(Path(state["pipe_dir"]) / "control")) < 100  # a Unix socket's path limit
     assert mps.servers(state) == [4242] and host_alive(state["pid"])
+    # the probe itself, for real: without the driver's libcuda a client cannot connect, and it says so
+    assert "a CUDA client could not connect: OSError: libcuda.so.1" in real_probe(state)
     mps.stop(state, keep_logs=tmp_path)
     assert not host_alive(state["pid"]) and not root.exists()
     assert (tmp_path / "mps_daemon.log").exists()  # the daemon's own output, kept beside the server's log
@@ -288,6 +292,9 @@ def test_mps_daemon_lifecycle(tiny_artifacts, tmp_path, monkeypatch, capsys):
     with pytest.raises(io.StageError, match="exited with code 3: MPS is not supported on this GPU"):
         mps.start("on", gpu)
     assert mps.start("auto", gpu) is None and "MPS is not supported" in capsys.readouterr().err
+    monkeypatch.delenv("FAKE_MPS_FAIL")
+    monkeypatch.setattr(mps, "_probe", real_probe)  # a daemon that starts but cannot serve a client: off again, cleaned up
+    assert mps.start("auto", gpu) is None and "a CUDA client could not connect" in capsys.readouterr().err
     assert set(Path(tempfile.gettempdir()).glob("e2t-mps-*")) == earlier
 
 

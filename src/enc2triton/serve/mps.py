@@ -85,7 +85,7 @@ def start(mode: str, repository: Path, wait: float = 15.0) -> dict | None:
                  "gpu_processes": gpus}
         for d in ("pipe_dir", "log_dir"):
             Path(state[d]).mkdir()
-        problem = _launch(state, wait)
+        problem = _launch(state, wait) or _probe(state)
         if problem:
             stop(state)
     if problem:
@@ -114,6 +114,36 @@ def _launch(state: dict, wait: float) -> str | None:
             return None
         time.sleep(0.2)
     return f"`{CONTROL}` did not answer within {wait:.0f} s"
+
+
+# A CUDA client of the daemon, as a stub will be: a context created through the driver API (no torch needed), so a daemon
+# that starts but cannot serve clients (a container without its IPC, a GPU that refuses MPS) is found before the models
+# load, where `auto` can still fall back to serving without it.
+_PROBE = """import ctypes, sys
+cuda = ctypes.CDLL("libcuda.so.1")
+dev, ctx = ctypes.c_int(), ctypes.c_void_p()
+for step, rc in (("cuInit", lambda: cuda.cuInit(0)), ("cuDeviceGet", lambda: cuda.cuDeviceGet(ctypes.byref(dev), 0)),
+                 ("cuCtxCreate", lambda: cuda.cuCtxCreate_v2(ctypes.byref(ctx), 0, dev))):
+    code = rc()
+    if code:
+        name = ctypes.c_char_p()
+        cuda.cuGetErrorName(code, ctypes.byref(name))
+        sys.exit(f"{step}: {(name.value or b'?').decode()} ({code})")
+cuda.cuCtxDestroy_v2(ctx)
+"""
+
+
+def _probe(state: dict, timeout: float = 60.0) -> str | None:
+    """None when a CUDA context can be made through the daemon and its MPS server runs, else what went wrong."""
+    try:
+        r = subprocess.run([sys.executable, "-c", _PROBE], env={**os.environ, **env(state)}, capture_output=True, text=True,
+                           timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"a CUDA client could not connect: {e}"
+    if r.returncode:
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        return f"a CUDA client could not connect: {lines[-1] if lines else f'exit code {r.returncode}'}"[:300]
+    return None if servers(state) else "a CUDA client ran, but no MPS server started for it"
 
 
 def servers(state: dict) -> list[int]:
