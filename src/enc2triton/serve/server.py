@@ -434,7 +434,8 @@ def main(argv=None) -> int:
                 print("not running")
                 return 3
             states = model_states(info) or {}
-            print(f"running: pid {info.pid}, HTTP {info.http}, gRPC {info.grpc}, ready={is_ready(info)}")
+            print(f"running: pid {info.pid}, HTTP {info.http}, gRPC {info.grpc}, ready={is_ready(info)}"
+                  + (f", CUDA MPS daemon pid {info.mps['pid']}" if info.mps else ""))
             for n, s in sorted(states.items()):
                 print(f"  {n}: {s.get('state')} {s.get('reason', '')}")
         return 0
