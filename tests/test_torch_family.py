@@ -469,6 +469,52 @@ def test_torch_variant_served_by_the_runner(torch_art, tmp_path):
     assert "torch_fp16" in log and "fp16 on cpu eager" in log
 
 
+@pytest.mark.server
+@pytest.mark.slow
+def test_requests_of_every_width_run_as_one_planned_batch(torch_art, tmp_path, monkeypatch):
+    """Requests of several widths in one execution (ragged batching, a long queue delay so all 8 wait together): the
+    runner pads them to the widest and the engine plans its calls over all the rows (TorchEngine.length_groups), one run
+    per execution instead of one per width; every request still gets its own text's embedding."""
+    import concurrent.futures as cf
+
+    import tritonclient.http as httpclient
+
+    from enc2triton.serve import serving_stats
+
+    monkeypatch.setenv("ENC2TRITON_METRICS_FLUSH_S", "0")
+    art, _, _ = torch_art
+    m = io.load_manifest(art)
+    serving = spec.Serving(max_queue_delay_us=2_000_000, preferred_batch_sizes=())
+    repo, logs = repository.generate(art, tmp_path / "repo", device="cpu", only=["torch_fp16"], serving=serving), tmp_path / "logs"
+    eng = engines.open_engine("torch", io.resolve(m["torch"]["fp16"]["package"]["path"], art), "cpu")
+    rng = np.random.default_rng(0)
+    feeds = [rng.integers(1000, 2000, size=(1, n)).astype(np.int64) for n in (8, 16, 8, 24, 16, 8, 24, 16)]
+
+    def infer(ids):
+        inputs = []
+        for name in m["inputs"]:
+            a = ids if name == "input_ids" else np.ones_like(ids)
+            inputs.append(httpclient.InferInput(name, list(a.shape), "INT64"))
+            inputs[-1].set_data_from_numpy(a)
+        out = [httpclient.InferRequestedOutput("sentence_embedding")]
+        return httpclient.InferenceServerClient(info.http).infer("torch_fp16", inputs, outputs=out).as_numpy("sentence_embedding")
+    info = server.start(repo, logs, timeout=180, quiet=True)
+    try:
+        before = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
+        with cf.ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(infer, feeds))
+        after = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
+    finally:
+        server.stop(logs, quiet=True)
+    for ids, out in zip(feeds, got):
+        want = eng.run({"input_ids": ids, "attention_mask": np.ones_like(ids)}, ["sentence_embedding"])["sentence_embedding"]
+        cos = (out * want).sum() / np.linalg.norm(out) / np.linalg.norm(want)
+        assert out.shape == want.shape and cos > 0.9999, cos
+    d = serving_stats.delta(before, after)["torch_fp16"]
+    assert d["requests"] == 8 and d["executions"] <= 2  # two instances
+    assert d["phase_items"]["engine_calls"] == d["executions"]  # one planned run per execution, not one per width
+
+
 @pytest.mark.slow
 def test_sentence_embeddings_run_one_call_per_length_bucket(torch_art):
     """A merged batch padded to its longest text: each row runs trimmed to the smallest bucket holding its last real

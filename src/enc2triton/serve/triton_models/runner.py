@@ -52,6 +52,8 @@ class TritonPythonModel:
         self.output_names = [o["name"] for o in config["output"]]
         self.output_dtypes = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}
         self.metrics = StageMetrics(args["model_name"])
+        # the engine plans its calls by each row's real length (sentence embeddings): requests of any width merge
+        self.plans_by_length = hasattr(self.runner, "length_groups") and "attention_mask" in self.input_names
         self.tokenizer = self._tokenizer(config, params, here) if config["input"][0]["data_type"] == "TYPE_STRING" else None
         # The model log shows which provider really runs (a CPU fallback is otherwise silent).
         print(f"[{args['model_name']}] {params.get('runtime', 'onnxruntime')} providers: {self.runner.providers}", flush=True)
@@ -172,8 +174,30 @@ class TritonPythonModel:
             key = (tuple(feed[n].shape[1:] for n in self.input_names), self._wanted(request))
             groups.setdefault(key, []).append(i)
         self.metrics.time("read", time.perf_counter() - t_start)
-        self._run_groups(feeds, [(names, idx) for (_, names), idx in groups.items()], responses)
+        groups = [(names, idx) for (_, names), idx in groups.items()]
+        if self.plans_by_length and len(groups) > 1:
+            groups = self._one_width(feeds, groups)
+        self._run_groups(feeds, groups, responses)
         return self._done(t_start, requests, responses)
+
+    def _one_width(self, feeds, groups):
+        """The requests of every width that ask for sentence embeddings only, as one batch: each padded to the widest
+        (pad id 0, mask 0). An engine that trims every row to its own length bucket (TorchEngine.length_groups) then plans
+        its calls over all the rows at once, not once per width. Through an ensemble the tokenizer pads each of its
+        executions to a width of its own, so one engine execution of a dozen requests held several widths, each run on
+        its own (H100, 16 texts per request: 1.8 runs and 4.3 graph calls per execution)."""
+        one, rest = [], []
+        for names, idx in groups:
+            (rest if "last_hidden_state" in names else one).append((names, idx))
+        if len({names for names, _ in one}) != 1 or len(one) < 2:
+            return groups
+        idx = [i for _, ids in one for i in ids]
+        width = max(feeds[i][self.token_inputs[0]].shape[1] for i in idx)
+        for i in idx:
+            w = feeds[i][self.token_inputs[0]].shape[1]
+            if w < width:
+                feeds[i] = {n: np.pad(v, ((0, 0), (0, width - w))) for n, v in feeds[i].items()}
+        return [(one[0][0], idx)] + rest
 
     def _execute_texts(self, requests):
         t_start = time.perf_counter()
