@@ -515,6 +515,19 @@ def test_requests_of_every_width_run_as_one_planned_batch(torch_art, tmp_path, m
     assert d["phase_items"]["engine_calls"] == d["executions"]  # one planned run per execution, not one per width
 
 
+def test_a_served_cpu_instance_takes_its_share_of_the_cores(torch_art):
+    """The repository gives a CPU instance cores / instances intra-op threads (intra_op_threads); a PyTorch engine takes
+    them as ONNX Runtime does (two instances of all the cores each oversubscribe the machine)."""
+    art, _, _ = torch_art
+    m = io.load_manifest(art)
+    before = torch.get_num_threads()
+    try:
+        engines.open_engine("torch", io.resolve(m["torch"]["fp16"]["package"]["path"], art), "cpu", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_sentence_embeddings_run_one_call_per_length_bucket(torch_art):
     """A merged batch padded to its longest text: each row runs trimmed to the smallest bucket holding its last real

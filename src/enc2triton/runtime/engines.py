@@ -164,11 +164,14 @@ class TorchEngine:
 
     model.json beside the weights says the architecture, dtype, quantized layers, inputs and buckets."""
 
-    def __init__(self, path: Path, device: str = "gpu", device_id: int = 0):
+    def __init__(self, path: Path, device: str = "gpu", device_id: int = 0, threads: int | None = None):
         import json
         import time
 
         import torch
+
+        if threads and device == "cpu":  # a served CPU instance is a process of its own: its share of the cores, as ORT's
+            torch.set_num_threads(threads)
 
         t0 = time.perf_counter()
         self.torch, path = torch, Path(path)
@@ -447,5 +450,5 @@ def open_engine(runtime: str, path: Path, device: str = "cpu", device_id: int = 
             raise EngineError("TensorRT engines need a GPU")
         return TrtEngine(path, device_id)
     if runtime == "torch":
-        return TorchEngine(path, device, device_id)
+        return TorchEngine(path, device, device_id, threads)
     raise EngineError(f"unknown runtime {runtime!r}")
