@@ -129,7 +129,7 @@ distil() {  # DistilBERT-base architecture, random weights: the speed targets; s
 
 tune() {
     local A=$W/distil/artifacts L=$W/distil/logs; CMDS=$L/commands.txt
-    step $PY -m enc2triton.tune --artifacts "$A" --logs "$L" --device gpu --gpus 0 --variant torch_fp16 --loads 16x16,1x128 \
+    step $PY -m enc2triton.tune --artifacts "$A" --logs "$L" --device gpu --gpus 0 --variant torch_fp16 --loads 16x16,1x128 --mps ${MPS:-off} \
         --instances 1,2,4 --window-ms 1500 --max-trials 6 --client-cpus $CLIENT_CPUS
 }
 

@@ -106,6 +106,7 @@ def test_tune_measures_candidates_and_repository_applies_the_choice(tiny_artifac
     r = tune.run(tiny_artifacts, logs, device="cpu", loads=((2, 2),), instances=(2,), tokenizer_instances=(2,),
                  settings=perf.Settings(window_ms=300, max_trials=4, stability=100), budget=5000)
     assert r["status"] == "complete" and (logs / "tune.md").exists() and not (logs / "tune_repository").exists()
+    assert r["server"]["mps"] == "off"  # recorded: under CUDA MPS (--mps) more GPU instances may win
     assert [c["changed"] for c in r["candidates"]] == ["defaults", "ragged=off", "batching=greedy"]
     for c in r["candidates"]:
         res = c["results"]["2x2"]

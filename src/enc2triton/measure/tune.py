@@ -27,6 +27,7 @@ from pathlib import Path
 
 from enc2triton.core import cli, host, io, markdown, spec, tools
 from enc2triton.serve import repository, server
+from enc2triton.serve.mps import MODES as MPS_MODES
 from enc2triton.measure import perf
 from enc2triton.core.io import StageError
 from enc2triton.core.texts import read_texts
@@ -102,7 +103,8 @@ def score(cands: list[dict], loads, budget: float) -> list[str]:
 def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = "gpu", gpus: list[int] | None = None,
         variant: str | None = None, loads=DEFAULT_LOADS, instances: tuple[int, ...] = (1, 2, 4),
         tokenizer_instances: tuple[int, ...] | None = None, settings: perf.Settings = perf.Settings(window_ms=2000, max_trials=6),
-        client_cpus: str = "auto", budget: float = P99_BUDGET_MS, texts_path: Path = spec.EVALUATION_TEXTS) -> dict:
+        client_cpus: str = "auto", budget: float = P99_BUDGET_MS, texts_path: Path = spec.EVALUATION_TEXTS,
+        mps: str = spec.MPS) -> dict:
     logs = io.ensure_writable_dir(Path(logs))
     gpus = list(gpus or (host.visible_gpus() if device == "gpu" else []))
     if device == "gpu" and not gpus:
@@ -127,8 +129,8 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
     partial = logs / "tune.json.partial"  # progress; tune.json is only ever a complete search
     mlogs = logs / "tune"
     total, step = len(cands) * len(loads), [0]
-    with server.running(repo, mlogs, cpus=server_cpus, timeout=900) as info:
-        result["server"] = {"ready_seconds": info.ready_seconds, "pid": info.pid}
+    with server.running(repo, mlogs, cpus=server_cpus, timeout=900, mps=mps) as info:
+        result["server"] = {"ready_seconds": info.ready_seconds, "pid": info.pid, "mps": perf.mps_state(info)}
         result["cores"] = {"server": host.process_cpus(info.pid), "client": host.format_cpus(pa_cpus), "rule": client_cpus}
         states = server.model_states(info) or {}
         for c in cands:
@@ -227,6 +229,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-trials", type=cli.at_least(3), default=6, help="windows per level at most (default %(default)s)")
     ap.add_argument("--p99-budget-ms", type=cli.at_least(1, float), default=P99_BUDGET_MS, help="(default %(default)s)")
     ap.add_argument("--client-cpus", default="auto", help="cores for perf_analyzer (as run_tests.sh; default %(default)s)")
+    ap.add_argument("--mps", choices=MPS_MODES, default=spec.MPS, help="the server under CUDA MPS (serve.sh start --mps): "
+                    "more GPU instances share the GPU instead of taking turns, so the search's best count can differ "
+                    "(default %(default)s)")
 
     def body(a) -> int:
         try:
@@ -234,7 +239,7 @@ def main(argv=None) -> int:
         except ValueError as e:
             ap.error(f"--client-cpus: {e}")
         r = run(a.artifacts, a.logs, a.device, a.gpus, a.variant, a.loads, a.instances, a.tokenizer_instances,
-                perf.Settings(window_ms=a.window_ms, max_trials=a.max_trials), a.client_cpus, a.p99_budget_ms)
+                perf.Settings(window_ms=a.window_ms, max_trials=a.max_trials), a.client_cpus, a.p99_budget_ms, mps=a.mps)
         print(render(r))
         return 0
     return cli.run(ap, body, argv)
