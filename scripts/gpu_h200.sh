@@ -142,7 +142,8 @@ serve-run() {
     local TUNED=""; [ -f "$L/tune.json" ] && TUNED="--tuned $L/tune.json"
     # the engines served (SERVE_PRECISIONS, default every one the distil phase builds): their raw and fused models
     local V=$(echo ${SERVE_PRECISIONS:-fp16,fp8,int8} | sed -E 's/(^|,)/\1torch_/g')
-    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants $V $TUNED
+    # generated on the server's cores: the tokenizer's instances and threads are sized for them (spec.Serving.for_device)
+    step taskset -c $SERVER_CPUS $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants $V $TUNED
     # MPS=on|auto: the GPU models' processes under a CUDA MPS daemon of the server's own (serve.sh start --mps)
     local TRITON=""; { want sentences || want batch16 || want raw64 || want passages; } && TRITON=1
     [ -z "$TRITON" ] || step ./serve.sh start --repository "$R" --logs "$L" --cpus $SERVER_CPUS --mps ${MPS:-off} || return 1
@@ -195,7 +196,7 @@ fusedn-run() {  # fused models at another instance count (FUSED_N, default 2; th
     local n=${FUSED_N:-2} v=${FUSED_VARIANTS:-torch_fp16}
     local A=$W/distil/artifacts L=$W/distil/logs/fused$n R=$W/distil/model_repository_fused$n; CMDS=$L/commands.txt; mkdir -p "$L"
     local M=$(echo "$v" | sed -E 's/(^|,)/\1fused_/g')
-    step $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants $v --fused-instances $n
+    step taskset -c $SERVER_CPUS $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants $v --fused-instances $n
     step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models $M --concurrency ${FUSED_CONCURRENCY:-64,128,256} $PERF
     mkdir -p "$L/batch16"
     step ./run_tests.sh --repository "$R" --logs "$L/batch16" --artifacts "$A" --models $M --concurrency ${FUSED_BATCH16_CONCURRENCY:-32,64,128} \

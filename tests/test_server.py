@@ -135,6 +135,14 @@ def test_serving_defaults_per_device():
     assert spec.Serving.for_device("gpu", cpus=16, fused_instances=2).fused_tokenizer_threads == 6
     assert spec.Serving.for_device("gpu", cpus=16, fused_tokenizer_threads=5).fused_tokenizer_threads == 5
     assert not spec.Serving.for_device("cpu").fused
+    # sized for the cores this process may use (the server's, when generated under its pinning), not the machine's
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, sorted(before)[:1])
+        one = spec.Serving.for_device("gpu")
+        assert (one.tokenizer_instances, one.fused_tokenizer_threads) == (spec.Serving.tokenizer_instances, 1)
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def test_native_backends_when_present(tiny_artifacts, tmp_path):

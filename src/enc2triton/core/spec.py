@@ -279,7 +279,10 @@ class Serving:
         size, and under load the queue fills the batch by itself."""
         base = {}
         if device == "gpu":
-            cpus = cpus or os.cpu_count() or 1
+            # the cores this process may use: generated under the server's pinning (taskset, a cpuset), the repository is
+            # sized for the cores the server will have, not the machine's (results/h100/2026-12-07e: 12 tokenizer
+            # instances and 4 x 3 tokenizer threads for a server on 12 of 16 cores)
+            cpus = cpus or len(os.sched_getaffinity(0)) or 1
             cap = cls.gpu_tokenizer_instances_max * max(1, gpus)
             base = {"model_instances": cls.gpu_model_instances, "preferred_batch_sizes": (), "max_queue_delay_us": 0,
                     "tokenizer_instances": max(cls.tokenizer_instances, min(cap, cpus * 3 // 4)), "fused": True,

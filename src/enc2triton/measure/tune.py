@@ -37,10 +37,11 @@ P99_BUDGET_MS = 50.0
 PREFERRED = {"preferred_batch_sizes": spec.Serving.preferred_batch_sizes, "max_queue_delay_us": spec.Serving.max_queue_delay_us}
 
 
-def candidates(device: str, gpus: int, instances: tuple[int, ...], tokenizer_instances: tuple[int, ...]) -> list[dict]:
-    """The device's defaults, then one change at a time: model instances, tokenizer instances, ragged batching off, and
-    the other batching policy (greedy on a GPU, preferred sizes + delay on a CPU)."""
-    base = spec.Serving.for_device(device, gpus=gpus)
+def candidates(device: str, gpus: int, instances: tuple[int, ...], tokenizer_instances: tuple[int, ...],
+               cpus: int | None = None) -> list[dict]:
+    """The device's defaults (for the server's `cpus` cores), then one change at a time: model instances, tokenizer
+    instances, ragged batching off, and the other batching policy (greedy on a GPU, preferred sizes + delay on a CPU)."""
+    base = spec.Serving.for_device(device, cpus, gpus=gpus)
     out = [{"changed": "defaults", "overrides": {}}]
     out += [{"changed": f"model_instances={n}", "overrides": {"model_instances": n}} for n in instances if n != base.model_instances]
     out += [{"changed": f"tokenizer_instances={n}", "overrides": {"tokenizer_instances": n}}
@@ -52,7 +53,7 @@ def candidates(device: str, gpus: int, instances: tuple[int, ...], tokenizer_ins
     for k, c in enumerate(out):
         c["id"] = f"c{k}"
         # the search drives ensembles: no fused copies (each would hold another CUDA context and its graphs)
-        c["serving"] = spec.Serving.for_device(device, gpus=gpus, **c["overrides"], fused=False)
+        c["serving"] = spec.Serving.for_device(device, cpus, gpus=gpus, **c["overrides"], fused=False)
     return out
 
 
@@ -112,14 +113,15 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
     variant = variant or ("torch_fp16" if device == "gpu" else spec.REFERENCE)
     if variant not in spec.BY_NAME:
         raise StageError(f"unknown variant {variant!r}: known are {', '.join(spec.BY_NAME)}")
-    base = spec.Serving.for_device(device, gpus=len(gpus) or 1)
+    server_cpus, pa_cpus = host.split_cpus(client_cpus)
+    cpus = len(server_cpus) if server_cpus else None  # sized for the server's cores, as its defaults would be there
+    base = spec.Serving.for_device(device, cpus, gpus=len(gpus) or 1)
     tok = tokenizer_instances or tuple(sorted({base.tokenizer_instances, max(2, base.tokenizer_instances // 2)}))
-    cands = candidates(device, len(gpus) or 1, tuple(instances), tok)
+    cands = candidates(device, len(gpus) or 1, tuple(instances), tok, cpus)
     repo = logs / "tune_repository"
     build(Path(artifacts), repo, variant, cands, device, gpus)
     texts = read_texts(texts_path)
     data = io.write_text(logs / "perf_inputs" / "tune_texts.json", json.dumps(perf.text_input_data(texts)))
-    server_cpus, pa_cpus = host.split_cpus(client_cpus)
     tool = tools.find_perf_analyzer()
     result = {"status": "incomplete", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "variant": variant, "device": device,
               "gpus": gpus, "hardware": host.hardware(), "loads": [{"texts_per_request": b, "concurrency": c} for b, c in loads],
