@@ -562,3 +562,14 @@ def test_mps_section_sets_the_same_load_without_and_with_it_side_by_side(tmp_pat
     assert "| ensemble_torch_fp16 | 16 texts per request | 64 | 36,222 (p99 58.2) | 43,467 (p99 58.2) | 1.20x | batch16/ vs mps_batch16/ |" in body
     assert body.count("| 1.20x |") == 5  # the five models of that sweep; the sentence and raw sweeps have no MPS twin
     assert "16 texts per request (mps_batch16/, CUDA MPS)" in _section(text, report.S_WHERE)
+
+
+def test_where_section_counts_the_engine_calls_per_execution(tmp_path):
+    """results/h100/2026-12-07e: with one text per request the ensemble's engine was handed requests of ~4 widths per
+    execution and ran one planned batch per width (4.33 CUDA-graph calls per execution), the fused model, tokenizing
+    all its texts at once, 2.05: the column that shows what runner._one_width changes."""
+    logs = tmp_path / "logs"
+    shutil.copytree(spec.ROOT / "results" / "h100" / "2026-12-07e" / "serving" / "distil" / "logs", logs)
+    body = _section(_render(logs, tmp_path), report.S_WHERE)
+    assert "| ensemble_torch_fp16 | 1 text per request | 256 | 78.0 | 78.0 | 4.33 | 14.0 |" in body
+    assert "| fused_torch_fp16 | 1 text per request | 256 | 40.2 | 40.2 | 2.05 | 11.0 |" in body

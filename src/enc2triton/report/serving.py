@@ -134,7 +134,8 @@ def _breakdown_rows(p: dict, folder: str | None) -> tuple[list[list], list[list]
                 copies = sum(ph.get(k, 0.0) for k in ("h2d", "d2h")) if any(k in ph for k in ("h2d", "d2h")) else None
                 host_side = sum(ph.get(k, 0.0) for k in ("read", "tokenize", "merge", "host_in", "host_out", "respond"))
                 split.append([n, _load_name(p, folder), r["concurrency"], model["items_per_execution"],
-                              model["requests_per_execution"], model["execution_ms"], ph.get("gpu", ph.get("engine")), copies,
+                              model["requests_per_execution"], model.get("calls_per_execution"), model["execution_ms"],
+                              ph.get("gpu", ph.get("engine")), copies,
                               host_side, ph.get("wait"), ph.get("python_backend"), ph.get("other")])
     return per_req, split
 
@@ -165,8 +166,10 @@ def where_section(ctx: Ctx) -> list[str]:
         out += ["One model execution (a dynamic batch), ms: the GPU work (CUDA events; `engine` where the engine has no "
                 "split), host-device copies, the host side of the runner (reading requests, merging, staging, writing "
                 "responses), waiting for the GPU, and the Python backend's own share (Triton's compute time beyond the "
-                "model's execute(): the inter-process messages and copies between server and stub).", ""]
-        out += table(["ensemble", "load", "concurrency", "texts / execution", "requests / execution", "execution ms", "GPU",
+                "model's execute(): the inter-process messages and copies between server and stub). Engine calls: the "
+                "engine's calls per execution (CUDA-graph replays, one per length group the engine planned).", ""]
+        out += table(["ensemble", "load", "concurrency", "texts / execution", "requests / execution", "engine calls",
+                      "execution ms", "GPU",
                       "copies", "host side", "wait", "Python backend", "other"], split) + [""]
     return out
 

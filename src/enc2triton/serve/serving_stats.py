@@ -107,7 +107,10 @@ def breakdown(level: dict, ensemble: str) -> dict | None:
         if "execute" in phases:  # Triton's compute infer beyond the model's own execute(): the Python backend's IPC
             split["python_backend"] = round(max(0.0, s["compute_infer_ms"] - phases["execute"]), 3)
             split["other"] = round(max(0.0, phases["execute"] - sum(v for k, v in split.items() if k != "python_backend")), 3)
+        items = s.get("phase_items") or {}
+        calls = items.get("graph_calls", items.get("engine_calls"))  # the engine's calls (one per CUDA-graph replay)
         out[role] = {"name": name, "queue_ms": s["queue_ms"],
+                     "calls_per_execution": round(calls / items["executions"], 2) if calls and items.get("executions") else None,
                      "compute_ms": round(s["compute_input_ms"] + s["compute_infer_ms"] + s["compute_output_ms"], 3),
                      "items_per_execution": s["items_per_execution"], "requests_per_execution": s["requests_per_execution"],
                      "execution_ms": round(s["compute_infer_ms"], 3), "phases_ms": split, "batch_sizes": s["batch_sizes"]}
