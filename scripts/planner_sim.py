@@ -36,7 +36,8 @@ def planner(call_tokens: int, max_batch: int = 256):
     return eng, lambda mask: TorchEngine.length_groups(eng, mask)
 
 
-def simulate(lengths: np.ndarray, call_tokens: int, executions: int, tokenizer_execs: int, seed: int = 0) -> dict:
+def simulate(lengths: np.ndarray, call_tokens: int, executions: int, tokenizer_execs: int, per_request: int = 16,
+             seed: int = 0) -> dict:
     from enc2triton.core import spec
 
     eng, length_groups = planner(call_tokens)
@@ -46,7 +47,7 @@ def simulate(lengths: np.ndarray, call_tokens: int, executions: int, tokenizer_e
     for _ in range(executions):
         reqs = []
         for _ in range(tokenizer_execs):
-            texts = [rng.choice(lengths, 16) for _ in range(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))]
+            texts = [rng.choice(lengths, per_request) for _ in range(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))]
             width = bucket(max(int(t.max()) for t in texts))
             reqs += [(t, width) for t in texts]
         widths = sorted({w for _, w in reqs})
@@ -72,7 +73,8 @@ def main(argv=None) -> int:
                     "(default %(default)s: spec.CALL_TOKENS, and FP8's measured fixed cost on an H100)")
     ap.add_argument("--executions", type=int, default=300, help="engine executions simulated (default %(default)s)")
     ap.add_argument("--tokenizer-execs", type=int, default=6, help="tokenizer executions per engine execution "
-                    "(default %(default)s: ~12 requests)")
+                    "(default %(default)s: ~12 requests; 39 for ~78 requests, as at 1 text per request and c = 256)")
+    ap.add_argument("--per-request", type=int, default=16, help="texts per request (default %(default)s)")
     a = ap.parse_args(argv)
     from enc2triton.core import spec
     from enc2triton.core.texts import load_tokenizer, read_texts
@@ -81,9 +83,9 @@ def main(argv=None) -> int:
     tok = load_tokenizer(models.bundled_model_dir())  # DistilBERT's WordPiece vocabulary, offline
     lengths = np.array([len(x) for x in tok(read_texts(spec.EVALUATION_TEXTS), truncation=True, max_length=512)["input_ids"]])
     res = {"texts": str(spec.EVALUATION_TEXTS.relative_to(spec.ROOT)), "median_tokens": float(np.median(lengths)),
-           "executions": a.executions, "tokenizer_execs": a.tokenizer_execs, "runs": {}}
+           "executions": a.executions, "tokenizer_execs": a.tokenizer_execs, "per_request": a.per_request, "runs": {}}
     for ct in (int(x) for x in a.call_tokens.split(",")):
-        r = res["runs"][str(ct)] = simulate(lengths, ct, a.executions, a.tokenizer_execs)
+        r = res["runs"][str(ct)] = simulate(lengths, ct, a.executions, a.tokenizer_execs, a.per_request)
         for k in ("per_width", "one_width"):
             o = r[k]
             print(f"call_tokens {ct:>5} {k:<9}: {o['runs']:.2f} runs, {o['calls']:.2f} calls, {o['padded_tokens']:,.0f} padded "
