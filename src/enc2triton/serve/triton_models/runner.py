@@ -159,7 +159,8 @@ class TritonPythonModel:
         if self.tokenizer is not None:
             return self._execute_texts(requests)
         # Requests of one length run as one batch; with ragged batching (the default) the dynamic batcher also merges
-        # requests of different lengths, which run as one group per length; different requested outputs likewise.
+        # requests of different lengths, which run as one group per length; different requested outputs likewise. An
+        # engine that plans its calls by each row's length takes the sentence-embedding requests of every length as one.
         t_start = time.perf_counter()
         responses = [None] * len(requests)
         groups, feeds = {}, {}
@@ -171,33 +172,28 @@ class TritonPythonModel:
                 responses[i] = _error(str(e), "INVALID_ARG")
                 continue
             feeds[i] = feed
-            key = (tuple(feed[n].shape[1:] for n in self.input_names), self._wanted(request))
+            names = self._wanted(request)
+            any_width = self.plans_by_length and "last_hidden_state" not in names
+            key = (None if any_width else tuple(feed[n].shape[1:] for n in self.input_names), names)
             groups.setdefault(key, []).append(i)
         self.metrics.time("read", time.perf_counter() - t_start)
-        groups = [(names, idx) for (_, names), idx in groups.items()]
-        if self.plans_by_length and len(groups) > 1:
-            groups = self._one_width(feeds, groups)
-        self._run_groups(feeds, groups, responses)
+        for (shape, _), idx in groups.items():
+            if shape is None:
+                self._one_width(feeds, idx)
+        self._run_groups(feeds, [(names, idx) for (_, names), idx in groups.items()], responses)
         return self._done(t_start, requests, responses)
 
-    def _one_width(self, feeds, groups):
-        """The requests of every width that ask for sentence embeddings only, as one batch: each padded to the widest
-        (pad id 0, mask 0). An engine that trims every row to its own length bucket (TorchEngine.length_groups) then plans
-        its calls over all the rows at once, not once per width. Through an ensemble the tokenizer pads each of its
-        executions to a width of its own, so one engine execution of a dozen requests held several widths, each run on
-        its own (H100, 16 texts per request: 1.8 runs and 4.3 graph calls per execution)."""
-        one, rest = [], []
-        for names, idx in groups:
-            (rest if "last_hidden_state" in names else one).append((names, idx))
-        if len({names for names, _ in one}) != 1 or len(one) < 2:
-            return groups
-        idx = [i for _, ids in one for i in ids]
+    def _one_width(self, feeds, idx):
+        """Requests `idx` padded to the widest of them (pad id 0, mask 0), to run as one batch: an engine that trims every
+        row to its own length bucket (TorchEngine.length_groups) then plans its calls over all the rows at once, not once
+        per width. Through an ensemble the tokenizer pads each of its executions to a width of its own, so one engine
+        execution of a dozen requests held several widths, each run on its own (H100, 16 texts per request: 1.8 runs and
+        4.3 graph calls per execution)."""
         width = max(feeds[i][self.token_inputs[0]].shape[1] for i in idx)
         for i in idx:
             w = feeds[i][self.token_inputs[0]].shape[1]
             if w < width:
                 feeds[i] = {n: np.pad(v, ((0, 0), (0, width - w))) for n, v in feeds[i].items()}
-        return [(one[0][0], idx)] + rest
 
     def _execute_texts(self, requests):
         t_start = time.perf_counter()
