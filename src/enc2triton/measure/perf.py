@@ -25,8 +25,7 @@ from pathlib import Path
 
 
 from enc2triton.core import cli, host, io, spec, tools
-from enc2triton.serve import server, serving_stats
-from enc2triton.serve.mps import MODES as MPS_MODES
+from enc2triton.serve import mps as mpsd, server, serving_stats
 from enc2triton.core.io import StageError
 from enc2triton.core.texts import passages, read_texts, token_stats
 from enc2triton.measure.perf_analyzer import (  # noqa: F401 (callers use them as perf.<name>)
@@ -183,10 +182,11 @@ def run(repository_dir: Path = spec.REPOSITORY, logs: Path = spec.LOGS, artifact
     try:
         with server.running(repo, logs, cpus=server_cpus, mps=mps) as info:
             summary["server"] = {"version": server_version(info), "binary": info.binary, "url": info.url(protocol),
-                                 "pid": info.pid, "ready_seconds": info.ready_seconds, "mps": mps_state(info)}
-            if earlier and mps_of(io.read_earlier(out, "models")) != summary["server"]["mps"]:
-                print(f"not keeping earlier results for {', '.join(earlier)}: measured with CUDA MPS "
-                      f"{mps_of(io.read_earlier(out, 'models'))}, this server runs with it {summary['server']['mps']}")
+                                 "pid": info.pid, "ready_seconds": info.ready_seconds, "mps": mpsd.state(info.mps)}
+            before = mpsd.recorded(io.read_earlier(out, "models")) if earlier else None
+            if earlier and before != summary["server"]["mps"]:
+                print(f"not keeping earlier results for {', '.join(earlier)}: measured with CUDA MPS {before}, this server "
+                      f"runs with it {summary['server']['mps']}")
                 earlier.clear()
             # a separate client machine, approximated: perf_analyzer and the server on their own cores (when pinned)
             summary["cores"] = {"server": host.process_cpus(info.pid), "client": host.format_cpus(pa_cpus) or host.process_cpus(os.getpid()),
@@ -271,13 +271,9 @@ def _finish(summary: dict, earlier: dict, names: list[str], order: list[str], ou
     return summary, where
 
 
-def mps_state(info) -> str:
-    """'on' when the server's GPU models run under its CUDA MPS daemon (an MPS server attached), else 'off'."""
-    return "on" if info.mps and info.mps.get("servers") else "off"
-
-
-def mps_of(summary: dict | None) -> str:
-    return ((summary or {}).get("server") or {}).get("mps") or "off"
+def measured_rule(summary: dict) -> dict:
+    """How a summary's levels were measured (its settings): the explanation and the hang guard do not change the numbers."""
+    return {k: v for k, v in (summary.get("settings") or {}).items() if k not in ("why", "timeout")}
 
 
 def kept_entries(path: Path, summary: dict) -> dict:
@@ -289,9 +285,7 @@ def kept_entries(path: Path, summary: dict) -> dict:
         return {}
     same = ("repository", "protocol", "batch_size", "model")
 
-    def rule(d: dict) -> dict:  # how it was measured; the explanation and the hang guard do not change the numbers
-        return {k: v for k, v in (d.get("settings") or {}).items() if k not in ("why", "timeout")}
-    if (any(prev.get(k) != summary.get(k) for k in same) or rule(prev) != rule(summary)
+    if (any(prev.get(k) != summary.get(k) for k in same) or measured_rule(prev) != measured_rule(summary)
             or any((prev.get("inputs") or {}).get(k) != summary["inputs"].get(k) for k in ("seq_len", "passage_tokens"))):
         return {}
     return {n: {**e, "measured": e.get("measured", prev.get("started"))} for n, e in prev["models"].items()
@@ -331,7 +325,7 @@ def main(argv=None) -> int:
     ap.add_argument("--client-cpus", default="auto", help="cores for perf_analyzer, e.g. 12-15; the server it starts gets the "
                     "others (a separate client machine, approximated). 'auto': the last quarter of the cores on machines with "
                     "8 or more, nobody pinned on smaller ones; 'none': no pinning (default %(default)s)")
-    ap.add_argument("--mps", choices=MPS_MODES, default=spec.MPS, help="CUDA MPS for the server this run starts "
+    ap.add_argument("--mps", choices=mpsd.MODES, default=spec.MPS, help="CUDA MPS for the server this run starts "
                     "(serve.sh start --mps says what it does; a running server keeps its own) (default %(default)s)")
 
     def body(a) -> int:

@@ -26,8 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from enc2triton.core import cli, host, io, markdown, spec, tools
-from enc2triton.serve import repository, server
-from enc2triton.serve.mps import MODES as MPS_MODES
+from enc2triton.serve import mps as mpsd, repository, server
 from enc2triton.measure import perf
 from enc2triton.core.io import StageError
 from enc2triton.core.texts import read_texts
@@ -132,7 +131,7 @@ def run(artifacts: Path = spec.ARTIFACTS, logs: Path = spec.LOGS, device: str = 
     mlogs = logs / "tune"
     total, step = len(cands) * len(loads), [0]
     with server.running(repo, mlogs, cpus=server_cpus, timeout=900, mps=mps) as info:
-        result["server"] = {"ready_seconds": info.ready_seconds, "pid": info.pid, "mps": perf.mps_state(info)}
+        result["server"] = {"ready_seconds": info.ready_seconds, "pid": info.pid, "mps": mpsd.state(info.mps)}
         result["cores"] = {"server": host.process_cpus(info.pid), "client": host.format_cpus(pa_cpus), "rule": client_cpus}
         states = server.model_states(info) or {}
         for c in cands:
@@ -231,7 +230,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-trials", type=cli.at_least(3), default=6, help="windows per level at most (default %(default)s)")
     ap.add_argument("--p99-budget-ms", type=cli.at_least(1, float), default=P99_BUDGET_MS, help="(default %(default)s)")
     ap.add_argument("--client-cpus", default="auto", help="cores for perf_analyzer (as run_tests.sh; default %(default)s)")
-    ap.add_argument("--mps", choices=MPS_MODES, default=spec.MPS, help="the server under CUDA MPS (serve.sh start --mps): "
+    ap.add_argument("--mps", choices=mpsd.MODES, default=spec.MPS, help="the server under CUDA MPS (serve.sh start --mps): "
                     "more GPU instances share the GPU instead of taking turns, so the search's best count can differ "
                     "(default %(default)s)")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from enc2triton.core import spec
-from enc2triton.serve import serving_stats
+from enc2triton.serve import mps as mpsd, serving_stats
 from enc2triton.report.common import (
     Ctx, P99_BUDGET_MS, SERVED_FP8_TARGET, S_MPS, S_PEER, S_PERF, S_PRECISION, S_QPEER, S_TUNE, S_WHERE, _absent, _cos,
     _incomplete, _link, _load, _machine, _num, _path, _span, _v, fmt, provenance, table,
@@ -111,7 +111,7 @@ def _load_name(p: dict, folder: str | None) -> str:
     inp = p.get("inputs") or {}
     what = f"passages of up to {inp['passage_tokens']} tokens" if inp.get("passage_tokens") else "texts"
     per = int(p.get("batch_size") or 1)
-    mps = ", CUDA MPS" if ((p.get("server") or {}).get("mps")) == "on" else ""  # the GPU models' processes share one context
+    mps = ", CUDA MPS" if mpsd.recorded(p) == "on" else ""  # the GPU models' processes share the GPU
     return (f"{per} {what} per request" if per > 1 else f"1 {what[:-1] if what == 'texts' else what} per request") + \
         (f" ({folder}/{mps})" if folder else f" ({mps[2:]})" if mps else "")
 
@@ -229,24 +229,23 @@ def _cell(r: dict | None) -> str:
     return f"{fmt(r['throughput'])} (c={r['concurrency']}, p99 {fmt(r['p99_ms'])} ms)" if r else f"none within p99 {P99_BUDGET_MS:g} ms"
 
 
-def _mps(p: dict) -> bool:
-    return ((p.get("server") or {}).get("mps")) == "on"
-
-
 def _load_key(p: dict) -> tuple:
     """What makes two sweeps the same load: requests, inputs, measurement rule and the server's cores."""
-    inp, rule = p.get("inputs") or {}, {k: v for k, v in (p.get("settings") or {}).items() if k not in ("why", "timeout")}
+    from enc2triton.measure.perf import measured_rule
+
+    inp = p.get("inputs") or {}
     return (p.get("protocol"), p.get("batch_size"), inp.get("seq_len"), inp.get("passage_tokens"), inp.get("texts"),
-            tuple(sorted((k, str(v)) for k, v in rule.items())), (p.get("cores") or {}).get("server"))
+            tuple(sorted((k, str(v)) for k, v in measured_rule(p).items())), (p.get("cores") or {}).get("server"))
 
 
 def mps_section(ctx: Ctx) -> list[str]:
     """Every model at every concurrency measured on a server without and on one with CUDA MPS, at the same load (the
     same requests, inputs, windows and server cores): what sharing the GPU between the instances' processes buys."""
     sweeps = [(f, p) for f, p in [("logs/", ctx.get("perf"))] + [(f"{k}/", v) for k, v in ctx.loads.items()] if p]
+    under = [(f, p) for f, p in sweeps if mpsd.recorded(p) == "on"]
     rows = []
-    for f_on, on in sweeps:
-        base = next(((f, p) for f, p in sweeps if not _mps(p) and _load_key(p) == _load_key(on)), None) if _mps(on) else None
+    for f_on, on in under:
+        base = next(((f, p) for f, p in sweeps if mpsd.recorded(p) == "off" and _load_key(p) == _load_key(on)), None)
         for n, e in (on.get("models") or {}).items() if base else ():
             theirs = {r["concurrency"]: r for r in (base[1].get("models", {}).get(n) or {}).get("rows") or []}
             for r in e.get("rows") or []:
@@ -259,7 +258,7 @@ def mps_section(ctx: Ctx) -> list[str]:
                                  f"{r['throughput'] / b['throughput']:.2f}x{mark}", f"{base[0]} vs {f_on}"])
     if not rows:
         return []
-    first = next(p for _, p in sweeps if _mps(p))
+    first = under[0][1]
     out = ["## " + S_MPS, ""]
     out += provenance(ctx, "logs/perf_summary.json and logs/*/perf_summary.json (each server's `mps` in its `server` entry)",
                       _span(first.get("started"), first.get("finished")), _machine(first.get("hardware")), first.get("started"))

@@ -42,6 +42,17 @@ def gpu_processes(repository: Path) -> int:
     return n
 
 
+def state(daemon: dict | None) -> str:
+    """What a log records of a server's MPS: 'on' when its GPU models run under the daemon (an MPS server attached to
+    it), else 'off'."""
+    return "on" if daemon and daemon.get("servers") else "off"
+
+
+def recorded(summary: dict | None) -> str:
+    """The MPS state a perf or tune summary recorded of its server ('off' where it predates it)."""
+    return ((summary or {}).get("server") or {}).get("mps") or "off"
+
+
 def has_gpu() -> bool:
     return Path("/dev/nvidia0").exists()
 
