@@ -30,8 +30,8 @@
 # SKIP_PASSAGES=1 leave the peer or the passage sweep out; SENTENCE_CONCURRENCY, BATCH16_CONCURRENCY the sweeps' levels;
 # PASSAGE_TOKENS (default 128), PASSAGE_MODELS, PASSAGE_CONCURRENCY the passage sweep's length, models and levels.
 # SWEEPS: which of the serve phase's sweeps run (default sentences,batch16,raw64,passages,peer; a later call on the same
-# machine keeps the earlier ones' results). MPS=on: the serve phase's server under CUDA MPS; MPS_AB=1: after the sweeps, the sentence and 16-per-request ones again
-# on a second server under MPS (mps/, mps_batch16/), for the A/B that decides spec.MPS.
+# machine keeps the earlier ones' results). MPS=on: the serve phase's server under CUDA MPS; MPS_AB=1: after the sweeps,
+# the sentence and 16-per-request ones again on a second server under MPS (mps/, mps_batch16/), the A/B for spec.MPS.
 # WITH_QUALITY=1 moves the real model's quality through Triton from the bench call to the end of the serve call (set it
 # for both calls; QUALITY_DEADLINE bounds the serve call). SKIP_FUSION=1: distil without scripts/fusion_ab.py;
 # BENCH_PEERS: the engine benchmark's peers (default all; e.g. reduce-overhead,eager leaves out the default-mode compile's
@@ -133,6 +133,10 @@ tune() {
         --instances 1,2,4 --window-ms 1500 --max-trials 6 --client-cpus $CLIENT_CPUS
 }
 
+prefixed() {  # prefixed PREFIX a,b,...: PREFIXa,PREFIXb,... (variants from precisions, fused models from variants)
+    echo "$2" | sed -E "s/(^|,)/\1$1/g"
+}
+
 want() {  # is this serve-phase sweep in SWEEPS (default: all of sentences,batch16,raw64,passages,peer)?
     [[ ",${SWEEPS:-sentences,batch16,raw64,passages,peer}," == *",$1,"* ]]
 }
@@ -141,7 +145,7 @@ serve-run() {
     local A=$W/distil/artifacts L=$W/distil/logs R=$W/distil/model_repository; CMDS=$L/commands.txt
     local TUNED=""; [ -f "$L/tune.json" ] && TUNED="--tuned $L/tune.json"
     # the engines served (SERVE_PRECISIONS, default every one the distil phase builds): their raw and fused models
-    local V=$(echo ${SERVE_PRECISIONS:-fp16,fp8,int8} | sed -E 's/(^|,)/\1torch_/g')
+    local V=$(prefixed torch_ ${SERVE_PRECISIONS:-fp16,fp8,int8})
     # generated on the server's cores: the tokenizer's instances and threads are sized for them (spec.Serving.for_device)
     step taskset -c $SERVER_CPUS $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants $V $TUNED
     # MPS=on|auto: the GPU models' processes under a CUDA MPS daemon of the server's own (serve.sh start --mps)
@@ -152,9 +156,10 @@ serve-run() {
         step ./run_tests.sh --repository "$R" --logs "$L/$sub" --artifacts "$A" $PERF "$@"
     }
     # the FP8 and FP16 ensembles at every load: what the precisions buy through the server, like for like
-    local ALL=ensemble_torch_fp16,ensemble_torch_fp8,$(echo $V | sed -E 's/(^|,)/\1fused_/g')
-    want sentences && step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" \
-        --models ensemble_torch_fp16,ensemble_torch_fp8,fused_torch_fp16,fused_torch_fp8 --concurrency ${SENTENCE_CONCURRENCY:-128,256} $PERF
+    local ALL=ensemble_torch_fp16,ensemble_torch_fp8,$(prefixed fused_ $V)
+    local SENT=ensemble_torch_fp16,ensemble_torch_fp8,fused_torch_fp16,fused_torch_fp8  # the sentence sweep's models
+    want sentences && step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models $SENT \
+        --concurrency ${SENTENCE_CONCURRENCY:-128,256} $PERF
     want batch16 && sweep batch16 --models $ALL --concurrency ${BATCH16_CONCURRENCY:-32,64,128} --batch-size 16
     # like for like with the engine's 128 tokens: passages of real text fill the rows (no padding for the runner to trim)
     want raw64 && sweep raw64 --models $V --concurrency 2,4 --batch-size 64 --seq-len 128 --passage-tokens 128
@@ -167,8 +172,7 @@ serve-run() {
     [ -z "$TRITON" ] || step ./serve.sh stop --logs "$L"
     if [ -n "${MPS_AB:-}" ]; then  # the sentence and 16-per-request loads again, on a server under CUDA MPS: mps/, mps_batch16/
         step ./serve.sh start --repository "$R" --logs "$L/mps" --cpus $SERVER_CPUS --mps on && {
-            SRV=$L/mps sweep mps --models ensemble_torch_fp16,ensemble_torch_fp8,fused_torch_fp16,fused_torch_fp8 \
-                --concurrency ${SENTENCE_CONCURRENCY:-128,256}
+            SRV=$L/mps sweep mps --models $SENT --concurrency ${SENTENCE_CONCURRENCY:-128,256}
             SRV=$L/mps sweep mps_batch16 --models $ALL --concurrency ${BATCH16_CONCURRENCY:-32,64,128} --batch-size 16
             step ./serve.sh stop --logs "$L/mps"; }
     fi
@@ -195,7 +199,7 @@ fusedn-run() {  # fused models at another instance count (FUSED_N, default 2; th
     # FUSED_VARIANTS of them (default torch_fp16): do more instances overlap more host work, or queue for the GPU?
     local n=${FUSED_N:-2} v=${FUSED_VARIANTS:-torch_fp16}
     local A=$W/distil/artifacts L=$W/distil/logs/fused$n R=$W/distil/model_repository_fused$n; CMDS=$L/commands.txt; mkdir -p "$L"
-    local M=$(echo "$v" | sed -E 's/(^|,)/\1fused_/g')
+    local M=$(prefixed fused_ "$v")
     step taskset -c $SERVER_CPUS $PY -m enc2triton.repository --artifacts "$A" --out "$R" --device gpu --gpus 0 --variants $v --fused-instances $n
     step ./run_tests.sh --repository "$R" --logs "$L" --artifacts "$A" --models $M --concurrency ${FUSED_CONCURRENCY:-64,128,256} $PERF
     mkdir -p "$L/batch16"
@@ -277,7 +281,7 @@ case $phase in
     distil-bench)  # a fresh machine, one call: DistilBERT-base's engines (no fusion A/B), then the engine benchmark beside
         # its peers in the time left (DEADLINE; the build takes ~300 s)
         SKIP_FUSION=1 timeout ${DEADLINE:-570} bash "$0" distil > $W/distil.out 2>&1
-        GPU_VARIANTS=$(echo ${TORCH_PRECISIONS:-fp16,fp8,int8} | sed -E 's/(^|,)/\1torch_/g') SKIP_GEMM=1 SKIP_MINILM_BENCH=1 \
+        GPU_VARIANTS=$(prefixed torch_ ${TORCH_PRECISIONS:-fp16,fp8,int8}) SKIP_GEMM=1 SKIP_MINILM_BENCH=1 \
             until_deadline $(( ${DEADLINE:-570} - 10 )) bash "$0" bench-run > $W/bench.out 2>&1
         tail -n 4 $W/distil.out; tail -n 40 $W/bench.out
         pack distil-bench distil/logs distil.out bench.out
