@@ -12,17 +12,7 @@ from enc2triton.core import host, io, spec
 from enc2triton.serve import repository, server, serving_stats
 from enc2triton.measure import perf, tune
 from enc2triton.core.texts import load_tokenizer, passages, read_texts, tokenize
-from triton_helpers import local_embed  # noqa: F401
-
-
-def _raw(client, m, ids: np.ndarray):
-    inputs = []
-    for name in m["inputs"]:
-        a = ids if name == "input_ids" else np.ones_like(ids)
-        i = httpclient.InferInput(name, list(a.shape), "INT64")
-        i.set_data_from_numpy(a)
-        inputs.append(i)
-    return client.infer("onnx_fp32", inputs, outputs=[httpclient.InferRequestedOutput("sentence_embedding")]).as_numpy("sentence_embedding")
+from triton_helpers import local_embed, raw_embed  # noqa: F401
 
 
 @pytest.mark.server
@@ -47,7 +37,8 @@ def test_ragged_batching_merges_requests_of_different_lengths(tiny_artifacts, tm
         before = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
         # a client per request: one geventhttpclient client shared by threads can fail ("Cannot switch to a different thread")
         with cf.ThreadPoolExecutor(8) as pool:
-            got = list(pool.map(lambda ids: _raw(httpclient.InferenceServerClient(info.http), m, ids), feeds))
+            got = list(pool.map(lambda ids: raw_embed(httpclient.InferenceServerClient(info.http), httpclient, m["inputs"], ids),
+                                feeds))
         after = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
     finally:
         server.stop(logs, quiet=True)

@@ -480,6 +480,7 @@ def test_requests_of_every_width_run_as_one_planned_batch(torch_art, tmp_path, m
     import tritonclient.http as httpclient
 
     from enc2triton.serve import serving_stats
+    from triton_helpers import raw_embed
 
     monkeypatch.setenv("ENC2TRITON_METRICS_FLUSH_S", "0")
     art, _, _ = torch_art
@@ -490,19 +491,12 @@ def test_requests_of_every_width_run_as_one_planned_batch(torch_art, tmp_path, m
     rng = np.random.default_rng(0)
     feeds = [rng.integers(1000, 2000, size=(1, n)).astype(np.int64) for n in (8, 16, 8, 24, 16, 8, 24, 16)]
 
-    def infer(ids):
-        inputs = []
-        for name in m["inputs"]:
-            a = ids if name == "input_ids" else np.ones_like(ids)
-            inputs.append(httpclient.InferInput(name, list(a.shape), "INT64"))
-            inputs[-1].set_data_from_numpy(a)
-        out = [httpclient.InferRequestedOutput("sentence_embedding")]
-        return httpclient.InferenceServerClient(info.http).infer("torch_fp16", inputs, outputs=out).as_numpy("sentence_embedding")
     info = server.start(repo, logs, timeout=180, quiet=True)
     try:
         before = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
-        with cf.ThreadPoolExecutor(8) as pool:
-            got = list(pool.map(infer, feeds))
+        with cf.ThreadPoolExecutor(8) as pool:  # a client per request (one shared by threads can fail)
+            got = list(pool.map(lambda ids: raw_embed(httpclient.InferenceServerClient(info.http), httpclient, m["inputs"], ids,
+                                                      "torch_fp16"), feeds))
         after = serving_stats.snapshot(info.http, f"{info.host}:{info.metrics_port}")
     finally:
         server.stop(logs, quiet=True)

@@ -23,6 +23,16 @@ def embed(client, mod, texts: list[bytes], model="ensemble_onnx_fp32") -> np.nda
     return res.as_numpy("sentence_embedding")
 
 
+def raw_embed(client, mod, names: list[str], ids: np.ndarray, model="onnx_fp32") -> np.ndarray:
+    """A raw model's sentence embedding of token ids (`names`: the model's inputs; every mask position 1)."""
+    inputs = []
+    for name in names:
+        a = ids if name == "input_ids" else np.ones_like(ids)
+        inputs.append(mod.InferInput(name, list(a.shape), "INT64"))
+        inputs[-1].set_data_from_numpy(a)
+    return client.infer(model, inputs, outputs=[mod.InferRequestedOutput("sentence_embedding")]).as_numpy("sentence_embedding")
+
+
 def local_embed(art: Path, texts: list[str]) -> np.ndarray:
     m = io.load_manifest(art)
     tok = load_tokenizer(art / "tokenizer")
