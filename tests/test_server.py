@@ -283,7 +283,7 @@ def test_mps_daemon_lifecycle(tiny_artifacts, tmp_path, monkeypatch, capsys):
     (bin_dir / mps.CONTROL).write_text(FAKE_MPS)
     (bin_dir / mps.CONTROL).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(mps, "has_gpu", lambda: True)
+    monkeypatch.setattr(mps.host, "has_nvidia_gpu", lambda: True)
     real_probe = mps._probe
     monkeypatch.setattr(mps, "_probe", lambda state: None)  # a CUDA context through the daemon needs the real driver
     state = mps.start("auto", gpu)

@@ -73,6 +73,11 @@ def describe(hw: dict | None = None) -> str:
     return f"{cpu}, {hw.get('cores')} cores" + (f", {gpus}" if gpus else "")
 
 
+def has_nvidia_gpu() -> bool:
+    """An NVIDIA GPU device node is here (without asking nvidia-smi, which takes a second)."""
+    return Path("/dev/nvidia0").exists()
+
+
 def pid_alive(pid: int) -> bool:
     """A process with this PID exists (ours or another user's)."""
     try:

@@ -53,10 +53,6 @@ def recorded(summary: dict | None) -> str:
     return ((summary or {}).get("server") or {}).get("mps") or "off"
 
 
-def has_gpu() -> bool:
-    return Path("/dev/nvidia0").exists()
-
-
 def env(state: dict) -> dict:
     """What a client process of this daemon (the server, its stubs) needs in its environment."""
     return {"CUDA_MPS_PIPE_DIRECTORY": state["pipe_dir"], "CUDA_MPS_LOG_DIRECTORY": state["log_dir"]}
@@ -86,7 +82,7 @@ def start(mode: str, repository: Path, wait: float = 15.0) -> dict | None:
         return None  # one GPU process or none: nothing to share
     control = shutil.which(CONTROL)
     problem = None if control else f"{CONTROL} is not on PATH (it comes with the NVIDIA driver's utilities)"
-    if not problem and not has_gpu():
+    if not problem and not host.has_nvidia_gpu():
         problem = "no NVIDIA GPU on this machine (/dev/nvidia0 is missing)"
     state = None
     if not problem:

@@ -275,7 +275,7 @@ def start(repository: Path = spec.REPOSITORY, logs: Path = spec.LOGS, host: str 
         print("WARNING: runtime model control is on: clients can load and unload models", file=sys.stderr)
     if tool.backend_dir:
         cmd.append(f"--backend-directory={tool.backend_dir}")
-    if not Path("/dev/nvidia0").exists():
+    if not hostinfo.has_nvidia_gpu():
         cmd.append("--allow-gpu-metrics=false")
     if log_file.exists() and log_file.stat().st_size:  # the last run's log (why it died) survives one restart
         log_file.replace(log_file.with_suffix(".prev.log"))
