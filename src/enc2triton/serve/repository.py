@@ -97,7 +97,7 @@ def model_config(variant: spec.Variant, manifest: dict, serving: spec.Serving, n
         cfg.backend = "python"
         _params(cfg, runtime=family.runtime, artifact=family.file, vocab_size=manifest["model"]["vocab_size"],
                 max_length=shapes["max_seq"],
-                intra_op_threads=0 if kind == "gpu" else max(1, len(os.sched_getaffinity(0)) // max(1, serving.model_instances)))
+                intra_op_threads=0 if kind == "gpu" else max(1, len(host.usable_cpus()) // max(1, serving.model_instances)))
     # ragged: the runner pads and groups requests of different lengths itself; a native backend needs equal shapes
     ragged = serving.ragged and not native
     for n in manifest["inputs"]:
